@@ -1,0 +1,1 @@
+"""fastmlp benchmarks (installed as fastmlp.benchmarks; run from a checkout as scripts)."""

@@ -1,0 +1,140 @@
+// The CPU kernel set. Every kernel is a plain function over raw pointers, sizes
+// and strides; it trusts its arguments (the bindings check them first) and never
+// throws, prints or exits. Outputs come first, then const inputs, then sizes;
+// gradients start with `d`. Matrices are row-major with a leading dimension
+// (row stride, in elements) named ld<matrix>.
+//
+// The sources under csrc/cpu/isa/ and csrc/cpu/gemm/ are compiled once per
+// instruction set (generic x86-64, AVX2+FMA, AVX-512), each copy inside
+// namespace fastmlp::cpu::<isa>, and each copy fills one KernelTable.
+#pragma once
+
+#include <cstdint>
+
+#include "common/activation.h"
+
+namespace fastmlp::cpu {
+
+using index_t = std::int64_t;
+
+// ---- GEMM ------------------------------------------------------------------
+// C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias)        op(X) = X or Xᵀ
+// A is [M,K] (or [K,M] when trans_a), B is [K,N] (or [N,K] when trans_b).
+// beta == 0 means C is write-only (it may hold NaN). The epilogue runs on each
+// tile before it is stored: bias (per column, may be null), then `act`; if
+// `preact` is non-null it receives the value before the activation.
+struct GemmEpilogue {
+  const float* bias = nullptr;  // [N] or null
+  Act act = Act::Identity;
+  float act_param = 0.0f;       // negative slope of LeakyReLU
+  float* preact = nullptr;      // [M, ldz] or null
+  index_t ldz = 0;
+};
+using GemmFn = void (*)(float* C, index_t ldc, const float* A, index_t lda, const float* B,
+                        index_t ldb, index_t M, index_t N, index_t K, bool trans_a, bool trans_b,
+                        float alpha, float beta, const GemmEpilogue& ep);
+
+// ---- activations -------------------------------------------------------------
+// y[i] = act(x[i]); dx[i] = dy[i]·act'(·) (+ dx[i] when accumulate), where `saved`
+// is x or y as act_backward_needs_input(act) says. y may alias x, dx may alias dy.
+using ActForwardFn = void (*)(float* y, const float* x, index_t n, Act act, float param);
+using ActBackwardFn = void (*)(float* dx, const float* dy, const float* saved, index_t n, Act act,
+                               float param, bool accumulate);
+
+// ---- softmax and losses --------------------------------------------------------
+// Row-wise over [rows, cols]: y = softmax(x) or log_softmax(x).
+using SoftmaxForwardFn = void (*)(float* y, const float* x, index_t rows, index_t cols, bool log);
+// softmax:     dx = y ⊙ (dy - Σ_j dy_j y_j)     log_softmax: dx = dy - e^y · Σ_j dy_j
+using SoftmaxBackwardFn = void (*)(float* dx, const float* dy, const float* y, index_t rows,
+                                   index_t cols, bool log);
+
+struct LossSums {
+  double loss_sum;    // Σ_i loss_i (weighted)
+  double weight_sum;  // Σ_i w[label_i] over rows whose label is not ignore_index
+};
+// Cross entropy of softmax(logits) against class indices, as torch.nn.functional.cross_entropy:
+//   loss_i = (1-ε)·w[y_i]·(-log p_iy) + (ε/C)·Σ_c w[c]·(-log p_ic), 0 where y_i == ignore_index.
+// class_weight may be null (all ones). row_loss (may be null) receives loss_i; dlogits
+// (may be null) receives grad_scale·∂loss_i/∂logits, divided by weight_sum when
+// divide_by_weight_sum. Labels must be in [0, cols) or equal ignore_index.
+using SoftmaxXentFn = LossSums (*)(float* dlogits, float* row_loss, const float* logits,
+                                   const std::int64_t* labels, const float* class_weight,
+                                   index_t rows, index_t cols, std::int64_t ignore_index,
+                                   float label_smoothing, float grad_scale,
+                                   bool divide_by_weight_sum);
+// Negative log-likelihood on log-probabilities: loss_i = -w[y_i]·logp[i, y_i].
+using NllFn = LossSums (*)(float* dlogp, float* row_loss, const float* logp,
+                           const std::int64_t* labels, const float* class_weight, index_t rows,
+                           index_t cols, std::int64_t ignore_index, float grad_scale,
+                           bool divide_by_weight_sum);
+
+// Element-wise losses over n elements: returns Σ_i loss_i; elem_loss and dinput may be null;
+// weight (may be null) multiplies each element; dinput = grad_scale·w·∂loss_i/∂input_i.
+//   mse: (x-t)²   l1: |x-t|   bce: -(t·log x + (1-t)·log(1-x)), logs clamped at -100
+//   bce_logits: max(x,0) - x·t + log(1 + e^-|x|)
+enum class PointwiseLoss : int { MSE = 0, L1 = 1, BCE = 2, BCEWithLogits = 3 };
+using PointwiseLossFn = double (*)(float* dinput, float* elem_loss, const float* input,
+                                   const float* target, const float* weight, index_t n,
+                                   PointwiseLoss kind, float grad_scale);
+
+// ---- reductions ------------------------------------------------------------
+// out[c] (+)= Σ_r x[r, c]   (bias gradient)        out[r] (+)= Σ_c x[r, c]
+using ColSumFn = void (*)(float* out, const float* x, index_t rows, index_t cols, index_t ldx,
+                          bool accumulate);
+using RowSumFn = void (*)(float* out, const float* x, index_t rows, index_t cols, index_t ldx,
+                          bool accumulate);
+
+// ---- dropout -----------------------------------------------------------------
+// Element i is kept when philox_bits(seed, offset, i) >= threshold(p); kept values are
+// scaled by 1/(1-p). The mask (1 = kept) is optional; backward uses it.
+using DropoutForwardFn = void (*)(float* y, std::uint8_t* mask, const float* x, index_t n, float p,
+                                  std::uint64_t seed, std::uint64_t offset);
+using DropoutBackwardFn = void (*)(float* dx, const float* dy, const std::uint8_t* mask, index_t n,
+                                   float p, bool accumulate);
+
+// ---- optimizers (multi-tensor: one call updates `count` tensors) ---------------
+// Update formulas are PyTorch's (torch.optim.SGD / Adam / AdamW documentation).
+struct SgdOptions {
+  float lr, momentum, dampening, weight_decay;
+  bool nesterov, maximize;
+  bool first_step;  // momentum buffers are initialised to the first d_p
+};
+using SgdStepFn = void (*)(float* const* params, float* const* momentum_bufs,
+                           const float* const* grads, const index_t* sizes, index_t count,
+                           const SgdOptions& opt);
+struct AdamOptions {
+  float lr, beta1, beta2, eps, weight_decay;
+  bool decoupled_weight_decay;  // AdamW
+  bool amsgrad, maximize;
+  std::int64_t step;            // step count after this update (1 on the first)
+};
+using AdamStepFn = void (*)(float* const* params, float* const* exp_avgs, float* const* exp_avg_sqs,
+                            float* const* max_exp_avg_sqs, const float* const* grads,
+                            const index_t* sizes, index_t count, const AdamOptions& opt);
+
+struct KernelTable {
+  const char* isa = nullptr;
+  GemmFn gemm = nullptr;
+  ActForwardFn act_forward = nullptr;
+  ActBackwardFn act_backward = nullptr;
+  SoftmaxForwardFn softmax_forward = nullptr;
+  SoftmaxBackwardFn softmax_backward = nullptr;
+  SoftmaxXentFn softmax_xent = nullptr;
+  NllFn nll = nullptr;
+  PointwiseLossFn pointwise_loss = nullptr;
+  ColSumFn colsum = nullptr;
+  RowSumFn rowsum = nullptr;
+  DropoutForwardFn dropout_forward = nullptr;
+  DropoutBackwardFn dropout_backward = nullptr;
+  SgdStepFn sgd_step = nullptr;
+  AdamStepFn adam_step = nullptr;
+};
+
+// The table in use (chosen at import; see dispatch.cpp).
+const KernelTable& kernels();
+// Names of the instruction sets this build has and this CPU runs, best last.
+const char* const* available_isas(int* count);
+// Switch to another available set ("generic", "avx2", "avx512"); throws if unavailable.
+void set_isa(const char* name);
+
+}  // namespace fastmlp::cpu

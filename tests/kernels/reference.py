@@ -1,0 +1,51 @@
+"""Float64 NumPy references for the kernels (independent of the C++ code)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ACTS = {"identity": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4, "gelu": 5}
+
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def erfc(x: np.ndarray) -> np.ndarray:
+    return _erfc(np.asarray(x, dtype=np.float64)).astype(np.float64)
+
+
+def act_forward(name: str, x: np.ndarray, slope: float = 0.01) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if name == "identity":
+        return x
+    if name == "relu":
+        return np.maximum(x, 0.0)
+    if name == "leaky_relu":
+        return np.where(x > 0, x, slope * x)
+    if name == "sigmoid":
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-x))
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "gelu":
+        return 0.5 * x * erfc(-x / math.sqrt(2.0))
+    raise KeyError(name)
+
+
+def act_derivative(name: str, x: np.ndarray, slope: float = 0.01) -> np.ndarray:
+    """d act / dx at the input x."""
+    x = np.asarray(x, dtype=np.float64)
+    if name == "identity":
+        return np.ones_like(x)
+    if name == "relu":
+        return (x > 0).astype(np.float64)
+    if name == "leaky_relu":
+        return np.where(x > 0, 1.0, slope)
+    if name == "sigmoid":
+        s = act_forward("sigmoid", x)
+        return s * (1 - s)
+    if name == "tanh":
+        return 1 - np.tanh(x) ** 2
+    if name == "gelu":
+        return 0.5 * erfc(-x / math.sqrt(2.0)) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    raise KeyError(name)

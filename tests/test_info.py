@@ -1,0 +1,65 @@
+"""The package imports, reports what it runs on, and honours FASTMLP_FORCE_ISA."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fastmlp
+from fastmlp import _C
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def test_info_cli_reports_version_isa_threads_cuda():
+    out = subprocess.run([sys.executable, "-m", "fastmlp", "info"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"fastmlp {fastmlp.__version__}" in out.stdout
+    assert f"CPU kernels: {_C.isa()}" in out.stdout
+    assert "OpenMP threads:" in out.stdout
+    assert "CUDA:" in out.stdout
+
+
+def test_best_isa_is_chosen_by_default():
+    assert _C.isa() == _C.available_isas()[-1]
+    assert _C.available_isas()[0] == "reference"
+
+
+@pytest.mark.parametrize("isa", [i for i in _C.available_isas()])
+def test_force_isa_env(isa):
+    out = run_python("from fastmlp import _C; print(_C.isa())", FASTMLP_FORCE_ISA=isa)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == isa
+
+
+def test_force_isa_unknown_fails_import_with_reason():
+    out = run_python("import fastmlp", FASTMLP_FORCE_ISA="sse9")
+    assert out.returncode != 0
+    assert "FASTMLP_FORCE_ISA=sse9 is not an instruction set" in out.stderr
+
+
+def test_cuda_extension_imports_without_a_device():
+    try:
+        from fastmlp import _cuda
+    except ImportError:
+        pytest.skip("fastmlp was built without the CUDA extension (no CUDA compiler at build time)")
+    n = _cuda.device_count()
+    assert n >= 0
+    if n == 0:
+        assert _cuda.no_device_reason() != ""
+
+
+def test_thread_count_round_trips():
+    previous = fastmlp.get_num_threads()
+    try:
+        fastmlp.set_num_threads(1)
+        assert fastmlp.get_num_threads() == 1
+    finally:
+        fastmlp.set_num_threads(previous)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        fastmlp.set_num_threads(0)
