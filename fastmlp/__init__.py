@@ -6,7 +6,18 @@ by ``fastmlp``.
 """
 from __future__ import annotations
 
-from . import _C
+try:
+    from . import _C
+except ImportError as _err:  # pragma: no cover - depends on how the package was installed
+    import os as _os
+
+    if "_C" not in str(_err):
+        raise
+    raise ImportError(
+        f"fastmlp's compiled extension (_C) is missing from {_os.path.dirname(__file__)}. "
+        "Install the package with `pip install .`, and run Python outside the source tree, or build "
+        "in place with `cmake -S . -B build/dev -DFASTMLP_INPLACE=ON && cmake --build build/dev`."
+    ) from _err
 from ._info import info, num_threads_note
 
 __version__ = _C.__version__

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -12,12 +13,15 @@ from fastmlp import _C
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter, outside the source tree (so the installed package is imported)."""
     full_env = dict(os.environ, **env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120,
+                          cwd=tempfile.gettempdir())
 
 
 def test_info_cli_reports_version_isa_threads_cuda():
-    out = subprocess.run([sys.executable, "-m", "fastmlp", "info"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "fastmlp", "info"], capture_output=True, text=True, timeout=120,
+                         cwd=tempfile.gettempdir())
     assert out.returncode == 0, out.stderr
     assert f"fastmlp {fastmlp.__version__}" in out.stdout
     assert f"CPU kernels: {_C.isa()}" in out.stdout
