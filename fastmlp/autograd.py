@@ -1,0 +1,421 @@
+"""Reverse-mode automatic differentiation (``torch.autograd``).
+
+Every differentiable op that produces a tensor from inputs that require grad
+records one :class:`Node`. ``Tensor.backward`` walks the graph of nodes in
+topological order (iteratively, so long graphs cannot hit the recursion limit),
+calls each node's ``backward`` on the gradient of its output, and accumulates the
+results into the ``.grad`` of the leaf tensors, exactly as PyTorch does:
+gradients add up across backward calls until they are zeroed.
+
+Gradients travel as raw arrays (NumPy or CuPy); only leaves see Tensors.
+"""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+__all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "Node", "backward", "grad"]
+
+
+class _GradMode:
+    enabled = True
+
+
+def is_grad_enabled() -> bool:
+    """Whether ops record the graph for backward (``torch.is_grad_enabled``)."""
+    return _GradMode.enabled
+
+
+class _GradModeContext:
+    """Base of the grad-mode switches: a context manager and a function decorator."""
+
+    _target: bool
+
+    def __enter__(self):
+        self._previous = _GradMode.enabled
+        _GradMode.enabled = self._target
+        return None
+
+    def __exit__(self, *exc) -> bool:
+        _GradMode.enabled = self._previous
+        return False
+
+    def __call__(self, fn: Callable) -> Callable:
+        target = self._target
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            previous = _GradMode.enabled
+            _GradMode.enabled = target
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _GradMode.enabled = previous
+
+        return wrapper
+
+
+class no_grad(_GradModeContext):
+    """Disable graph recording: ``with fastmlp.no_grad(): ...`` or ``@fastmlp.no_grad()``."""
+
+    _target = False
+
+
+class enable_grad(_GradModeContext):
+    """Re-enable graph recording inside a ``no_grad`` block (``torch.enable_grad``)."""
+
+    _target = True
+
+
+class set_grad_enabled(_GradModeContext):
+    """``set_grad_enabled(mode)``: sets grad mode now, and as a context restores it on exit."""
+
+    def __init__(self, mode: bool):
+        self._target = bool(mode)
+        self._previous = _GradMode.enabled
+        _GradMode.enabled = self._target
+
+    def __enter__(self):
+        return None
+
+
+_FREED_MESSAGE = (
+    "Trying to backward through the graph a second time: the values this graph saved for its "
+    "gradients were freed by the first backward(). Pass retain_graph=True to the first backward() "
+    "(or autograd.grad()) to keep them."
+)
+
+
+class Node:
+    """One recorded op: computes the gradients of its inputs from that of its output.
+
+    ``next`` holds one edge per input: the input's own Node, the input itself when
+    it is a leaf that requires grad, or None when no gradient flows there.
+    Subclasses implement ``backward(grad) -> tuple`` (one array or None per edge);
+    those that keep arrays for backward set ``SAVES = True`` and implement ``release``.
+    """
+
+    __slots__ = ("next", "freed", "retained", "hooks", "__weakref__")
+    SAVES = False
+
+    def __init__(self, inputs: Sequence[Any]):
+        self.next = tuple(_edge(t) for t in inputs)
+        self.freed = False
+        self.retained = None
+        self.hooks = None
+
+    def backward(self, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop saved arrays (called after a backward without retain_graph)."""
+
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {id(self):#x}>"
+
+    @property
+    def next_functions(self) -> tuple:
+        out = []
+        for e in self.next:
+            if e is None:
+                out.append((None, 0))
+            elif isinstance(e, Node):
+                out.append((e, 0))
+            else:
+                out.append((AccumulateGrad(e), 0))
+        return tuple(out)
+
+
+class AccumulateGrad:
+    """What ``next_functions`` shows for a leaf (PyTorch's AccumulateGrad)."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self) -> str:
+        return "AccumulateGrad"
+
+    def __repr__(self) -> str:
+        return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+def _edge(t):
+    if t is None:
+        return None
+    fn = getattr(t, "grad_fn", None)
+    if fn is not None:
+        return fn
+    if getattr(t, "requires_grad", False):
+        return t
+    return None
+
+
+class _Engine:
+    # Nodes may write leaf gradients straight into .grad (grad_sink) only during
+    # Tensor.backward, never while autograd.grad collects gradients instead.
+    leaf_writes = True
+
+
+def grad_sink(leaf):
+    """Where a kernel may write the gradient of ``leaf`` directly: (array, accumulate).
+
+    Returns None when the gradient must go through accumulate() instead (hooks, or
+    while autograd.grad is collecting). When the leaf has a grad, the kernel adds
+    to it in place. When it has none, the array is the leaf's persistent gradient
+    buffer, reused across steps (no allocation); the kernel overwrites it and
+    commit_sink makes it the new .grad. A buffer still referenced elsewhere (a
+    caller kept an old .grad) is never overwritten: a fresh one replaces it.
+    """
+    if not _Engine.leaf_writes or leaf._hooks:
+        return None
+    g = leaf.grad
+    data = leaf._data
+    if g is not None:
+        gd = g._data
+        if g.grad_fn is not None or gd.shape != data.shape or gd.dtype != data.dtype or type(gd) is not type(data):
+            return None
+        return gd, True
+    buf = leaf._grad_buf
+    # Reuse the buffer only if nothing else references it: the slot, this local and
+    # getrefcount's argument account for 3 (a caller keeping an old .grad makes more).
+    if buf is None or buf.shape != data.shape or buf.dtype != data.dtype or type(buf) is not type(data) \
+            or sys.getrefcount(buf) > 3:
+        buf = leaf._grad_buf = type(data)(data.shape, dtype=data.dtype)
+    return buf, False
+
+
+def commit_sink(leaf, buf, accumulated: bool) -> None:
+    """Make ``buf`` (filled by a kernel through grad_sink) the leaf's ``.grad``."""
+    if not accumulated:
+        from .tensor import _wrap
+
+        leaf.grad = _wrap(buf)
+
+
+def accumulate(leaf, g) -> None:
+    """leaf.grad += g (or = g when it has none), running the leaf's hooks first."""
+    from .tensor import _wrap
+
+    if leaf._hooks:
+        for hook in leaf._hooks:
+            out = hook(_wrap(g))
+            if out is not None:
+                g = out._data
+    if g.shape != leaf._data.shape:
+        g = g.reshape(leaf._data.shape) if g.size == leaf._data.size else _sum_to(g, leaf._data.shape)
+    if g.dtype != leaf._data.dtype:
+        g = g.astype(leaf._data.dtype)
+    cur = leaf.grad
+    if cur is None:
+        sink = grad_sink(leaf)
+        if sink is not None:
+            buf, _ = sink
+            buf[...] = g
+            leaf.grad = _wrap(buf)
+        else:
+            leaf.grad = _wrap(g.copy())
+    else:
+        cur._data += g
+
+
+def _sum_to(g, shape):
+    from ._ops import unbroadcast
+
+    return unbroadcast(g, shape)
+
+
+def _topological(roots: Iterable[Node]) -> tuple[list, dict]:
+    """Nodes reachable from roots, and how many reachable edges point at each."""
+    deps: dict = {}
+    order = []
+    stack = [r for r in roots if r is not None]
+    seen = set(id(r) for r in stack)
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        for e in node.next:
+            if isinstance(e, Node):
+                deps[e] = deps.get(e, 0) + 1
+                if id(e) not in seen:
+                    seen.add(id(e))
+                    stack.append(e)
+    return order, deps
+
+
+def run_backward(tensors: Sequence[Any], grads: Sequence[Any], retain_graph: bool,
+                 inputs: Optional[Sequence[Any]] = None) -> Optional[list]:
+    """Backpropagate ``grads`` (arrays) from ``tensors``.
+
+    Without ``inputs``: accumulate into leaves' ``.grad``. With ``inputs``: return
+    the gradients w.r.t. those tensors instead (``autograd.grad``), leaving .grad alone.
+    """
+    capture = None
+    cap_nodes = {}
+    if inputs is not None:
+        capture = {id(t): None for t in inputs}
+        cap_nodes = {id(t.grad_fn): id(t) for t in inputs if t.grad_fn is not None}
+    _Engine.leaf_writes = capture is None
+    try:
+        return _run(tensors, grads, retain_graph, capture, cap_nodes, inputs)
+    finally:
+        _Engine.leaf_writes = True
+
+
+def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
+    pending: dict = {}
+    roots = []
+    for t, g in zip(tensors, grads):
+        fn = t.grad_fn
+        if fn is None:
+            if capture is not None:
+                if id(t) in capture:
+                    capture[id(t)] = g if capture[id(t)] is None else capture[id(t)] + g
+            else:
+                accumulate(t, g)
+            continue
+        pending[fn] = g if fn not in pending else pending[fn] + g
+        roots.append(fn)
+    _, deps = _topological(roots)
+    ready = [r for r in dict.fromkeys(roots) if deps.get(r, 0) == 0]
+    while ready:
+        node = ready.pop()
+        g = pending.pop(node, None)
+        grads_in = None
+        if g is not None:
+            if node.freed:
+                raise RuntimeError(_FREED_MESSAGE)
+            if node.hooks:
+                from .tensor import _wrap
+
+                for hook in node.hooks:
+                    out = hook(_wrap(g))
+                    if out is not None:
+                        g = out._data
+            if node.retained is not None:
+                t = node.retained()
+                if t is not None:
+                    from .tensor import _wrap
+
+                    t.grad = _wrap(g.copy()) if t.grad is None else _wrap(t.grad._data + g)
+            if cap_nodes and id(node) in cap_nodes:
+                tid = cap_nodes[id(node)]
+                capture[tid] = g if capture[tid] is None else capture[tid] + g
+            grads_in = node.backward(g)
+            if not retain_graph and node.SAVES:
+                node.release()
+                node.freed = True
+        for i, e in enumerate(node.next):
+            if e is None:
+                continue
+            gi = grads_in[i] if grads_in is not None else None
+            if isinstance(e, Node):
+                if gi is not None:
+                    prev = pending.get(e)
+                    pending[e] = gi if prev is None else prev + gi
+                deps[e] -= 1
+                if deps[e] == 0:
+                    ready.append(e)
+            elif gi is not None:
+                if capture is not None:
+                    if id(e) in capture:
+                        capture[id(e)] = gi if capture[id(e)] is None else capture[id(e)] + gi
+                elif gi is not _HANDLED:
+                    accumulate(e, gi)
+    if capture is not None:
+        return [capture[id(t)] for t in inputs]
+    return None
+
+
+class _Handled:
+    """Returned by a node for an edge whose leaf gradient it already wrote (see grad_sink)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "HANDLED"
+
+
+_HANDLED = _Handled()
+HANDLED = _HANDLED
+
+
+def _as_grad_arrays(tensors, grad_tensors) -> list:
+    from .tensor import Tensor
+
+    out = []
+    for t, g in zip(tensors, grad_tensors):
+        if g is None:
+            if t.numel() != 1:
+                raise RuntimeError(
+                    f"grad can be implicitly created only for scalar outputs; this tensor has shape "
+                    f"{list(t.shape)}: pass backward(gradient=...) with a tensor of that shape")
+            xp = t._xp()
+            out.append(xp.ones(t._data.shape, dtype=t._data.dtype))
+        else:
+            ga = g._data if isinstance(g, Tensor) else t._xp().asarray(g, dtype=t._data.dtype)
+            if ga.shape != t._data.shape:
+                raise RuntimeError(f"Mismatch in shape: gradient has shape {list(ga.shape)} but the tensor "
+                                   f"has shape {list(t._data.shape)}")
+            out.append(ga)
+    return out
+
+
+def _check_requires_grad(tensors) -> None:
+    for i, t in enumerate(tensors):
+        if not t.requires_grad:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
+
+
+def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None, create_graph: bool = False,
+             inputs=None) -> None:
+    """``torch.autograd.backward``: accumulate gradients of ``tensors`` into the leaves."""
+    from .tensor import Tensor
+
+    if create_graph:
+        raise NotImplementedError("create_graph=True (higher-order gradients) is not supported")
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+    tensors = list(tensors)
+    if grad_tensors is None or isinstance(grad_tensors, Tensor):
+        grad_tensors = [grad_tensors] * len(tensors) if grad_tensors is None else [grad_tensors]
+    _check_requires_grad(tensors)
+    grads = _as_grad_arrays(tensors, grad_tensors)
+    if inputs is not None:
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        results = run_backward(tensors, grads, bool(retain_graph), inputs=inputs)
+        for t, g in zip(inputs, results):
+            if g is not None:
+                accumulate(t, g)
+        return
+    run_backward(tensors, grads, bool(retain_graph))
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph: Optional[bool] = None, create_graph: bool = False,
+         allow_unused: bool = False):
+    """``torch.autograd.grad``: gradients of outputs w.r.t. inputs, returned (not accumulated)."""
+    from .tensor import Tensor, _wrap
+
+    if create_graph:
+        raise NotImplementedError("create_graph=True (higher-order gradients) is not supported")
+    single = isinstance(inputs, Tensor)
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    _check_requires_grad(outputs)
+    for i, t in enumerate(inputs):
+        if not t.requires_grad:
+            raise RuntimeError(f"input {i} of autograd.grad does not require grad")
+    results = run_backward(outputs, _as_grad_arrays(outputs, grad_outputs), bool(retain_graph), inputs=inputs)
+    out = []
+    for i, g in enumerate(results):
+        if g is None and not allow_unused:
+            raise RuntimeError(f"input {i} was not used in the graph; pass allow_unused=True to get None for it")
+        out.append(None if g is None else _wrap(g))
+    return tuple(out)

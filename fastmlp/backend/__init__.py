@@ -1,0 +1,37 @@
+"""The one place that chooses CPU or CUDA: ``for_array(a)`` / ``for_device(d)`` return a
+backend module exposing the same functions on both devices (see cpu.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._device import device as _device_cls
+from . import cpu
+
+_ndarray = np.ndarray
+
+
+def for_array(arr):
+    """The backend that owns this array (NumPy → CPU, CuPy → CUDA)."""
+    if type(arr) is _ndarray or isinstance(arr, (_ndarray, np.generic)):
+        return cpu
+    return _cuda_backend()
+
+
+def for_device(dev):
+    if dev is None or dev.type == "cpu":
+        return cpu
+    return _cuda_backend(dev)
+
+
+def _cuda_backend(dev=None):
+    from . import cuda
+
+    cuda.require()
+    return cuda
+
+
+def is_cuda_array(arr) -> bool:
+    return type(arr) is not _ndarray and not isinstance(arr, np.generic) and hasattr(arr, "__cuda_array_interface__")
+
+
+__all__ = ["cpu", "for_array", "for_device", "is_cuda_array", "_device_cls"]

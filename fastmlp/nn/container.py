@@ -1,0 +1,152 @@
+"""Containers: Sequential and ModuleList (``torch.nn.Sequential``, ``torch.nn.ModuleList``)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterable, Iterator, Optional, Union
+
+from ..tensor import Tensor
+from . import functional as F
+from .layers import Linear, _Activation
+from .module import Module
+
+
+class Sequential(Module):
+    """Runs its modules in order (``torch.nn.Sequential``).
+
+    A Linear directly followed by an activation (ReLU, LeakyReLU, Sigmoid, Tanh,
+    GELU) runs as one native GEMM with the activation in its epilogue, with the
+    same result and gradients as running the two modules one after the other.
+    """
+
+    def __init__(self, *args):
+        super().__init__()
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            for name, m in args[0].items():
+                self.add_module(name, m)
+        else:
+            for i, m in enumerate(args):
+                self.add_module(str(i), m)
+
+    def _index(self, idx: int) -> int:
+        n = len(self._modules)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range")
+        return idx % n
+
+    def __getitem__(self, idx: Union[int, slice]):
+        if isinstance(idx, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return list(self._modules.values())[self._index(idx)]
+
+    def __setitem__(self, idx: int, module: Module) -> None:
+        key = list(self._modules.keys())[self._index(idx)]
+        setattr(self, key, module)
+
+    def __delitem__(self, idx: Union[int, slice]) -> None:
+        keys = list(self._modules.keys())
+        for key in (keys[idx] if isinstance(idx, slice) else [keys[self._index(idx)]]):
+            delattr(self, key)
+        items = list(self._modules.values())
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> "Sequential":
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> "Sequential":
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> "Sequential":
+        items = list(self._modules.values())
+        items.insert(index if index >= 0 else len(items) + index, module)
+        self._modules.clear()
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
+        return self
+
+    def forward(self, input):
+        mods = list(self._modules.values())
+        n = len(mods)
+        x = input
+        i = 0
+        while i < n:
+            m = mods[i]
+            if type(m) is Linear and i + 1 < n and isinstance(x, Tensor) and not m._has_hooks():
+                nxt = mods[i + 1]
+                if isinstance(nxt, _Activation) and nxt.fusable():
+                    x = F.linear_act(x, m.weight, m.bias, nxt.act, nxt.act_param())
+                    i += 2
+                    continue
+            x = m(x)
+            i += 1
+        return x
+
+
+class ModuleList(Module):
+    """A list of modules that registers them (``torch.nn.ModuleList``)."""
+
+    def __init__(self, modules: Optional[Iterable[Module]] = None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
+
+    def _index(self, idx: int) -> int:
+        n = len(self._modules)
+        if not -n <= idx < n:
+            raise IndexError(f"index {idx} is out of range")
+        return idx % n
+
+    def __getitem__(self, idx: Union[int, slice]):
+        if isinstance(idx, slice):
+            return ModuleList(list(self._modules.values())[idx])
+        return self._modules[str(self._index(idx))]
+
+    def __setitem__(self, idx: int, module: Module) -> None:
+        setattr(self, str(self._index(idx)), module)
+
+    def __delitem__(self, idx: Union[int, slice]) -> None:
+        items = list(self._modules.values())
+        del items[idx]
+        for k in list(self._modules.keys()):
+            delattr(self, k)
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __iadd__(self, modules: Iterable[Module]) -> "ModuleList":
+        return self.extend(modules)
+
+    def append(self, module: Module) -> "ModuleList":
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> "ModuleList":
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        items = list(self._modules.values())
+        items.insert(index, module)
+        for k in list(self._modules.keys()):
+            delattr(self, k)
+        for i, m in enumerate(items):
+            self.add_module(str(i), m)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleList is a container and has no forward(); iterate over its modules")

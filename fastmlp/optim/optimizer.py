@@ -1,0 +1,302 @@
+"""``fastmlp.optim.Optimizer``: parameter groups, state, zero_grad, state_dict (``torch.optim.Optimizer``).
+
+At the first ``step()`` the parameters of a group (when they share dtype and
+device) are moved into one flat buffer, and their gradients and optimizer state
+into flat buffers of the same layout: each parameter's ``.data``, ``.grad`` and
+state tensors become views into them. A step is then a single native call over
+three or four flat arrays. Whenever that layout no longer holds (a parameter
+without a gradient this step, a ``.data`` rebound by the user), the step runs
+over the per-parameter views instead — the same update, in one multi-tensor call.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from .. import _dtype
+from ..autograd import enable_grad
+from ..backend import for_array
+from ..tensor import Tensor, _wrap
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _Required()
+
+
+class _FlatGroup:
+    """One contiguous buffer for a group's parameters, one for their gradients, one per state kind."""
+
+    def __init__(self, params: list, xp):
+        self.xp = xp
+        self.shapes = [p._data.shape for p in params]
+        self.sizes = [int(p._data.size) for p in params]
+        self.offsets = list(np.cumsum([0] + self.sizes[:-1]))
+        total = int(sum(self.sizes))
+        dt = params[0]._data.dtype
+        self.param = xp.empty(total, dtype=dt)
+        self.grad = xp.zeros(total, dtype=dt)
+        self.state: dict[str, Any] = {}
+        self.synced: set = set()
+        self.index = {id(p): i for i, p in enumerate(params)}
+        for p, off, n, shape in zip(params, self.offsets, self.sizes, self.shapes):
+            view = self.param[off:off + n].reshape(shape)
+            view[...] = p._data
+            p._data = view
+            gview = self.grad[off:off + n].reshape(shape)
+            if p.grad is not None:
+                gview[...] = p.grad._data
+                p.grad = _wrap(gview)
+            p._grad_buf = gview
+
+    def views(self, flat) -> list:
+        return [flat[off:off + n].reshape(shape) for off, n, shape in zip(self.offsets, self.sizes, self.shapes)]
+
+    def intact(self, params: list) -> bool:
+        """Every parameter still lives in the flat buffer and has its gradient in the flat gradient buffer."""
+        pf, gf = self.param, self.grad
+        for p in params:
+            if p._data.base is not pf:
+                return False
+            g = p.grad
+            if g is None or g._data.base is not gf:
+                return False
+        return True
+
+    def state_flat(self, key: str):
+        flat = self.state.get(key)
+        if flat is None:
+            flat = self.state[key] = self.xp.zeros(self.param.shape, self.param.dtype)
+        return flat
+
+    def state_view(self, key: str, i: int):
+        """Parameter i's slice of the flat state `key`, shaped like the parameter."""
+        off, n = self.offsets[i], self.sizes[i]
+        return self.state_flat(key)[off:off + n].reshape(self.shapes[i])
+
+    def ensure_state(self, opt: "Optimizer", params: list, key: str):
+        """The flat array of state `key`, with every parameter's state tensor a view into it."""
+        flat = self.state_flat(key)
+        if key in self.synced:
+            return flat
+        for i, p in enumerate(params):
+            view = self.state_view(key, i)
+            cur = opt.state[p].get(key)
+            if cur is None:
+                view[...] = 0
+            elif cur._data.base is not flat:
+                view[...] = cur._data
+            opt.state[p][key] = _wrap(view)
+        self.synced.add(key)
+        return flat
+
+
+class Optimizer:
+    """Base class: subclasses implement ``_step_group(group)`` (``torch.optim.Optimizer``)."""
+
+    def __init__(self, params: Iterable, defaults: dict):
+        self.defaults = defaults
+        self.state: dict = defaultdict(dict)
+        self.param_groups: list[dict] = []
+        self._flat: dict[int, Optional[_FlatGroup]] = {}
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got {type(params).__name__}")
+        groups = list(params)
+        if len(groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for g in groups:
+            self.add_param_group(g)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for k in sorted(g):
+                if k != "params":
+                    lines.append(f"    {k}: {g[k]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+    def add_param_group(self, param_group: dict) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict; got {type(param_group).__name__}")
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is {type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor")
+            if not p.dtype.is_floating_point:
+                raise ValueError(f"optimizer can only optimize floating-point tensors; got {p.dtype}")
+        if len(set(map(id, params))) != len(params):
+            raise ValueError("optimizer contains a parameter group with duplicate parameters")
+        existing = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in existing for p in params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        group = dict(param_group)
+        group["params"] = params
+        for k, v in self.defaults.items():
+            if v is required and k not in group:
+                raise ValueError(f"parameter group didn't specify a value of required optimization parameter {k}")
+            group.setdefault(k, v)
+        self.param_groups.append(group)
+
+    # ---- gradients -------------------------------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of all optimized parameters (to None by default, as PyTorch 2)."""
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    if p.grad.grad_fn is not None:
+                        p.grad = p.grad.detach()
+                    p.grad._data[...] = 0
+
+    # ---- stepping --------------------------------------------------------------------------------
+    def step(self, closure: Optional[Callable] = None):
+        """One update of every parameter that has a gradient; returns closure() if given."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _step_group(self, group: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _flat_for(self, group: dict) -> Optional[_FlatGroup]:
+        """The group's flat layout, made on first use when its parameters share dtype and device."""
+        key = id(group)
+        if key in self._flat:
+            return self._flat[key]
+        params = group["params"]
+        flat = None
+        first = params[0]._data
+        if all(type(p._data) is type(first) and p._data.dtype == first.dtype for p in params) and \
+                all(p.grad is not None for p in params):
+            flat = _FlatGroup(params, for_array(first).xp)
+        if flat is not None or all(p.grad is not None for p in params):
+            self._flat[key] = flat
+        return flat
+
+    @staticmethod
+    def _with_grads(group: dict) -> list:
+        return [p for p in group["params"] if p.grad is not None]
+
+    # ---- state_dict --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """{'state': {index: {...}}, 'param_groups': [{..., 'params': [indices]}]}, as PyTorch."""
+        index = {}
+        groups = []
+        for g in self.param_groups:
+            packed = {k: v for k, v in g.items() if k != "params"}
+            ids = []
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+                ids.append(index[id(p)])
+            packed["params"] = ids
+            groups.append(packed)
+        state = {}
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p in self.state and self.state[p]:
+                    state[index[id(p)]] = {k: self._export_state(k, v) for k, v in self.state[p].items()}
+        return {"state": state, "param_groups": groups}
+
+    @staticmethod
+    def _export_state(key: str, value):
+        if key == "step":
+            return _wrap(np.asarray(float(value), dtype=np.float32))
+        return value
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore hyper-parameters and state saved by state_dict() (copied into this optimizer's buffers)."""
+        if not isinstance(state_dict, dict) or "param_groups" not in state_dict or "state" not in state_dict:
+            raise ValueError("optimizer state_dict must be a dict with 'state' and 'param_groups'")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups; this optimizer has "
+                             f"{len(self.param_groups)}")
+        for i, (g, sg) in enumerate(zip(self.param_groups, saved_groups)):
+            if len(g["params"]) != len(sg["params"]):
+                raise ValueError(f"loaded state dict contains a parameter group {i} of {len(sg['params'])} parameters "
+                                 f"that doesn't match the size of optimizer's group ({len(g['params'])})")
+        id_map = {}
+        for g, sg in zip(self.param_groups, saved_groups):
+            for p, idx in zip(g["params"], sg["params"]):
+                id_map[idx] = p
+        saved_state = state_dict["state"]
+        for idx, st in saved_state.items():
+            key = int(idx)
+            if key not in id_map:
+                raise ValueError(f"loaded state refers to parameter index {key}, which no group contains")
+            p = id_map[key]
+            new = {}
+            for k, v in st.items():
+                if k == "step":
+                    new[k] = int(float(v.item() if isinstance(v, Tensor) else v))
+                elif isinstance(v, Tensor):
+                    if tuple(v.shape) != tuple(p.shape):
+                        raise ValueError(f"state '{k}' of parameter {key} has shape {list(v.shape)}; the parameter "
+                                         f"has {list(p.shape)}")
+                    cur = self.state[p].get(k) if p in self.state else None
+                    if isinstance(cur, Tensor) and cur._data.shape == tuple(v.shape):
+                        cur._data[...] = v.to(dtype=p.dtype, device=p.device)._data
+                        new[k] = cur
+                    else:
+                        new[k] = _wrap(v.to(dtype=p.dtype, device=p.device)._data.copy())
+                else:
+                    new[k] = v
+            self.state[p] = new
+        for g, sg in zip(self.param_groups, saved_groups):
+            for k, v in sg.items():
+                if k != "params":
+                    g[k] = v
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Loaded state may not live in the flat buffers: re-home it on the next step."""
+        for flat in self._flat.values():
+            if flat is not None:
+                flat.synced.clear()
+
+    def _state(self, p: Tensor, key: str, group: dict):
+        """Parameter p's state tensor `key` (zeros when new), inside the group's flat layout if it has one."""
+        st = self.state[p]
+        cur = st.get(key)
+        if cur is not None:
+            return cur._data
+        flat = self._flat.get(id(group))
+        if flat is not None and id(p) in flat.index:
+            arr = flat.state_view(key, flat.index[id(p)])
+            arr[...] = 0
+            flat.synced.discard(key)
+        else:
+            arr = for_array(p._data).xp.zeros_like(p._data)
+        st[key] = _wrap(arr)
+        return arr
+
+
+def _check_lr(lr) -> None:
+    if isinstance(lr, Tensor):
+        lr = lr.item()
+    if lr is not required and not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def _float_dtype_ok(p: Tensor) -> bool:
+    return p.dtype in (_dtype.float32, _dtype.float64, _dtype.float16)

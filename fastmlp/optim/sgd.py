@@ -1,0 +1,54 @@
+"""``fastmlp.optim.SGD`` (``torch.optim.SGD``): momentum, dampening, Nesterov, weight decay, maximize.
+
+Update (PyTorch's documented algorithm), per parameter p with gradient g:
+    d = ±g + wd·p;  b = d on the first step, else μ·b + (1-τ)·d;  d = d + μ·b (Nesterov) or b;  p -= lr·d
+"""
+from __future__ import annotations
+
+from ..backend import for_array
+from .optimizer import Optimizer, _check_lr, required
+
+
+class SGD(Optimizer):
+    def __init__(self, params, lr=1e-3, momentum: float = 0, dampening: float = 0, weight_decay: float = 0,
+                 nesterov: bool = False, *, maximize: bool = False, foreach=None, differentiable: bool = False,
+                 fused=None):
+        _check_lr(lr)
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                        maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused)
+        super().__init__(params, defaults)
+
+    def _step_group(self, group: dict) -> None:
+        params = group["params"]
+        lr, mom = float(group["lr"]), float(group["momentum"])
+        args = (lr, mom, float(group["dampening"]), float(group["weight_decay"]), bool(group["nesterov"]),
+                bool(group["maximize"]))
+        flat = self._flat_for(group)
+        if flat is not None and flat.intact(params):
+            be = for_array(flat.param)
+            if mom == 0:
+                be.sgd_step([flat.param], [flat.grad], None, *args, False)
+                return
+            have = [("momentum_buffer" in self.state[p]) for p in params]
+            if all(have) or not any(have):
+                buf = flat.ensure_state(self, params, "momentum_buffer")
+                be.sgd_step([flat.param], [flat.grad], [buf], *args, not any(have))
+                return
+        live = self._with_grads(group)
+        if not live:
+            return
+        be = for_array(live[0]._data)
+        if mom == 0:
+            be.sgd_step([p._data for p in live], [p.grad._data for p in live], None, *args, False)
+            return
+        for first in (True, False):  # parameters whose buffer starts now, then the rest
+            sel = [p for p in live if ("momentum_buffer" not in self.state[p]) == first]
+            if sel:
+                bufs = [self._state(p, "momentum_buffer", group) for p in sel]
+                be.sgd_step([p._data for p in sel], [p.grad._data for p in sel], bufs, *args, first)

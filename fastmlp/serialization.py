@@ -1,0 +1,215 @@
+"""``fastmlp.save`` / ``fastmlp.load``: checkpoints without pickle.
+
+A file is a safetensors file: an 8-byte little-endian header length, a JSON
+header describing each tensor (dtype, shape, byte range), then the raw tensor
+bytes. Everything that is not a tensor (nesting of dicts and lists, numbers,
+strings, the optimizer's hyper-parameters) is stored as JSON in the header's
+``__metadata__``, together with a CRC-32 of the tensor bytes. Loading therefore
+never runs code, and a truncated or corrupted file raises ValueError naming the
+file and the problem. Saving writes a temporary file beside the target, syncs it
+to disk and renames it over the target, so a crash mid-save leaves the previous
+file intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from . import _dtype
+from ._device import as_device
+from .tensor import Tensor, _wrap
+
+__all__ = ["save", "load"]
+
+_CODES = {"float16": "F16", "float32": "F32", "float64": "F64", "uint8": "U8", "int8": "I8", "int16": "I16",
+          "int32": "I32", "int64": "I64", "bool": "BOOL"}
+_FROM_CODE = {v: getattr(_dtype, k if k != "bool" else "bool_") for k, v in _CODES.items()}
+_FORMAT = "fastmlp"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def _encode(obj: Any, tensors: dict, path: str) -> Any:
+    """JSON-able description of obj; tensors are collected into `tensors` under generated names."""
+    if isinstance(obj, Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj
+        out = {"__tensor__": name}
+        if obj.requires_grad:
+            out["requires_grad"] = True
+        from .nn.module import Parameter
+
+        if isinstance(obj, Parameter):
+            out["parameter"] = True
+        return out
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    if isinstance(obj, (dict, OrderedDict)):
+        items = []
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise TypeError(f"fastmlp.save: dictionary keys must be str or int; got {type(k).__name__} at {path}")
+            items.append([k, _encode(v, tensors, f"{path}[{k!r}]")])
+        return {"__odict__" if isinstance(obj, OrderedDict) else "__dict__": items}
+    if isinstance(obj, (list, tuple)):
+        enc = [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]
+        return {"__tuple__": enc} if isinstance(obj, tuple) else enc
+    from .nn.module import Module
+    from .optim.optimizer import Optimizer
+
+    if isinstance(obj, Module):
+        raise TypeError(f"fastmlp.save: can't save a {type(obj).__name__} module object (that would need pickle); "
+                        "save model.state_dict() and restore it with load_state_dict()")
+    if isinstance(obj, Optimizer):
+        raise TypeError("fastmlp.save: save optimizer.state_dict(), not the optimizer object")
+    raise TypeError(f"fastmlp.save: can't save an object of type {type(obj).__name__} at {path}; "
+                    "supported: tensors, dicts, lists, tuples, numbers, strings, None")
+
+
+def _decode(obj: Any, tensors: dict, where: str) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            name = obj["__tensor__"]
+            if name not in tensors:
+                raise ValueError(f"{where}: the structure refers to a tensor '{name}' that the file does not hold")
+            t = tensors[name]
+            if obj.get("parameter"):
+                from .nn.module import Parameter
+
+                return Parameter(t, requires_grad=bool(obj.get("requires_grad", True)))
+            if obj.get("requires_grad"):
+                t.requires_grad = True
+            return t
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors, where) for v in obj["__tuple__"])
+        for key, cls in (("__odict__", OrderedDict), ("__dict__", dict)):
+            if key in obj:
+                return cls((k, _decode(v, tensors, where)) for k, v in obj[key])
+        raise ValueError(f"{where}: unrecognised structure entry {sorted(obj)}")
+    if isinstance(obj, list):
+        return [_decode(v, tensors, where) for v in obj]
+    return obj
+
+
+def save(obj: Any, f) -> None:
+    """Write obj (a tensor, or dicts/lists of tensors and plain values, e.g. a state_dict) to path `f`."""
+    path = os.fspath(f)
+    tensors: dict[str, Tensor] = {}
+    structure = _encode(obj, tensors, "obj")
+    header: dict[str, Any] = {}
+    blobs = []
+    offset = 0
+    crc = 0
+    for name, t in tensors.items():
+        arr = t._host()
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")  # (ascontiguousarray would turn 0-d into 1-d)
+        data = arr.tobytes()
+        header[name] = {"dtype": _CODES[_dtype.from_numpy_dtype(arr.dtype).name], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        crc = zlib.crc32(data, crc)
+        blobs.append(data)
+    header["__metadata__"] = {"format": _FORMAT, "structure": json.dumps(structure), "crc32": str(crc)}
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(struct.pack("<Q", len(raw)))
+            out.write(raw)
+            for b in blobs:
+                out.write(b)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def load(f, map_location=None, weights_only: bool = True, mmap: bool = False) -> Any:
+    """Read what save() wrote (or any safetensors file: a dict of tensors). Never executes code."""
+    path = os.fspath(f)
+    try:
+        with open(path, "rb") as fh:
+            blob = fh.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"fastmlp.load: no such file: '{path}'") from None
+    where = f"fastmlp.load('{path}')"
+    if len(blob) < 8:
+        raise ValueError(f"{where}: the file is truncated or not a checkpoint ({len(blob)} bytes; a header needs 8)")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if n > _MAX_HEADER or 8 + n > len(blob):
+        raise ValueError(f"{where}: the file is truncated or corrupted: its header claims {n} bytes but the file has "
+                         f"{len(blob) - 8} after the length field")
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where}: the header is corrupted (not valid JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{where}: the header is corrupted (expected a JSON object)")
+    data = memoryview(blob)[8 + n:]
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: the header's __metadata__ is corrupted")
+    dev = as_device(map_location) if map_location is not None and not callable(map_location) else None
+    tensors: dict[str, Tensor] = {}
+    ranges = []
+    for name, info in header.items():
+        try:
+            dt = _FROM_CODE[info["dtype"]]
+            shape = tuple(int(s) for s in info["shape"])
+            begin, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{where}: the entry for tensor '{name}' is corrupted: {info!r}") from None
+        count = int(np.prod(shape)) if shape else 1
+        if any(s < 0 for s in shape) or begin < 0 or end < begin or end - begin != count * dt.itemsize:
+            raise ValueError(f"{where}: tensor '{name}' has inconsistent shape {list(shape)}, dtype {info['dtype']} "
+                             f"and byte range [{begin}, {end})")
+        if end > len(data):
+            raise ValueError(f"{where}: the file is truncated: tensor '{name}' needs bytes up to {end} but the data "
+                             f"section has {len(data)}")
+        ranges.append((begin, end, name))
+        arr = np.frombuffer(data[begin:end], dtype=dt.np).reshape(shape).copy()
+        t = _wrap(arr)
+        if dev is not None and dev.type != "cpu":
+            t = t.to(dev)
+        tensors[name] = t
+    ranges.sort()
+    for (b0, e0, n0), (b1, e1, n1) in zip(ranges, ranges[1:]):
+        if b1 < e0:
+            raise ValueError(f"{where}: tensors '{n0}' and '{n1}' overlap in the data section (corrupted header)")
+    if "crc32" in meta:
+        crc = 0
+        for b, e, _ in ranges:
+            crc = zlib.crc32(data[b:e], crc)
+        if str(crc) != str(meta["crc32"]):
+            raise ValueError(f"{where}: the tensor data is corrupted (checksum mismatch)")
+    if meta.get("format") == _FORMAT and "structure" in meta:
+        try:
+            structure = json.loads(meta["structure"])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: the stored structure is corrupted ({e})") from None
+        return _decode(structure, tensors, where)
+    return OrderedDict((name, tensors[name]) for name in header)

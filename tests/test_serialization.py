@@ -1,0 +1,114 @@
+"""fastmlp.save / fastmlp.load: round trips, no pickle, clear errors for damaged files, atomic saves."""
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import nn, optim
+
+
+def make_model():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 3))
+
+
+def test_model_and_optimizer_state_round_trip(tmp_path):
+    model = make_model()
+    opt = optim.AdamW(model.parameters(), lr=0.01)
+    model(fastmlp.randn(5, 4)).sum().backward()
+    opt.step()
+    path = tmp_path / "ckpt.pt"
+    fastmlp.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3, "note": "best",
+                  "history": [0.5, 0.25], "shape": (2, 3)}, path)
+    ck = fastmlp.load(path)
+    assert ck["epoch"] == 3 and ck["note"] == "best" and ck["history"] == [0.5, 0.25] and ck["shape"] == (2, 3)
+    assert isinstance(ck["model"], OrderedDict) and list(ck["model"]) == list(model.state_dict())
+    other = make_model()
+    other.load_state_dict(ck["model"])
+    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert ck["model"]["2.num_batches_tracked"].dtype == fastmlp.int64
+    opt2 = optim.AdamW(other.parameters(), lr=0.5)
+    opt2.load_state_dict(ck["optimizer"])
+    assert opt2.param_groups[0]["lr"] == 0.01
+    assert set(ck["optimizer"]["state"].keys()) == {0, 1, 2, 3, 4, 5}
+
+
+def test_single_tensor_and_dtypes(tmp_path):
+    for t in [fastmlp.randn(3, 4), fastmlp.arange(5), fastmlp.tensor([True, False]), fastmlp.zeros(0, 2),
+              fastmlp.tensor(2.5, dtype=fastmlp.float64)]:
+        fastmlp.save(t, tmp_path / "t.pt")
+        back = fastmlp.load(tmp_path / "t.pt")
+        assert back.dtype == t.dtype and back.shape == t.shape
+        np.testing.assert_array_equal(back.numpy(), t.numpy())
+
+
+def test_file_is_safetensors_readable_by_a_plain_parser(tmp_path):
+    fastmlp.save({"w": fastmlp.ones(2, 2)}, tmp_path / "x.safetensors")
+    raw = (tmp_path / "x.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    import json
+
+    header = json.loads(raw[8:8 + n])
+    entry = header["t0"]
+    assert entry["dtype"] == "F32" and entry["shape"] == [2, 2] and entry["data_offsets"] == [0, 16]
+    np.testing.assert_array_equal(np.frombuffer(raw[8 + n:8 + n + 16], np.float32), np.ones(4))
+
+
+def test_refuses_objects_that_need_pickle(tmp_path):
+    with pytest.raises(TypeError, match="save model.state_dict"):
+        fastmlp.save(make_model(), tmp_path / "m.pt")
+    with pytest.raises(TypeError, match="can't save an object of type object"):
+        fastmlp.save({"x": object()}, tmp_path / "m.pt")
+
+
+def test_truncated_file_raises_naming_it(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    fastmlp.save(make_model().state_dict(), path)
+    raw = path.read_bytes()
+    for cut in (4, 20, len(raw) - 10):
+        path.write_bytes(raw[:cut])
+        with pytest.raises(ValueError, match=r"ckpt.pt.*truncated"):
+            fastmlp.load(path)
+
+
+def test_corrupted_file_raises(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    fastmlp.save({"w": fastmlp.randn(10, 10)}, path)
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupted \\(checksum mismatch\\)"):
+        fastmlp.load(path)
+    fastmlp.save({"w": fastmlp.randn(10, 10)}, path)
+    raw = bytearray(path.read_bytes())
+    raw[8] = ord("#")  # the header's opening brace
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="header is corrupted"):
+        fastmlp.load(path)
+    (tmp_path / "junk.pt").write_bytes(b"\x80\x04\x95 definitely not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        fastmlp.load(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        fastmlp.load(tmp_path / "missing.pt")
+
+
+def test_crash_during_save_leaves_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    fastmlp.save({"w": fastmlp.ones(3)}, path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("simulated crash before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fastmlp.save({"w": fastmlp.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary left behind
+    np.testing.assert_array_equal(fastmlp.load(path)["w"].numpy(), np.ones(3))

@@ -1,0 +1,217 @@
+"""Tensor API with PyTorch's semantics: creation, dtypes and promotion, views, indexing, in-place ops,
+conversions and the errors PyTorch raises."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastmlp
+
+
+def test_creation_functions_and_default_dtypes():
+    assert fastmlp.tensor([1.0, 2.0]).dtype == fastmlp.float32
+    assert fastmlp.tensor([1, 2]).dtype == fastmlp.int64
+    assert fastmlp.tensor([True]).dtype == fastmlp.bool
+    assert fastmlp.tensor(np.zeros(2)).dtype == fastmlp.float64
+    assert fastmlp.tensor([1, 2], dtype=fastmlp.float32).dtype == fastmlp.float32
+    assert fastmlp.zeros(2, 3).shape == (2, 3) and fastmlp.ones((2, 3)).numpy().sum() == 6
+    assert fastmlp.full((2,), 7).dtype == fastmlp.int64 and fastmlp.full((2,), 7.0).dtype == fastmlp.float32
+    assert fastmlp.empty(4).shape == (4,)
+    assert fastmlp.zeros_like(fastmlp.ones(2, dtype=fastmlp.float64)).dtype == fastmlp.float64
+    np.testing.assert_array_equal(fastmlp.arange(5).numpy(), np.arange(5))
+    assert fastmlp.arange(5).dtype == fastmlp.int64 and fastmlp.arange(0, 1, 0.25).dtype == fastmlp.float32
+    np.testing.assert_allclose(fastmlp.arange(-3, 3, 0.15).numpy()[:3], [-3, -2.85, -2.7], rtol=1e-6)
+    assert fastmlp.arange(-3, 3, 0.15).shape == (40,)
+    assert fastmlp.linspace(0, 1, 5).numpy()[-1] == 1.0
+    np.testing.assert_array_equal(fastmlp.eye(3).numpy(), np.eye(3))
+    t = fastmlp.Tensor([1, 2])
+    assert t.dtype == fastmlp.float32
+    assert fastmlp.Tensor(2, 3).shape == (2, 3)
+
+
+def test_random_functions_follow_manual_seed():
+    fastmlp.manual_seed(42)
+    a = fastmlp.randn(3, 4)
+    b = fastmlp.rand(5)
+    c = fastmlp.randint(0, 10, (6,))
+    p = fastmlp.randperm(8)
+    fastmlp.manual_seed(42)
+    np.testing.assert_array_equal(a.numpy(), fastmlp.randn(3, 4).numpy())
+    np.testing.assert_array_equal(b.numpy(), fastmlp.rand(5).numpy())
+    np.testing.assert_array_equal(c.numpy(), fastmlp.randint(0, 10, (6,)).numpy())
+    np.testing.assert_array_equal(p.numpy(), fastmlp.randperm(8).numpy())
+    assert ((b.numpy() >= 0) & (b.numpy() < 1)).all() and c.dtype == fastmlp.int64
+    assert sorted(p.tolist()) == list(range(8))
+    n = fastmlp.normal(0, 1, (40,))
+    assert n.shape == (40,) and n.dtype == fastmlp.float32
+
+
+def test_type_promotion_follows_pytorch():
+    f32 = fastmlp.ones(2)
+    i64 = fastmlp.tensor([1, 2])
+    assert (f32 + 1.5).dtype == fastmlp.float32
+    assert (i64 + 1).dtype == fastmlp.int64
+    assert (i64 + 1.5).dtype == fastmlp.float32
+    assert (i64 / 2).dtype == fastmlp.float32
+    assert (i64 / i64).dtype == fastmlp.float32
+    assert (f32 + fastmlp.ones(2, dtype=fastmlp.float64)).dtype == fastmlp.float64
+    assert (f32 + fastmlp.tensor(2.0, dtype=fastmlp.float64)).dtype == fastmlp.float32  # 0-d ranks lower
+    assert (i64 * fastmlp.tensor(2.5)).dtype == fastmlp.float32
+    assert (fastmlp.tensor([True]) + fastmlp.tensor([True])).dtype == fastmlp.bool
+    assert (2 ** fastmlp.tensor([1.0, 2.0])).tolist() == [2.0, 4.0]
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+        from fastmlp._ops import _check_same_device
+
+        class Fake:
+            device = type("D", (), {"id": 0})()
+
+        _check_same_device(np.zeros(1), Fake())
+
+
+def test_shape_methods_and_views_share_storage():
+    x = fastmlp.arange(12).float()
+    v = x.view(3, 4)
+    assert v.size() == fastmlp.Size([3, 4]) and v.size(1) == 4 and v.dim() == 2 and v.numel() == 12
+    v[0, 0] = 100.0
+    assert x[0].item() == 100.0
+    assert x.view(-1, 6).shape == (2, 6) and x.reshape(2, -1, 3).shape == (2, 2, 3)
+    assert v.t().shape == (4, 3) and v.T.shape == (4, 3) and v.transpose(0, 1).is_contiguous() is False
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        v.t().view(12)
+    assert v.t().reshape(12).shape == (12,)
+    with pytest.raises(RuntimeError, match=r"shape '\[5, -1\]' is invalid for input of size 12"):
+        x.view(5, -1)
+    assert v.unsqueeze(0).shape == (1, 3, 4) and v.unsqueeze(-1).squeeze().shape == (3, 4)
+    assert fastmlp.zeros(2, 1, 3, 1).squeeze(1).shape == (2, 3, 1)
+    assert fastmlp.zeros(2, 3, 4).flatten().shape == (24,) and fastmlp.zeros(2, 3, 4).flatten(1).shape == (2, 12)
+    assert fastmlp.zeros(2, 3, 4).permute(2, 0, 1).shape == (4, 2, 3)
+    assert repr(fastmlp.zeros(2, 3).shape) == "fastmlp.Size([2, 3])"
+
+
+def test_resize_in_place_as_seed_000():
+    images = fastmlp.zeros(64, 1, 28, 28)
+    out = images.resize_(images.size()[0], 784)
+    assert out is images and images.shape == (64, 784)
+
+
+def test_indexing_and_index_assignment():
+    x = fastmlp.arange(20).reshape(4, 5)
+    assert x[1, 2].item() == 7 and x[-1].tolist() == [15, 16, 17, 18, 19]
+    assert x[:, 1].tolist() == [1, 6, 11, 16]
+    assert x[fastmlp.tensor([0, 2])].shape == (2, 5)
+    assert x[x > 15].tolist() == [16, 17, 18, 19]
+    assert x[[1, 3], [0, 4]].tolist() == [5, 19]
+    assert x[..., None].shape == (4, 5, 1)
+    x[0] = 0
+    x[:, 0] = fastmlp.tensor([9, 9, 9, 9])
+    x[x == 19] = -1
+    assert x[0].tolist() == [9, 0, 0, 0, 0] and x[3, 4].item() == -1
+    with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):
+        x[4]
+    with pytest.raises(IndexError, match="invalid index of a 0-dim tensor"):
+        fastmlp.tensor(1.0)[0]
+
+
+def test_comparisons_reductions_and_argmax():
+    x = fastmlp.tensor([[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]])
+    assert x.eq(fastmlp.tensor([[1.0, 0, 3.0], [0, 0, 6.0]])).tolist() == [[True, False, True], [False, False, True]]
+    assert (x > 2).sum().item() == 4 and (x > 2).sum().dtype == fastmlp.int64
+    values, idx = fastmlp.max(x, 1)
+    assert values.tolist() == [5.0, 6.0] and idx.tolist() == [1, 2]
+    assert x.max().item() == 6.0 and x.min(0).values.tolist() == [1.0, 2.0, 3.0]
+    assert x.argmax().item() == 5 and x.argmax(1).tolist() == [1, 2] and x.argmin(dim=0).tolist() == [0, 1, 0]
+    assert x.sum(0).tolist() == [5.0, 7.0, 9.0] and x.mean().item() == pytest.approx(3.5)
+    assert x.mean(1, keepdim=True).shape == (2, 1)
+    assert fastmlp.equal(x, x.clone()) and fastmlp.allclose(x, x + 1e-9)
+    with pytest.raises(RuntimeError, match="mean\\(\\): could not infer output dtype"):
+        fastmlp.arange(3).mean()
+
+
+def test_math_functions():
+    x = fastmlp.tensor([0.25, 1.0, 4.0])
+    np.testing.assert_allclose(x.sqrt().numpy(), [0.5, 1.0, 2.0])
+    np.testing.assert_allclose(fastmlp.exp(x.log()).numpy(), x.numpy(), rtol=1e-6)
+    np.testing.assert_allclose((-x).abs().numpy(), x.numpy())
+    assert x.clamp(0.5, 2.0).tolist() == [0.5, 1.0, 2.0] and x.clamp(max=1).tolist() == [0.25, 1.0, 1.0]
+    assert (x ** 2).tolist() == [0.0625, 1.0, 16.0]
+    np.testing.assert_allclose(fastmlp.softmax(x, 0).numpy().sum(), 1.0, rtol=1e-6)
+
+
+def test_matmul_shapes_and_errors():
+    a, b = fastmlp.randn(3, 4), fastmlp.randn(4, 5)
+    np.testing.assert_allclose((a @ b).numpy(), a.numpy() @ b.numpy(), rtol=1e-5, atol=1e-5)
+    assert (fastmlp.randn(2, 3, 4) @ b).shape == (2, 3, 5)
+    with pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(3x4 and 5x4\)"):
+        a @ fastmlp.randn(5, 4)
+
+
+def test_conversions():
+    x = fastmlp.tensor([[1.5, 2.5]])
+    assert x.tolist() == [[1.5, 2.5]] and x[0, 1].item() == 2.5 and float(x[0, 0]) == 1.5
+    assert np.asarray(x).dtype == np.float32 and x.numpy().shape == (1, 2)
+    assert x.long().dtype == fastmlp.int64 and x.double().dtype == fastmlp.float64 and x.int().dtype == fastmlp.int32
+    assert x.to(fastmlp.float64).dtype == fastmlp.float64 and x.to("cpu") is x and x.cpu() is x
+    assert x.device == fastmlp.device("cpu") and str(x.device) == "cpu"
+    arr = np.arange(3.0)
+    t = fastmlp.from_numpy(arr)
+    arr[0] = 9
+    assert t[0].item() == 9.0  # shares memory
+    lst = [10, 20, 30]
+    assert lst[fastmlp.tensor(1)] == 20  # __index__
+    with pytest.raises(RuntimeError, match="Can't call numpy\\(\\) on a Tensor that requires grad"):
+        fastmlp.ones(2, requires_grad=True).numpy()
+    assert fastmlp.ones(2, requires_grad=True).detach().numpy().sum() == 2
+    with pytest.raises(RuntimeError, match="a Tensor with 2 elements cannot be converted to a Python scalar"):
+        fastmlp.ones(2).item()
+    with pytest.raises(RuntimeError, match="Boolean value of Tensor with 2 values is ambiguous"):
+        bool(fastmlp.ones(2))
+
+
+def test_requires_grad_rules():
+    with pytest.raises(RuntimeError, match="only tensors of floating point dtype can require gradients"):
+        fastmlp.tensor([1, 2], requires_grad=True)
+    x = fastmlp.ones(2).requires_grad_()
+    assert x.requires_grad
+    y = x * 2
+    with pytest.raises(RuntimeError, match="only change requires_grad flags of leaf variables"):
+        y.requires_grad = False
+
+
+def test_inplace_dtype_rule():
+    i = fastmlp.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="result type float32 can't be cast to the desired output type int64"):
+        i += 1.5
+    i += 1
+    assert i.tolist() == [2, 3]
+    f = fastmlp.ones(2)
+    f.mul_(3).add_(1).sub_(fastmlp.ones(2), alpha=2)
+    assert f.tolist() == [2.0, 2.0]
+    f.zero_()
+    assert f.tolist() == [0.0, 0.0]
+
+
+def test_cat_stack_where():
+    a, b = fastmlp.ones(2, 3), fastmlp.zeros(1, 3)
+    assert fastmlp.cat([a, b]).shape == (3, 3) and fastmlp.stack([a, a], 1).shape == (2, 2, 3)
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match except in dimension 0"):
+        fastmlp.cat([a, fastmlp.zeros(1, 4)])
+    assert fastmlp.where(a > 0, a, b).shape == (2, 3)
+
+
+def test_devices_and_cuda_availability():
+    assert fastmlp.device("cuda:1").index == 1 and str(fastmlp.device("cuda", 0)) == "cuda:0"
+    with pytest.raises(ValueError, match="unknown device type 'tpu'"):
+        fastmlp.device("tpu")
+    if not fastmlp.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            fastmlp.ones(2).to("cuda")
+        assert fastmlp.cuda.why_unavailable() != ""
+
+
+def test_repr_formats():
+    assert repr(fastmlp.tensor([1.0, 2.0])) == "tensor([1., 2.])"
+    assert repr(fastmlp.tensor([-3.31421])) == "tensor([-3.3142])"
+    assert repr(fastmlp.tensor(3)) == "tensor(3)"
+    assert repr(fastmlp.tensor([1.0], dtype=fastmlp.float64)) == "tensor([1.], dtype=fastmlp.float64)"
+    assert repr(fastmlp.ones(1, requires_grad=True)) == "tensor([1.], requires_grad=True)"
+    assert repr(fastmlp.float32) == "fastmlp.float32"
