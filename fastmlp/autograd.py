@@ -100,7 +100,14 @@ class Node:
     SAVES = False
 
     def __init__(self, inputs: Sequence[Any]):
-        self.next = tuple(_edge(t) for t in inputs)
+        edges = []
+        for t in inputs:
+            if t is None:
+                edges.append(None)
+            else:
+                fn = t.grad_fn
+                edges.append(fn if fn is not None else (t if t._rg else None))
+        self.next = tuple(edges)
         self.freed = False
         self.retained = None
         self.hooks = None
@@ -190,18 +197,17 @@ def grad_sink(leaf):
     return buf, False
 
 
+_wrap = None  # fastmlp.tensor._wrap, bound when fastmlp.tensor is imported (it imports this module)
+
+
 def commit_sink(leaf, buf, accumulated: bool) -> None:
     """Make ``buf`` (filled by a kernel through grad_sink) the leaf's ``.grad``."""
     if not accumulated:
-        from .tensor import _wrap
-
         leaf.grad = _wrap(buf)
 
 
 def accumulate(leaf, g) -> None:
     """leaf.grad += g (or = g when it has none), running the leaf's hooks first."""
-    from .tensor import _wrap
-
     if leaf._hooks:
         for hook in leaf._hooks:
             out = hook(_wrap(g))
@@ -230,22 +236,23 @@ def _sum_to(g, shape):
     return unbroadcast(g, shape)
 
 
-def _topological(roots: Iterable[Node]) -> tuple[list, dict]:
-    """Nodes reachable from roots, and how many reachable edges point at each."""
+def _dependencies(roots) -> dict:
+    """For every node reachable from roots: how many reachable edges point at it."""
     deps: dict = {}
-    order = []
-    stack = [r for r in roots if r is not None]
-    seen = set(id(r) for r in stack)
+    stack = list(roots)
+    seen = set(stack)
+    push = stack.append
     while stack:
-        node = stack.pop()
-        order.append(node)
-        for e in node.next:
-            if isinstance(e, Node):
-                deps[e] = deps.get(e, 0) + 1
-                if id(e) not in seen:
-                    seen.add(id(e))
-                    stack.append(e)
-    return order, deps
+        for e in stack.pop().next:
+            if e is not None and isinstance(e, Node):
+                if e in deps:
+                    deps[e] += 1
+                else:
+                    deps[e] = 1
+                if e not in seen:
+                    seen.add(e)
+                    push(e)
+    return deps
 
 
 def run_backward(tensors: Sequence[Any], grads: Sequence[Any], retain_graph: bool,
@@ -281,55 +288,64 @@ def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
             continue
         pending[fn] = g if fn not in pending else pending[fn] + g
         roots.append(fn)
-    _, deps = _topological(roots)
-    ready = [r for r in dict.fromkeys(roots) if deps.get(r, 0) == 0]
+    deps = _dependencies(roots)
+    ready = [r for r in dict.fromkeys(roots) if r not in deps]
+    handled = _HANDLED
     while ready:
         node = ready.pop()
         g = pending.pop(node, None)
-        grads_in = None
-        if g is not None:
-            if node.freed:
-                raise RuntimeError(_FREED_MESSAGE)
-            if node.hooks:
-                from .tensor import _wrap
-
-                for hook in node.hooks:
-                    out = hook(_wrap(g))
-                    if out is not None:
-                        g = out._data
-            if node.retained is not None:
-                t = node.retained()
-                if t is not None:
-                    from .tensor import _wrap
-
-                    t.grad = _wrap(g.copy()) if t.grad is None else _wrap(t.grad._data + g)
-            if cap_nodes and id(node) in cap_nodes:
-                tid = cap_nodes[id(node)]
-                capture[tid] = g if capture[tid] is None else capture[tid] + g
-            grads_in = node.backward(g)
-            if not retain_graph and node.SAVES:
-                node.release()
-                node.freed = True
-        for i, e in enumerate(node.next):
+        if g is None:  # no gradient reached this node: only release its dependents
+            for e in node.next:
+                if e is not None and isinstance(e, Node):
+                    deps[e] -= 1
+                    if deps[e] == 0:
+                        ready.append(e)
+            continue
+        if node.freed:
+            raise RuntimeError(_FREED_MESSAGE)
+        if node.hooks is not None or node.retained is not None:
+            g = _node_hooks(node, g)
+        if cap_nodes and id(node) in cap_nodes:
+            tid = cap_nodes[id(node)]
+            capture[tid] = g if capture[tid] is None else capture[tid] + g
+        grads_in = node.backward(g)
+        if not retain_graph and node.SAVES:
+            node.release()
+            node.freed = True
+        for e, gi in zip(node.next, grads_in):
             if e is None:
                 continue
-            gi = grads_in[i] if grads_in is not None else None
             if isinstance(e, Node):
                 if gi is not None:
                     prev = pending.get(e)
                     pending[e] = gi if prev is None else prev + gi
-                deps[e] -= 1
-                if deps[e] == 0:
+                n = deps[e] - 1
+                deps[e] = n
+                if n == 0:
                     ready.append(e)
-            elif gi is not None:
+            elif gi is not None and gi is not handled:
                 if capture is not None:
                     if id(e) in capture:
                         capture[id(e)] = gi if capture[id(e)] is None else capture[id(e)] + gi
-                elif gi is not _HANDLED:
+                else:
                     accumulate(e, gi)
     if capture is not None:
         return [capture[id(t)] for t in inputs]
     return None
+
+
+def _node_hooks(node: Node, g):
+    """Run a node's gradient hooks and fill a retained non-leaf's .grad."""
+    if node.hooks:
+        for hook in node.hooks:
+            out = hook(_wrap(g))
+            if out is not None:
+                g = out._data
+    if node.retained is not None:
+        t = node.retained()
+        if t is not None:
+            t.grad = _wrap(g.copy()) if t.grad is None else _wrap(t.grad._data + g)
+    return g
 
 
 class _Handled:

@@ -47,6 +47,9 @@ def _wrap(data, requires_grad: bool = False, grad_fn=None) -> "Tensor":
     return t
 
 
+_ag._wrap = _wrap
+
+
 def _result(data, node) -> "Tensor":
     """The output tensor of an op: records `node` when it is not None."""
     if type(data) is not _ndarray and isinstance(data, np.generic):

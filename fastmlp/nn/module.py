@@ -59,6 +59,10 @@ class _RemovableHandle:
 
 _hook_ids = [0]
 
+# Bumped whenever any module registers or removes a parameter, buffer or child, so
+# that parameters() can serve a cached list (it runs in every zero_grad()).
+_structure_version = [0]
+
 
 class Module:
     """Base class of every layer and model (``torch.nn.Module``).
@@ -86,6 +90,9 @@ class Module:
     # ---- registration -----------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
+        if isinstance(value, (Parameter, Module)) or name in d.get("_parameters", ()) or \
+                name in d.get("_modules", ()) or name in d.get("_buffers", ()):
+            _structure_version[0] += 1
         if "_parameters" not in d:
             raise AttributeError(f"cannot assign attributes before {type(self).__name__}.__init__() calls "
                                  "super().__init__()")
@@ -115,11 +122,13 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
+        _structure_version[0] += 1
         for store in ("_parameters", "_modules", "_buffers"):
             self.__dict__[store].pop(name, None)
         object.__delattr__(self, name)
 
     def register_parameter(self, name: str, param: Optional[Parameter]) -> None:
+        _structure_version[0] += 1
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
                             "(fastmlp.nn.Parameter or None required)")
@@ -127,6 +136,7 @@ class Module:
         object.__setattr__(self, name, param)
 
     def register_buffer(self, name: str, tensor: Optional[Tensor], persistent: bool = True) -> None:
+        _structure_version[0] += 1
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer '{name}' (Tensor or None required)")
         self._buffers[name] = tensor
@@ -137,6 +147,7 @@ class Module:
         object.__setattr__(self, name, tensor)
 
     def add_module(self, name: str, module: Optional["Module"]) -> None:
+        _structure_version[0] += 1
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         if not isinstance(name, str) or "." in name or name == "":
@@ -237,8 +248,13 @@ class Module:
         yield from self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
-        for _, p in self.named_parameters(recurse=recurse):
-            yield p
+        if not recurse:
+            return (p for _, p in self.named_parameters(recurse=False))
+        cache = self.__dict__.get("_param_cache")
+        if cache is None or cache[0] != _structure_version[0]:
+            cache = (_structure_version[0], [p for _, p in self.named_parameters()])
+            self.__dict__["_param_cache"] = cache
+        return iter(cache[1])
 
     def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
         yield from self._named_members("_buffers", prefix, recurse, remove_duplicate)
