@@ -384,8 +384,7 @@ class Tensor:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
-    def __hash__(self) -> int:
-        return id(self)
+    __hash__ = object.__hash__  # identity, as torch.Tensor (C-level: tensors key optimizer state)
 
     def __reduce_ex__(self, protocol):
         raise TypeError("fastmlp tensors are not pickled; save them with fastmlp.save(obj, path)")
