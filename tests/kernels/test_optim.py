@@ -125,14 +125,19 @@ def on_isa(name: str, fn):
         _C.set_isa(previous)
 
 
-def run_sgd(params, grads_per_step, bufs, lr: float, cfg: dict):
-    """STEPS fastmlp SGD steps in place (the first one initialises the buffers)."""
+Arrays = list[np.ndarray]
+
+
+def run_sgd(params: Arrays, grads_per_step: list[Arrays], bufs: Optional[Arrays], lr: float, cfg: dict) -> None:
+    """fastmlp SGD steps in place, one per list of gradients (the first initialises the buffers)."""
     for k, grads in enumerate(grads_per_step):
         _C.sgd_step(params, grads, bufs, lr, cfg["momentum"], cfg["dampening"], cfg["weight_decay"],
                     cfg["nesterov"], cfg["maximize"], k == 0)
 
 
-def run_adam(params, grads_per_step, ms, vs, vmaxs, lr, beta1, beta2, eps, cfg: dict, first_step: int = 1):
+def run_adam(params: Arrays, grads_per_step: list[Arrays], ms: Arrays, vs: Arrays, vmaxs: Optional[Arrays],
+             lr: float, beta1: float, beta2: float, eps: float, cfg: dict, first_step: int = 1) -> None:
+    """fastmlp Adam / AdamW steps in place, counting from `first_step`."""
     for k, grads in enumerate(grads_per_step):
         _C.adam_step(params, grads, ms, vs, vmaxs, lr, beta1, beta2, eps, cfg["weight_decay"], first_step + k,
                      cfg["amsgrad"], cfg["maximize"], cfg["decoupled"])
@@ -306,7 +311,10 @@ def test_views_of_one_flat_buffer(isa, rng):
     gflat = rng.standard_normal(40).astype(np.float32)
     mflat, vflat = np.zeros(40, np.float32), np.zeros(40, np.float32)
     cut = [(0, 7), (7, 30), (30, 40)]
-    views = lambda a: [a[i:j] for i, j in cut]  # noqa: E731
+
+    def views(a: np.ndarray) -> list[np.ndarray]:
+        return [a[i:j] for i, j in cut]
+
     expected = flat.copy()
     on_isa("reference", lambda: _C.adam_step([expected], [gflat], [np.zeros(40, np.float32)],
                                              [np.zeros(40, np.float32)], None, 1e-2, 0.9, 0.999, 1e-8, 0.0, 1))
@@ -351,7 +359,10 @@ def test_adam_matches_torch(isa, threads, rng, cfg):
             t.grad = torch.from_numpy(g.copy())
         opt.step()
     params = copies(p0)
-    zeros = lambda: [np.zeros(s, np.float32) for s in TORCH_SHAPES]  # noqa: E731
+
+    def zeros() -> list[np.ndarray]:
+        return [np.zeros(s, np.float32) for s in TORCH_SHAPES]
+
     run_adam(params, grads_per_step, zeros(), zeros(), zeros() if cfg["amsgrad"] else None,
              lr, beta1, beta2, eps, cfg)
     assert_close(params, [t.detach().numpy() for t in tp], rtol=1e-5, atol=1e-6, what="params")

@@ -142,7 +142,7 @@ static float sub_product(float a, float b, float c) {
 // 16 elements, so neighbouring threads rarely write the same cache line).
 static index_t slice_start(index_t total, int n, int id) {
   if (id >= n) return total;
-  const index_t at = static_cast<index_t>(static_cast<double>(total) * id / n);
+  const index_t at = total / n * id + total % n * id / n;  // floor(total·id/n), no overflow
   return at & ~static_cast<index_t>(15);
 }
 
