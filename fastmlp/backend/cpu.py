@@ -45,10 +45,15 @@ def linear_backward(dz, x, w, need_dx, dw, db, accumulate_w, accumulate_b):
     return generic.linear_backward(np, dz, x, w, need_dx, dw, db, accumulate_w, accumulate_b)
 
 
-def act_forward(x, act, param=0.0):
+def act_forward(x, act, param=0.0, out=None):
+    """y = act(x); with out=x, in place."""
     if x.dtype == _F32:
-        return _C.act_forward(_c(x), act, param)
-    return generic.act_forward(np, x, act, param)
+        return _C.act_forward(_c(x), act, param, out)
+    y = generic.act_forward(np, x, act, param)
+    if out is None:
+        return y
+    out[...] = y
+    return out
 
 
 def act_backward(dy, saved, act, param=0.0):

@@ -260,3 +260,31 @@ def test_one_hot():
     assert F.one_hot(fastmlp.tensor([1, 3])).shape == (2, 4)
     with pytest.raises(RuntimeError, match="class values must be in"):
         F.one_hot(fastmlp.tensor([5]), 3)
+
+
+@pytest.mark.parametrize("fn", [F.relu, F.sigmoid, F.tanh], ids=lambda f: f.__name__)
+def test_activation_of_a_temporary_linear_output_fuses_without_changing_results(fn):
+    """F.relu(self.fc(x)) folds the activation into the Linear's node; the result and every gradient
+    equal those of the unfused pair (kept apart when the Linear's output is referenced elsewhere)."""
+    fastmlp.manual_seed(4)
+    fc, out_layer = nn.Linear(6, 5), nn.Linear(5, 2)
+    x = fastmlp.randn(7, 6, requires_grad=True)
+
+    def run(fused: bool):
+        for p in list(fc.parameters()) + list(out_layer.parameters()) + [x]:
+            p.grad = None
+        if fused:
+            h = fn(fc(x))
+        else:
+            pre = fc(x)
+            h = fn(pre)
+            assert pre.grad_fn is not h.grad_fn  # the held pre-activation keeps its own node and values
+        out = out_layer(h)
+        out.sum().backward()
+        return [out.detach().numpy().copy()] + [t.grad.numpy().copy() for t in (x, fc.weight, fc.bias)], h.grad_fn
+
+    fused, node = run(True)
+    unfused, _ = run(False)
+    assert type(node).__name__ == "LinearBackward"
+    for a, b in zip(fused, unfused):
+        np.testing.assert_array_equal(a, b)
