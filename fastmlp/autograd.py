@@ -96,18 +96,29 @@ class Node:
     those that keep arrays for backward set ``SAVES = True`` and implement ``release``.
     """
 
-    __slots__ = ("next", "freed", "retained", "hooks", "__weakref__")
+    __slots__ = ("next", "kinds", "freed", "retained", "hooks", "__weakref__")
     SAVES = False
 
     def __init__(self, inputs: Sequence[Any]):
         edges = []
+        kinds = []  # per edge: 0 none, 1 a node, 2 a leaf that requires grad
         for t in inputs:
             if t is None:
                 edges.append(None)
+                kinds.append(0)
+                continue
+            fn = t.grad_fn
+            if fn is not None:
+                edges.append(fn)
+                kinds.append(1)
+            elif t._rg:
+                edges.append(t)
+                kinds.append(2)
             else:
-                fn = t.grad_fn
-                edges.append(fn if fn is not None else (t if t._rg else None))
+                edges.append(None)
+                kinds.append(0)
         self.next = tuple(edges)
+        self.kinds = tuple(kinds)
         self.freed = False
         self.retained = None
         self.hooks = None
@@ -243,8 +254,9 @@ def _dependencies(roots) -> dict:
     seen = set(stack)
     push = stack.append
     while stack:
-        for e in stack.pop().next:
-            if e is not None and isinstance(e, Node):
+        node = stack.pop()
+        for e, k in zip(node.next, node.kinds):
+            if k == 1:
                 if e in deps:
                     deps[e] += 1
                 else:
@@ -295,8 +307,8 @@ def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
         node = ready.pop()
         g = pending.pop(node, None)
         if g is None:  # no gradient reached this node: only release its dependents
-            for e in node.next:
-                if e is not None and isinstance(e, Node):
+            for e, k in zip(node.next, node.kinds):
+                if k == 1:
                     deps[e] -= 1
                     if deps[e] == 0:
                         ready.append(e)
@@ -312,10 +324,10 @@ def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
         if not retain_graph and node.SAVES:
             node.release()
             node.freed = True
-        for e, gi in zip(node.next, grads_in):
-            if e is None:
+        for e, k, gi in zip(node.next, node.kinds, grads_in):
+            if k == 0:
                 continue
-            if isinstance(e, Node):
+            if k == 1:
                 if gi is not None:
                     prev = pending.get(e)
                     pending[e] = gi if prev is None else prev + gi

@@ -20,6 +20,18 @@ def _c(a):
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
+def _native(fn, arrays, *rest):
+    """fn(*arrays, *rest) on the arrays as they are (the common, contiguous case costs no
+    check here: the binding validates); if the binding refuses a strided array, retry on
+    contiguous copies. Errors that are not about layout propagate unchanged."""
+    try:
+        return fn(*arrays, *rest)
+    except ValueError:
+        if all(a is None or a.flags.c_contiguous for a in arrays):
+            raise
+        return fn(*[a if a is None else _c(a) for a in arrays], *rest)
+
+
 def asarray(data, dtype=None):
     return np.asarray(data, dtype=dtype)
 
@@ -33,22 +45,22 @@ def to_numpy(arr):
 
 
 def linear_forward(x, w, b, act, act_param, keep_preact):
-    if x.dtype == _F32 and w.dtype == _F32 and (b is None or b.dtype == _F32):
-        return _C.linear_forward(_c(x), _c(w), None if b is None else _c(b), act, act_param, keep_preact)
+    if x.dtype is _F32 and w.dtype is _F32 and (b is None or b.dtype is _F32):
+        return _native(_C.linear_forward, (x, w, b), act, act_param, keep_preact)
     return generic.linear_forward(np, x, w, b, act, act_param, keep_preact)
 
 
 def linear_backward(dz, x, w, need_dx, dw, db, accumulate_w, accumulate_b):
-    if dz.dtype == _F32 and x.dtype == _F32 and w.dtype == _F32 and (dw is None or dw.dtype == _F32) \
-            and (db is None or db.dtype == _F32):
-        return _C.linear_backward(_c(dz), _c(x), _c(w), need_dx, dw, db, accumulate_w, accumulate_b)
+    if dz.dtype is _F32 and x.dtype is _F32 and w.dtype is _F32 and (dw is None or dw.dtype is _F32) \
+            and (db is None or db.dtype is _F32):
+        return _native(_C.linear_backward, (dz, x, w), need_dx, dw, db, accumulate_w, accumulate_b)
     return generic.linear_backward(np, dz, x, w, need_dx, dw, db, accumulate_w, accumulate_b)
 
 
 def act_forward(x, act, param=0.0, out=None):
     """y = act(x); with out=x, in place."""
-    if x.dtype == _F32:
-        return _C.act_forward(_c(x), act, param, out)
+    if x.dtype is _F32:
+        return _native(_C.act_forward, (x,), act, param, out)
     y = generic.act_forward(np, x, act, param)
     if out is None:
         return y
@@ -57,35 +69,35 @@ def act_forward(x, act, param=0.0, out=None):
 
 
 def act_backward(dy, saved, act, param=0.0):
-    if dy.dtype == _F32 and saved.dtype == _F32:
-        return _C.act_backward(_c(dy), _c(saved), act, param)
+    if dy.dtype is _F32 and saved.dtype is _F32:
+        return _native(_C.act_backward, (dy, saved), act, param)
     return generic.act_backward(np, dy, saved, act, param)
 
 
 def softmax_forward(x, log):
-    if x.dtype == _F32:
-        return _C.softmax_forward(_c(x), log)
+    if x.dtype is _F32:
+        return _native(_C.softmax_forward, (x,), log)
     return generic.softmax_forward(np, x, log)
 
 
 def softmax_backward(dy, y, log):
-    if dy.dtype == _F32 and y.dtype == _F32:
-        return _C.softmax_backward(_c(dy), _c(y), log)
+    if dy.dtype is _F32 and y.dtype is _F32:
+        return _native(_C.softmax_backward, (dy, y), log)
     return generic.softmax_backward(np, dy, y, log)
 
 
 def softmax_xent(logits, target, weight, ignore_index, label_smoothing, reduction, want_grad, grad_scale=1.0):
-    if logits.dtype == _F32 and (weight is None or weight.dtype == _F32):
-        return _C.softmax_xent(_c(logits), _c(target), weight, ignore_index, label_smoothing, reduction, want_grad,
-                               grad_scale)
+    if logits.dtype is _F32 and (weight is None or weight.dtype is _F32):
+        return _native(_C.softmax_xent, (logits, target), weight, ignore_index, label_smoothing, reduction,
+                       want_grad, grad_scale)
     _check_labels(target, logits.shape[1], ignore_index, "cross_entropy")
     return generic.softmax_xent(np, logits, target, weight, ignore_index, label_smoothing, reduction, want_grad,
                                 grad_scale)
 
 
 def nll(logp, target, weight, ignore_index, reduction, want_grad, grad_scale=1.0):
-    if logp.dtype == _F32 and (weight is None or weight.dtype == _F32):
-        return _C.nll(_c(logp), _c(target), weight, ignore_index, reduction, want_grad, grad_scale)
+    if logp.dtype is _F32 and (weight is None or weight.dtype is _F32):
+        return _native(_C.nll, (logp, target), weight, ignore_index, reduction, want_grad, grad_scale)
     _check_labels(target, logp.shape[1], ignore_index, "nll_loss")
     return generic.nll(np, logp, target, weight, ignore_index, reduction, want_grad, grad_scale)
 
@@ -119,14 +131,14 @@ def colsum(x, out=None, accumulate=False):
 
 
 def dropout_forward(x, p, seed, offset):
-    if x.dtype == _F32:
-        return _C.dropout_forward(_c(x), p, seed, offset)
+    if x.dtype is _F32:
+        return _native(_C.dropout_forward, (x,), p, seed, offset)
     return generic.dropout_forward(np, x, p, seed, offset)
 
 
 def dropout_backward(dy, mask, p):
-    if dy.dtype == _F32:
-        return _C.dropout_backward(_c(dy), mask, p)
+    if dy.dtype is _F32:
+        return _native(_C.dropout_backward, (dy, mask), p)
     return generic.dropout_backward(np, dy, mask, p)
 
 
