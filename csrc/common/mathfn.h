@@ -22,6 +22,16 @@ FASTMLP_HD float fm_bits_to_float(std::int32_t i) {
 #endif
 }
 
+FASTMLP_HD std::int32_t fm_float_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_int(f);
+#else
+  std::int32_t i;
+  std::memcpy(&i, &f, sizeof i);
+  return i;
+#endif
+}
+
 FASTMLP_HD float fm_select(bool c, float a, float b) { return c ? a : b; }
 
 // exp(x) = 2^k · e^r with k = round(x / ln 2) and |r| <= ln2 / 2; e^r from a
@@ -51,6 +61,45 @@ FASTMLP_HD float fm_exp(float x) {
   y = fm_select(x > 88.72283f, __builtin_huge_valf(), y);
   y = fm_select(x < -87.33654f, 0.0f, y);
   return fm_select(x != x, x, y);
+}
+
+// log(x) = e·ln2 + log m for x = 2^e·m with m in [√½, √2); with f = m - 1 and
+// s = f/(2+f) (|s| <= 0.1716), log m = 2·atanh s = 2s + 2s³/3 + 2s⁵/5 + ..., summed
+// to s⁹ (the first omitted term is below 1e-9 of the result). Subnormal inputs
+// are scaled by 2^23 first; log 0 = -inf, log of a negative number is NaN.
+FASTMLP_HD float fm_log(float x) {
+  const float kLn2Hi = 0.693145751953125f;
+  const float kLn2Lo = 1.428606765330187e-06f;
+  const bool tiny = x < 1.17549435e-38f;
+  const std::int32_t bits = fm_float_to_bits(fm_select(tiny, x * 8388608.0f, x));
+  std::int32_t e = ((bits >> 23) & 0xFF) - 127 - (tiny ? 23 : 0);
+  float m = fm_bits_to_float((bits & 0x007FFFFF) | 0x3F800000);  // [1, 2)
+  const bool high = m > 1.41421356f;
+  m = fm_select(high, 0.5f * m, m);
+  e += high ? 1 : 0;
+  const float f = m - 1.0f;
+  const float s = f / (2.0f + f);
+  const float s2 = s * s;
+  float p = 2.0f / 9.0f;
+  p = p * s2 + 2.0f / 7.0f;
+  p = p * s2 + 2.0f / 5.0f;
+  p = p * s2 + 2.0f / 3.0f;
+  const float ef = static_cast<float>(e);
+  float r = ef * kLn2Hi + (s * (2.0f + s2 * p) + ef * kLn2Lo);
+  r = fm_select(x == __builtin_huge_valf(), x, r);
+  r = fm_select(x == 0.0f, -__builtin_huge_valf(), r);
+  r = fm_select(x < 0.0f, fm_bits_to_float(0x7FC00000), r);  // NaN
+  return fm_select(x != x, x, r);
+}
+
+// log(1 + x) without losing x when it is small: with w = 1 + x rounded,
+// log1p x = log w · x / (w - 1), which cancels the rounding of w (Goldberg's method).
+FASTMLP_HD float fm_log1p(float x) {
+  const float w = 1.0f + x;
+  const float d = w - 1.0f;
+  float r = fm_log(w) * (x / fm_select(d == 0.0f, 1.0f, d));
+  r = fm_select(d == 0.0f, x, r);
+  return fm_select(w == __builtin_huge_valf(), w, r);
 }
 
 FASTMLP_HD float fm_sigmoid(float x) { return 1.0f / (1.0f + fm_exp(-x)); }

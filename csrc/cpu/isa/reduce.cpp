@@ -1,12 +1,114 @@
-// Reductions of one instruction set (placeholder: the reference loops).
+// Row and column sums of one instruction set (colsum is the bias gradient).
+//
+// colsum walks a block of columns down the rows, adding whole rows into a float
+// accumulator that stays in L1; every kRowBlock rows the block's sums move into
+// double accumulators, so long columns keep their precision. Threads split the
+// columns (never the rows), so each sum is formed in the same order whatever the
+// thread count: results are bitwise the same with 1 or more threads.
 #include "cpu/isa/isa.h"
-#include "cpu/reference.h"
 
 namespace fastmlp::cpu::FASTMLP_ISA {
+namespace {
+
+constexpr index_t kColBlock = 256;     // columns per accumulator block (1 KB of floats)
+constexpr index_t kRowBlock = 256;     // rows summed in float before moving into double
+constexpr index_t kNarrow = 64;        // contiguous matrices narrower than this are refolded
+constexpr index_t kReduceWork = 1 << 17;  // elements a thread must get before threads pay off
+
+// out[c0 + j] (+)= Σ_r x[r, c0 + j] for j < nc (nc <= kColBlock).
+void colsum_block(float* out, const float* x, index_t rows, index_t nc, index_t ldx, bool accumulate) {
+  float s[kColBlock];
+  double d[kColBlock];
+  for (index_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+    const index_t r1 = r0 + kRowBlock < rows ? r0 + kRowBlock : rows;
+    const float* x0 = x + r0 * ldx;
+#pragma omp simd
+    for (index_t j = 0; j < nc; ++j) s[j] = x0[j];
+    index_t r = r0 + 1;
+    for (; r + 4 <= r1; r += 4) {
+      const float* a = x + r * ldx;
+      const float* b = a + ldx;
+      const float* c = b + ldx;
+      const float* e = c + ldx;
+#pragma omp simd
+      for (index_t j = 0; j < nc; ++j) s[j] += (a[j] + b[j]) + (c[j] + e[j]);
+    }
+    for (; r < r1; ++r) {
+      const float* a = x + r * ldx;
+#pragma omp simd
+      for (index_t j = 0; j < nc; ++j) s[j] += a[j];
+    }
+    if (r0 == 0) {
+#pragma omp simd
+      for (index_t j = 0; j < nc; ++j) d[j] = s[j];
+    } else {
+#pragma omp simd
+      for (index_t j = 0; j < nc; ++j) d[j] += s[j];
+    }
+  }
+  if (rows <= 0) {
+    for (index_t j = 0; j < nc; ++j) d[j] = 0.0;
+  }
+  if (accumulate) {
+#pragma omp simd
+    for (index_t j = 0; j < nc; ++j) out[j] += static_cast<float>(d[j]);
+  } else {
+#pragma omp simd
+    for (index_t j = 0; j < nc; ++j) out[j] = static_cast<float>(d[j]);
+  }
+}
+
+// out[c] (+)= Σ_r x[r, c]
+void colsum_kernel(float* out, const float* x, index_t rows, index_t cols, index_t ldx, bool accumulate) {
+  if (cols <= 0) return;
+  if (cols < kNarrow && ldx == cols && rows >= 2 * (kNarrow / cols + 1)) {
+    // A narrow contiguous matrix, read as [rows/k, k·cols]: whole vectors per row, and
+    // the k partial sums of each column are added at the end.
+    const index_t k = (kNarrow + cols - 1) / cols, width = k * cols, groups = rows / k;
+    float wide[kNarrow + kNarrow];
+    colsum_block(wide, x, groups, width, width, false);
+    float tail[kNarrow];
+    colsum_block(tail, x + groups * width, rows - groups * k, cols, ldx, false);
+    for (index_t c = 0; c < cols; ++c) {
+      float s = tail[c];
+      for (index_t q = 0; q < k; ++q) s += wide[q * cols + c];
+      out[c] = accumulate ? out[c] + s : s;
+    }
+    return;
+  }
+  const index_t nblocks = (cols + kColBlock - 1) / kColBlock;
+  int nt = threads_for(rows * cols, kReduceWork);
+  if (nt > nblocks) nt = static_cast<int>(nblocks);
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (index_t b = 0; b < nblocks; ++b) {
+    const index_t c0 = b * kColBlock, nc = c0 + kColBlock < cols ? kColBlock : cols - c0;
+    colsum_block(out + c0, x + c0, rows, nc, ldx, accumulate);
+  }
+}
+
+// out[r] (+)= Σ_c x[r, c]
+void rowsum_kernel(float* out, const float* x, index_t rows, index_t cols, index_t ldx, bool accumulate) {
+  if (rows <= 0) return;
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * cols, kReduceWork))
+  for (index_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ldx;
+    double total = 0.0;
+    for (index_t c0 = 0; c0 < cols; c0 += kColBlock * 16) {
+      const index_t c1 = c0 + kColBlock * 16 < cols ? c0 + kColBlock * 16 : cols;
+      float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+      for (index_t c = c0; c < c1; ++c) s += xr[c];
+      total += s;
+    }
+    out[r] = accumulate ? out[r] + static_cast<float>(total) : static_cast<float>(total);
+  }
+}
+
+}  // namespace
 
 void fill_reduce(KernelTable& t) {
-  t.colsum = ref::colsum;
-  t.rowsum = ref::rowsum;
+  t.colsum = colsum_kernel;
+  t.rowsum = rowsum_kernel;
 }
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA

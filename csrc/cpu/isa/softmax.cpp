@@ -1,12 +1,450 @@
-// Row softmax / log-softmax of one instruction set (placeholder: the reference loops).
+// Row softmax / log-softmax, forward and backward, and the fused softmax cross
+// entropy (loss and gradient from one sweep over each row) of one instruction set.
+//
+// Each row is processed with whole SIMD vectors plus one masked vector for its
+// tail, so short rows (10 classes) cost a handful of vector operations. OpenMP
+// splits long batches into blocks of rows; the loss sum is accumulated per fixed
+// block of rows and the blocks are added in order, so it is bitwise the same for
+// any thread count.
+#include <cmath>
+#include <cstring>
+
+#include "common/mathfn.h"
 #include "cpu/isa/isa.h"
-#include "cpu/reference.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+// GCC 12 warns about the deliberately undefined registers inside its own intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#endif
+
+// Code reached from an OpenMP region is marked nothrow: the compiler then needs no
+// exception-handling tables for the region, which would otherwise be emitted
+// because it cannot tell that the SIMD intrinsics never throw.
+#define FASTMLP_NOTHROW [[gnu::nothrow]]
 
 namespace fastmlp::cpu::FASTMLP_ISA {
+namespace {
+
+// ---- a small SIMD layer: vf holds kW floats ------------------------------------
+// vload_part / vstore_part touch only the first n < kW lanes; the other lanes of a
+// partial load hold `fill`.
+#if defined(__AVX512F__)
+constexpr int kW = 16;
+using vf = __m512;
+inline __mmask16 lanes(index_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+inline vf vset1(float a) { return _mm512_set1_ps(a); }
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline vf vload_part(const float* p, index_t n, float fill) {
+  return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), lanes(n), p);
+}
+inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+inline void vstore_part(float* p, vf v, index_t n) { _mm512_mask_storeu_ps(p, lanes(n), v); }
+inline vf vkeep(vf v, index_t n) { return _mm512_maskz_mov_ps(lanes(n), v); }  // lanes >= n are 0
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+inline vf vfmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   // a·b + c
+inline vf vfmsub(vf a, vf b, vf c) { return _mm512_fmsub_ps(a, b, c); }   // a·b - c
+inline vf vfnmadd(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } // c - a·b
+inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
+inline float hsum(vf v) { return _mm512_reduce_add_ps(v); }
+inline float hmax(vf v) { return _mm512_reduce_max_ps(v); }
+#elif defined(__AVX2__)
+constexpr int kW = 8;
+using vf = __m256;
+inline __m256i lanes(index_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline vf vset1(float a) { return _mm256_set1_ps(a); }
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline vf vload_part(const float* p, index_t n, float fill) {
+  const __m256i m = lanes(n);
+  return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
+inline void vstore(float* p, vf v) { _mm256_storeu_ps(p, v); }
+inline void vstore_part(float* p, vf v, index_t n) { _mm256_maskstore_ps(p, lanes(n), v); }
+inline vf vkeep(vf v, index_t n) { return _mm256_and_ps(v, _mm256_castsi256_ps(lanes(n))); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+inline vf vfmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+inline vf vfmsub(vf a, vf b, vf c) { return _mm256_fmsub_ps(a, b, c); }
+inline vf vfnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
+inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+inline float hsum(vf v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float hmax(vf v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#else
+// Portable: fixed-size loops that compilers turn into SIMD instructions.
+constexpr int kW = 8;
+struct vf {
+  float v[kW];
+};
+#define FASTMLP_LANES(expr)                \
+  vf r;                                    \
+  _Pragma("omp simd") for (int i = 0; i < kW; ++i) r.v[i] = (expr); \
+  return r
+inline vf vset1(float a) { FASTMLP_LANES(a); }
+inline vf vload(const float* p) { FASTMLP_LANES(p[i]); }
+inline vf vload_part(const float* p, index_t n, float fill) { FASTMLP_LANES(i < n ? p[i] : fill); }
+inline void vstore(float* p, vf v) {
+  for (int i = 0; i < kW; ++i) p[i] = v.v[i];
+}
+inline void vstore_part(float* p, vf v, index_t n) {
+  for (int i = 0; i < n; ++i) p[i] = v.v[i];
+}
+inline vf vkeep(vf v, index_t n) { FASTMLP_LANES(i < n ? v.v[i] : 0.0f); }
+inline vf vadd(vf a, vf b) { FASTMLP_LANES(a.v[i] + b.v[i]); }
+inline vf vsub(vf a, vf b) { FASTMLP_LANES(a.v[i] - b.v[i]); }
+inline vf vmul(vf a, vf b) { FASTMLP_LANES(a.v[i] * b.v[i]); }
+inline vf vfmadd(vf a, vf b, vf c) { FASTMLP_LANES(a.v[i] * b.v[i] + c.v[i]); }
+inline vf vfmsub(vf a, vf b, vf c) { FASTMLP_LANES(a.v[i] * b.v[i] - c.v[i]); }
+inline vf vfnmadd(vf a, vf b, vf c) { FASTMLP_LANES(c.v[i] - a.v[i] * b.v[i]); }
+inline vf vmax(vf a, vf b) { FASTMLP_LANES(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
+inline vf vexp(vf a) { FASTMLP_LANES(fm_exp(a.v[i])); }
+#undef FASTMLP_LANES
+inline float hsum(vf v) {
+  float s = 0.0f;
+  for (int i = 0; i < kW; ++i) s += v.v[i];
+  return s;
+}
+inline float hmax(vf v) {
+  float m = v.v[0];
+  for (int i = 1; i < kW; ++i) m = v.v[i] > m ? v.v[i] : m;
+  return m;
+}
+#endif
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+// e^x as fm_exp computes it (k = round(x/ln2), e^r by a degree-7 Taylor polynomial
+// on |r| <= ln2/2), for a whole vector. x is clamped to [-104, 89] first (e^-104
+// rounds to 0 and e^89 overflows to inf, so ±inf come out right); NaN passes
+// through because max/min return their second operand when either is NaN.
+inline vf vexp(vf x) {
+  x = vmax(vset1(-104.0f), x);
+#if defined(__AVX512F__)
+  x = _mm512_min_ps(vset1(89.0f), x);
+  const vf kf = _mm512_roundscale_ps(vmul(x, vset1(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  x = _mm256_min_ps(vset1(89.0f), x);
+  const vf kf = _mm256_round_ps(vmul(x, vset1(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#endif
+  vf r = vfnmadd(kf, vset1(0.693145751953125f), x);
+  r = vfnmadd(kf, vset1(1.428606765330187e-06f), r);
+  vf p = vset1(1.0f / 5040.0f);
+  p = vfmadd(p, r, vset1(1.0f / 720.0f));
+  p = vfmadd(p, r, vset1(1.0f / 120.0f));
+  p = vfmadd(p, r, vset1(1.0f / 24.0f));
+  p = vfmadd(p, r, vset1(1.0f / 6.0f));
+  p = vfmadd(p, r, vset1(0.5f));
+  p = vfmadd(p, r, vset1(1.0f));
+  p = vfmadd(p, r, vset1(1.0f));
+#if defined(__AVX512F__)
+  return _mm512_scalef_ps(p, kf);  // p·2^k, rounded once (underflow and overflow included)
+#else
+  // 2^k with k in [-150, 129] as 2^(k/2)·2^(k - k/2): both factors are normal floats.
+  const __m256i k = _mm256_cvtps_epi32(kf);
+  const __m256i kh = _mm256_srai_epi32(k, 1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const vf s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(kh, bias), 23));
+  const vf s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(k, kh), bias), 23));
+  return vmul(vmul(p, s1), s2);
+#endif
+}
+#endif
+
+// ---- row primitives ------------------------------------------------------------
+
+// max_c x[c]; -inf for an empty row.
+inline float row_max(const float* x, index_t n) {
+  vf m0 = vset1(-INFINITY), m1 = m0;
+  index_t c = 0;
+  for (; c + 2 * kW <= n; c += 2 * kW) {
+    m0 = vmax(m0, vload(x + c));
+    m1 = vmax(m1, vload(x + c + kW));
+  }
+  if (c + kW <= n) {
+    m0 = vmax(m0, vload(x + c));
+    c += kW;
+  }
+  if (c < n) m1 = vmax(m1, vload_part(x + c, n - c, -INFINITY));
+  return hmax(vmax(m0, m1));
+}
+
+// Σ_c e^(x[c] - mx), storing the terms in e when it is not null.
+template <bool kStore>
+inline float row_exp_sum(float* e, const float* x, index_t n, float mx) {
+  const vf m = vset1(mx);
+  vf s0 = vset1(0.0f), s1 = s0;
+  index_t c = 0;
+  for (; c + 2 * kW <= n; c += 2 * kW) {
+    const vf e0 = vexp(vsub(vload(x + c), m));
+    const vf e1 = vexp(vsub(vload(x + c + kW), m));
+    if (kStore) {
+      vstore(e + c, e0);
+      vstore(e + c + kW, e1);
+    }
+    s0 = vadd(s0, e0);
+    s1 = vadd(s1, e1);
+  }
+  if (c + kW <= n) {
+    const vf e0 = vexp(vsub(vload(x + c), m));
+    if (kStore) vstore(e + c, e0);
+    s0 = vadd(s0, e0);
+    c += kW;
+  }
+  if (c < n) {
+    const vf e1 = vkeep(vexp(vsub(vload_part(x + c, n - c, 0.0f), m)), n - c);
+    if (kStore) vstore_part(e + c, e1, n - c);
+    s1 = vadd(s1, e1);
+  }
+  return hsum(vadd(s0, s1));
+}
+
+// y[c] *= a
+inline void row_scale(float* y, index_t n, float a) {
+  const vf va = vset1(a);
+  index_t c = 0;
+  for (; c + kW <= n; c += kW) vstore(y + c, vmul(vload(y + c), va));
+  if (c < n) vstore_part(y + c, vmul(vload_part(y + c, n - c, 0.0f), va), n - c);
+}
+
+// ---- softmax forward / backward ---------------------------------------------------
+
+constexpr index_t kRowWork = 1 << 16;  // elements a thread must get before threads pay off
+
+// y = softmax(x) = e^(x - max) / Σ e^(x - max), or
+// y = log_softmax(x) = (x - max) - log Σ e^(x - max), row by row over [rows, cols].
+FASTMLP_NOTHROW void softmax_row(float* yr, const float* xr, index_t cols, bool log) {
+  const float mx = row_max(xr, cols);
+  if (!log) {
+    const float s = row_exp_sum<true>(yr, xr, cols, mx);
+    row_scale(yr, cols, 1.0f / s);
+    return;
+  }
+  const float s = row_exp_sum<false>(nullptr, xr, cols, mx);
+  const vf m = vset1(mx), ls = vset1(std::log(s));
+  index_t c = 0;
+  for (; c + kW <= cols; c += kW) vstore(yr + c, vsub(vsub(vload(xr + c), m), ls));
+  if (c < cols) vstore_part(yr + c, vsub(vsub(vload_part(xr + c, cols - c, 0.0f), m), ls), cols - c);
+}
+
+void softmax_forward_kernel(float* y, const float* x, index_t rows, index_t cols, bool log) {
+  if (rows <= 0 || cols <= 0) return;
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * cols, kRowWork))
+  for (index_t r = 0; r < rows; ++r) softmax_row(y + r * cols, x + r * cols, cols, log);
+}
+
+// softmax:     dx = y ⊙ (dy - Σ_j dy_j·y_j)
+// log_softmax: dx = dy - e^y · Σ_j dy_j
+FASTMLP_NOTHROW void softmax_backward_row(float* dxr, const float* dyr, const float* yr, index_t cols,
+                                          bool log) {
+  vf a0 = vset1(0.0f), a1 = a0;
+  index_t c = 0;
+  for (; c + 2 * kW <= cols; c += 2 * kW) {
+    const vf d0 = vload(dyr + c), d1 = vload(dyr + c + kW);
+    a0 = log ? vadd(a0, d0) : vfmadd(d0, vload(yr + c), a0);
+    a1 = log ? vadd(a1, d1) : vfmadd(d1, vload(yr + c + kW), a1);
+  }
+  for (; c + kW <= cols; c += kW) {
+    const vf d0 = vload(dyr + c);
+    a0 = log ? vadd(a0, d0) : vfmadd(d0, vload(yr + c), a0);
+  }
+  if (c < cols) {
+    const vf d1 = vload_part(dyr + c, cols - c, 0.0f);
+    a1 = log ? vadd(a1, d1) : vfmadd(d1, vload_part(yr + c, cols - c, 0.0f), a1);
+  }
+  const vf s = vset1(hsum(vadd(a0, a1)));
+  c = 0;
+  if (log) {
+    for (; c + kW <= cols; c += kW) vstore(dxr + c, vfnmadd(vexp(vload(yr + c)), s, vload(dyr + c)));
+    if (c < cols) {
+      const index_t t = cols - c;
+      vstore_part(dxr + c, vfnmadd(vexp(vload_part(yr + c, t, 0.0f)), s, vload_part(dyr + c, t, 0.0f)), t);
+    }
+  } else {
+    for (; c + kW <= cols; c += kW) vstore(dxr + c, vmul(vload(yr + c), vsub(vload(dyr + c), s)));
+    if (c < cols) {
+      const index_t t = cols - c;
+      vstore_part(dxr + c, vmul(vload_part(yr + c, t, 0.0f), vsub(vload_part(dyr + c, t, 0.0f), s)), t);
+    }
+  }
+}
+
+void softmax_backward_kernel(float* dx, const float* dy, const float* y, index_t rows, index_t cols,
+                             bool log) {
+  if (rows <= 0 || cols <= 0) return;
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * cols, kRowWork))
+  for (index_t r = 0; r < rows; ++r) softmax_backward_row(dx + r * cols, dy + r * cols, y + r * cols, cols, log);
+}
+
+// ---- fused softmax cross entropy ------------------------------------------------
+
+// Per-call constants of the cross entropy.
+struct XentParams {
+  const float* weight;  // class weights or null
+  double eps;           // label smoothing ε
+  double eps_c;         // ε / C
+  double total_w;       // Σ_c w[c]
+  double scale;         // grad_scale, divided by the weight sum when asked
+};
+
+// One row: returns loss_i and, when kGrad, writes scale·∂loss_i/∂z to g.
+//   m = max z, s = Σ e^(z-m), log p_c = (z_c - m) - log s
+//   loss = (1-ε)·w_y·(-log p_y) + ε/C·Σ_c w_c·(-log p_c)
+//        = (1-ε)·w_y·(m - z_y + log s) + ε/C·(W·log s - Σ_c w_c·(z_c - m)),   W = Σ_c w_c
+//   ∂loss/∂z_c = ((1-ε)·w_y + ε/C·W)·p_c - ε/C·w_c - (1-ε)·w_y·[c = y]
+// Writing Σ w_c·(z_c - m) with z_c - m <= 0 keeps every term of the smoothing sum
+// of one sign, so logits of any magnitude lose nothing to cancellation.
+template <bool kGrad, bool kSmooth, bool kWeighted>
+double xent_row(float* g, const float* z, index_t C, std::int64_t y, const XentParams& P) {
+  const float* w = P.weight;
+  const float mx = row_max(z, C);
+  const vf m = vset1(mx);
+  vf s0 = vset1(0.0f), s1 = s0;  // Σ e^(z-m)
+  vf d0 = vset1(0.0f), d1 = d0;  // Σ w·(z-m)
+  index_t c = 0;
+  for (; c + kW <= C; c += kW) {
+    const vf d = vsub(vload(z + c), m);
+    const vf e = vexp(d);
+    if (kGrad) vstore(g + c, e);
+    s0 = vadd(s0, e);
+    if (kSmooth) d0 = kWeighted ? vfmadd(vload(w + c), d, d0) : vadd(d0, d);
+  }
+  if (c < C) {
+    const index_t t = C - c;
+    const vf d = vkeep(vsub(vload_part(z + c, t, 0.0f), m), t);
+    const vf e = vkeep(vexp(d), t);
+    if (kGrad) vstore_part(g + c, e, t);
+    s1 = vadd(s1, e);
+    if (kSmooth) d1 = kWeighted ? vfmadd(vload_part(w + c, t, 0.0f), d, d1) : vadd(d1, d);
+  }
+  const float s = hsum(vadd(s0, s1));
+  const double log_s = std::log(static_cast<double>(s));
+  const double wy = w ? w[y] : 1.0;
+  double loss = (1.0 - P.eps) * wy * ((static_cast<double>(mx) - z[y]) + log_s);
+  if (kSmooth) loss += P.eps_c * (P.total_w * log_s - static_cast<double>(hsum(vadd(d0, d1))));
+  if (kGrad) {
+    const double hot = (1.0 - P.eps) * wy;
+    const vf a = vset1(static_cast<float>(P.scale * (hot + P.eps_c * P.total_w) / s));
+    const vf b = vset1(static_cast<float>(P.scale * P.eps_c));
+    for (c = 0; c + kW <= C; c += kW) {
+      const vf e = vload(g + c);
+      vf gc = vmul(a, e);
+      if (kSmooth) gc = kWeighted ? vfnmadd(b, vload(w + c), gc) : vsub(gc, b);
+      vstore(g + c, gc);
+    }
+    if (c < C) {
+      const index_t t = C - c;
+      const vf e = vload_part(g + c, t, 0.0f);
+      vf gc = vmul(a, e);
+      if (kSmooth) gc = kWeighted ? vfnmadd(b, vload_part(w + c, t, 0.0f), gc) : vsub(gc, b);
+      vstore_part(g + c, gc, t);
+    }
+    g[y] -= static_cast<float>(P.scale * hot);
+  }
+  return loss;
+}
+
+// Rows [r0, r1): returns Σ loss_i in row order.
+template <bool kGrad, bool kSmooth, bool kWeighted>
+double xent_rows(float* dlogits, float* row_loss, const float* logits, const std::int64_t* labels,
+                 index_t r0, index_t r1, index_t cols, std::int64_t ignore_index, const XentParams& P) {
+  double sum = 0.0;
+  for (index_t r = r0; r < r1; ++r) {
+    float* g = kGrad ? dlogits + r * cols : nullptr;
+    const std::int64_t y = labels[r];
+    if (y == ignore_index) {
+      if (kGrad) std::memset(g, 0, sizeof(float) * static_cast<std::size_t>(cols));
+      if (row_loss) row_loss[r] = 0.0f;
+      continue;
+    }
+    const double loss = xent_row<kGrad, kSmooth, kWeighted>(g, logits + r * cols, cols, y, P);
+    if (row_loss) row_loss[r] = static_cast<float>(loss);
+    sum += loss;
+  }
+  return sum;
+}
+
+using XentRowsFn = double (*)(float*, float*, const float*, const std::int64_t*, index_t, index_t, index_t,
+                              std::int64_t, const XentParams&);
+
+// Called from the OpenMP region (see FASTMLP_NOTHROW).
+FASTMLP_NOTHROW double run_xent_rows(XentRowsFn fn, float* dlogits, float* row_loss, const float* logits,
+                                     const std::int64_t* labels, index_t r0, index_t r1, index_t cols,
+                                     std::int64_t ignore_index, const XentParams& P) {
+  return fn(dlogits, row_loss, logits, labels, r0, r1, cols, ignore_index, P);
+}
+
+template <bool kGrad>
+XentRowsFn pick_xent_rows(bool smooth, bool weighted) {
+  if (!smooth) return xent_rows<kGrad, false, false>;  // the weight enters only through w[y]
+  return weighted ? xent_rows<kGrad, true, true> : xent_rows<kGrad, true, false>;
+}
+
+// Loss partial sums are kept per block of rows, at most kMaxBlocks of them.
+constexpr index_t kMaxBlocks = 256;
+
+inline double weight_sum(const std::int64_t* labels, const float* w, index_t rows, std::int64_t ignore) {
+  double s = 0.0;
+  for (index_t r = 0; r < rows; ++r)
+    if (labels[r] != ignore) s += w ? w[labels[r]] : 1.0;
+  return s;
+}
+
+}  // namespace
+
+// Cross entropy of softmax(logits) against class indices (see kernels.h); also
+// used by fill_loss.
+LossSums softmax_xent_kernel(float* dlogits, float* row_loss, const float* logits,
+                             const std::int64_t* labels, const float* class_weight, index_t rows,
+                             index_t cols, std::int64_t ignore_index, float label_smoothing,
+                             float grad_scale, bool divide_by_weight_sum) {
+  const double wsum = weight_sum(labels, class_weight, rows, ignore_index);
+  XentParams P;
+  P.weight = class_weight;
+  P.eps = label_smoothing;
+  P.eps_c = cols > 0 ? P.eps / static_cast<double>(cols) : 0.0;
+  P.total_w = static_cast<double>(cols);
+  if (class_weight && label_smoothing != 0.0f) {
+    P.total_w = 0.0;
+    for (index_t c = 0; c < cols; ++c) P.total_w += class_weight[c];
+  }
+  P.scale = divide_by_weight_sum ? grad_scale / wsum : grad_scale;
+  const XentRowsFn fn = dlogits ? pick_xent_rows<true>(label_smoothing != 0.0f, class_weight != nullptr)
+                                : pick_xent_rows<false>(label_smoothing != 0.0f, class_weight != nullptr);
+
+  // Fixed blocks of rows (their size depends on `rows` only) make the sum independent
+  // of how the blocks are shared among threads.
+  index_t block = (rows + kMaxBlocks - 1) / kMaxBlocks;
+  if (block < 16) block = 16;
+  const index_t nblocks = rows > 0 ? (rows + block - 1) / block : 0;
+  double partial[kMaxBlocks];
+#pragma omp parallel for schedule(static) num_threads(threads_for(rows * cols, kRowWork))
+  for (index_t b = 0; b < nblocks; ++b) {
+    const index_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
+    partial[b] = run_xent_rows(fn, dlogits, row_loss, logits, labels, r0, r1, cols, ignore_index, P);
+  }
+  double loss_sum = 0.0;
+  for (index_t b = 0; b < nblocks; ++b) loss_sum += partial[b];
+  return LossSums{loss_sum, wsum};
+}
 
 void fill_softmax(KernelTable& t) {
-  t.softmax_forward = ref::softmax_forward;
-  t.softmax_backward = ref::softmax_backward;
+  t.softmax_forward = softmax_forward_kernel;
+  t.softmax_backward = softmax_backward_kernel;
 }
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA
