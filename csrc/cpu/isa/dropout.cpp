@@ -8,6 +8,7 @@
 // 4x4 transpose inside each 128-bit lane leaves the random words in element order.
 #include <cstring>
 
+#include "common/mathfn.h"
 #include "common/philox.h"
 #include "cpu/isa/isa.h"
 
@@ -239,8 +240,13 @@ void dropout_backward_kernel(float* dx, const float* dy, const std::uint8_t* mas
   const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   const int nt = threads_for(n, 1 << 18);
   if (accumulate) {
+    // dy·scale is rounded before it is added, as in the reference: passing the product
+    // through its bits (a select by bit mask) keeps the compiler from fusing it into an FMA.
 #pragma omp parallel for simd schedule(static) num_threads(nt)
-    for (index_t i = 0; i < n; ++i) dx[i] += mask[i] ? dy[i] * scale : 0.0f;
+    for (index_t i = 0; i < n; ++i) {
+      const std::int32_t keep = -static_cast<std::int32_t>(mask[i] != 0);
+      dx[i] += fm_bits_to_float(fm_float_to_bits(dy[i] * scale) & keep);
+    }
   } else {
 #pragma omp parallel for simd schedule(static) num_threads(nt)
     for (index_t i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] * scale : 0.0f;

@@ -11,9 +11,10 @@ namespace fastmlp::cpu::FASTMLP_ISA {
 namespace {
 
 constexpr index_t kColBlock = 256;     // columns per accumulator block (1 KB of floats)
-constexpr index_t kRowBlock = 256;     // rows summed in float before moving into double
+constexpr index_t kRowBlock = 64;      // rows summed in float before moving into double
+constexpr index_t kRowChunk = 1024;    // row elements summed in float before moving into double
 constexpr index_t kNarrow = 64;        // contiguous matrices narrower than this are refolded
-constexpr index_t kReduceWork = 1 << 17;  // elements a thread must get before threads pay off
+constexpr index_t kReduceWork = 1 << 18;  // elements a thread must get before threads pay off
 
 // out[c0 + j] (+)= Σ_r x[r, c0 + j] for j < nc (nc <= kColBlock).
 void colsum_block(float* out, const float* x, index_t rows, index_t nc, index_t ldx, bool accumulate) {
@@ -86,21 +87,39 @@ void colsum_kernel(float* out, const float* x, index_t rows, index_t cols, index
   }
 }
 
+// Σ_c x[c] of one row: 64 float lanes (several SIMD registers, so the adds do not
+// wait on each other), each summing at most kRowChunk/64 values before the chunk's
+// total moves into a double.
+double row_total(const float* x, index_t n) {
+  constexpr int kLanes = 64;
+  double total = 0.0;
+  for (index_t c0 = 0; c0 < n; c0 += kRowChunk) {
+    const index_t len = c0 + kRowChunk < n ? kRowChunk : n - c0;
+    const float* xc = x + c0;
+    float acc[kLanes] = {};
+    index_t c = 0;
+    for (; c + kLanes <= len; c += kLanes) {
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) acc[j] += xc[c + j];
+    }
+    float rest = 0.0f;
+    for (; c < len; ++c) rest += xc[c];
+    for (int w = kLanes / 2; w >= 1; w /= 2) {  // pairwise across the lanes
+#pragma omp simd
+      for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+    }
+    total += static_cast<double>(acc[0]) + rest;
+  }
+  return total;
+}
+
 // out[r] (+)= Σ_c x[r, c]
 void rowsum_kernel(float* out, const float* x, index_t rows, index_t cols, index_t ldx, bool accumulate) {
   if (rows <= 0) return;
 #pragma omp parallel for schedule(static) num_threads(threads_for(rows * cols, kReduceWork))
   for (index_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * ldx;
-    double total = 0.0;
-    for (index_t c0 = 0; c0 < cols; c0 += kColBlock * 16) {
-      const index_t c1 = c0 + kColBlock * 16 < cols ? c0 + kColBlock * 16 : cols;
-      float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-      for (index_t c = c0; c < c1; ++c) s += xr[c];
-      total += s;
-    }
-    out[r] = accumulate ? out[r] + static_cast<float>(total) : static_cast<float>(total);
+    const float total = static_cast<float>(row_total(x + r * ldx, cols));
+    out[r] = accumulate ? out[r] + total : total;
   }
 }
 
