@@ -48,6 +48,10 @@ inline vf vfmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }   // a·
 inline vf vfmsub(vf a, vf b, vf c) { return _mm512_fmsub_ps(a, b, c); }   // a·b - c
 inline vf vfnmadd(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } // c - a·b
 inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
+// v[k] - a in lane k (0 <= k < kW), v elsewhere
+inline vf vsub_lane(vf v, std::int64_t k, float a) {
+  return _mm512_mask_sub_ps(v, static_cast<__mmask16>(1u << k), v, _mm512_set1_ps(a));
+}
 inline float hsum(vf v) { return _mm512_reduce_add_ps(v); }
 inline float hmax(vf v) { return _mm512_reduce_max_ps(v); }
 #elif defined(__AVX2__)
@@ -72,6 +76,10 @@ inline vf vfmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vfmsub(vf a, vf b, vf c) { return _mm256_fmsub_ps(a, b, c); }
 inline vf vfnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
 inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+inline vf vsub_lane(vf v, std::int64_t k, float a) {
+  const __m256i hit = _mm256_cmpeq_epi32(_mm256_set1_epi32(static_cast<int>(k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_sub_ps(v, _mm256_and_ps(_mm256_castsi256_ps(hit), _mm256_set1_ps(a)));
+}
 inline float hsum(vf v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -111,6 +119,7 @@ inline vf vfmadd(vf a, vf b, vf c) { FASTMLP_LANES(a.v[i] * b.v[i] + c.v[i]); }
 inline vf vfmsub(vf a, vf b, vf c) { FASTMLP_LANES(a.v[i] * b.v[i] - c.v[i]); }
 inline vf vfnmadd(vf a, vf b, vf c) { FASTMLP_LANES(c.v[i] - a.v[i] * b.v[i]); }
 inline vf vmax(vf a, vf b) { FASTMLP_LANES(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
+inline vf vsub_lane(vf v, std::int64_t k, float a) { FASTMLP_LANES(i == k ? v.v[i] - a : v.v[i]); }
 inline vf vexp(vf a) { FASTMLP_LANES(fm_exp(a.v[i])); }
 #undef FASTMLP_LANES
 inline float hsum(vf v) {
@@ -227,24 +236,79 @@ constexpr index_t kRowWork = 1 << 16;  // elements a thread must get before thre
 
 // y = softmax(x) = e^(x - max) / Σ e^(x - max), or
 // y = log_softmax(x) = (x - max) - log Σ e^(x - max), row by row over [rows, cols].
-FASTMLP_NOTHROW void softmax_row(float* yr, const float* xr, index_t cols, bool log) {
-  const float mx = row_max(xr, cols);
-  if (!log) {
-    const float s = row_exp_sum<true>(yr, xr, cols, mx);
-    row_scale(yr, cols, 1.0f / s);
-    return;
+// Rows [r0, r1) in groups of kGroup: each row's max and sum, then (log_softmax) the
+// group's logs as one vector loop, then the outputs. kSmall: cols <= kW.
+// Short rows (one register each) are processed this many at a time, side by side.
+constexpr int kTogether = 8;
+
+template <bool kSmall>
+FASTMLP_NOTHROW void softmax_rows(float* y, const float* x, index_t r0, index_t r1, index_t cols, bool log) {
+  constexpr int kGroup = 64;
+  float maxes[kGroup], sums[kGroup], logs[kGroup];
+  for (index_t rb = r0; rb < r1; rb += kGroup) {
+    const int n = static_cast<int>(rb + kGroup < r1 ? kGroup : r1 - rb);
+    int i = 0;
+    if (kSmall) {
+      // kTogether rows side by side: their dependency chains (max, exp, sum) overlap.
+      for (; i + kTogether <= n; i += kTogether) {
+        vf v[kTogether], e[kTogether];
+        float mx[kTogether], sum[kTogether];
+        for (int j = 0; j < kTogether; ++j) v[j] = vload_part(x + (rb + i + j) * cols, cols, -INFINITY);
+        for (int j = 0; j < kTogether; ++j) mx[j] = hmax(v[j]);
+        for (int j = 0; j < kTogether; ++j) e[j] = vexp(vsub(v[j], vset1(mx[j])));
+        for (int j = 0; j < kTogether; ++j) sum[j] = hsum(e[j]);
+        for (int j = 0; j < kTogether; ++j) {
+          if (!log) vstore_part(y + (rb + i + j) * cols, vmul(e[j], vset1(1.0f / sum[j])), cols);
+          maxes[i + j] = mx[j];
+          sums[i + j] = sum[j];
+        }
+      }
+    }
+    for (; i < n; ++i) {
+      const float* xr = x + (rb + i) * cols;
+      float* yr = y + (rb + i) * cols;
+      if (kSmall) {
+        const vf v = vload_part(xr, cols, -INFINITY);
+        const float mx = hmax(v);
+        const vf e = vexp(vsub(v, vset1(mx)));
+        const float sum = hsum(e);
+        if (!log) vstore_part(yr, vmul(e, vset1(1.0f / sum)), cols);
+        maxes[i] = mx;
+        sums[i] = sum;
+      } else {
+        const float mx = row_max(xr, cols);
+        if (!log) {
+          row_scale(yr, cols, 1.0f / row_exp_sum<true>(yr, xr, cols, mx));
+        } else {
+          maxes[i] = mx;
+          sums[i] = row_exp_sum<false>(nullptr, xr, cols, mx);
+        }
+      }
+    }
+    if (!log) continue;
+#pragma omp simd
+    for (int i = 0; i < n; ++i) logs[i] = fm_log(sums[i]);
+    for (int i = 0; i < n; ++i) {
+      const float* xr = x + (rb + i) * cols;
+      float* yr = y + (rb + i) * cols;
+      const vf m = vset1(maxes[i]), ls = vset1(logs[i]);
+      index_t c = 0;
+      for (; !kSmall && c + kW <= cols; c += kW) vstore(yr + c, vsub(vsub(vload(xr + c), m), ls));
+      if (c < cols) vstore_part(yr + c, vsub(vsub(vload_part(xr + c, cols - c, 0.0f), m), ls), cols - c);
+    }
   }
-  const float s = row_exp_sum<false>(nullptr, xr, cols, mx);
-  const vf m = vset1(mx), ls = vset1(std::log(s));
-  index_t c = 0;
-  for (; c + kW <= cols; c += kW) vstore(yr + c, vsub(vsub(vload(xr + c), m), ls));
-  if (c < cols) vstore_part(yr + c, vsub(vsub(vload_part(xr + c, cols - c, 0.0f), m), ls), cols - c);
 }
 
 void softmax_forward_kernel(float* y, const float* x, index_t rows, index_t cols, bool log) {
   if (rows <= 0 || cols <= 0) return;
+  constexpr index_t kBlock = 64;
+  const index_t nblocks = (rows + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) num_threads(threads_for(rows * cols, kRowWork))
-  for (index_t r = 0; r < rows; ++r) softmax_row(y + r * cols, x + r * cols, cols, log);
+  for (index_t b = 0; b < nblocks; ++b) {
+    const index_t r0 = b * kBlock, r1 = r0 + kBlock < rows ? r0 + kBlock : rows;
+    if (cols <= kW) softmax_rows<true>(y, x, r0, r1, cols, log);
+    else softmax_rows<false>(y, x, r0, r1, cols, log);
+  }
 }
 
 // softmax:     dx = y ⊙ (dy - Σ_j dy_j·y_j)
@@ -301,16 +365,46 @@ struct XentParams {
   double scale;         // grad_scale, divided by the weight sum when asked
 };
 
-// One row: returns loss_i and, when kGrad, writes scale·∂loss_i/∂z to g.
+// What a row leaves for its loss; the logs are taken later, a vector of rows at a time.
+struct RowStats {
+  float sum;     // s = Σ_c e^(z_c - m)
+  float gap;     // m - z_y
+  float smooth;  // Σ_c w_c·(z_c - m)
+};
+
+// One row: its statistics and, when kGrad, scale·∂loss_i/∂z in g.
 //   m = max z, s = Σ e^(z-m), log p_c = (z_c - m) - log s
 //   loss = (1-ε)·w_y·(-log p_y) + ε/C·Σ_c w_c·(-log p_c)
 //        = (1-ε)·w_y·(m - z_y + log s) + ε/C·(W·log s - Σ_c w_c·(z_c - m)),   W = Σ_c w_c
 //   ∂loss/∂z_c = ((1-ε)·w_y + ε/C·W)·p_c - ε/C·w_c - (1-ε)·w_y·[c = y]
 // Writing Σ w_c·(z_c - m) with z_c - m <= 0 keeps every term of the smoothing sum
 // of one sign, so logits of any magnitude lose nothing to cancellation.
-template <bool kGrad, bool kSmooth, bool kWeighted>
-double xent_row(float* g, const float* z, index_t C, std::int64_t y, const XentParams& P) {
+// kSmall: C <= kW, the whole row in one register (wv holds the class weights).
+template <bool kGrad, bool kSmooth, bool kWeighted, bool kSmall>
+inline RowStats xent_row(float* g, const float* z, index_t C, std::int64_t y, const XentParams& P, vf wv) {
   const float* w = P.weight;
+  const double wy = w ? w[y] : 1.0;
+  RowStats st;
+  if (kSmall) {
+    const vf v = vload_part(z, C, -INFINITY);
+    const float mx = hmax(v);
+    const vf d = vsub(v, vset1(mx));
+    const vf e = vexp(d);  // 0 beyond C
+    st.sum = hsum(e);
+    st.gap = mx - z[y];
+    st.smooth = 0.0f;
+    if (kSmooth) st.smooth = hsum(kWeighted ? vmul(wv, vkeep(d, C)) : vkeep(d, C));
+    if (kGrad) {
+      const double hot = (1.0 - P.eps) * wy;
+      vf gc = vmul(vset1(static_cast<float>(P.scale * (hot + P.eps_c * P.total_w)) / st.sum), e);
+      if (kSmooth) {
+        const vf b = vset1(static_cast<float>(P.scale * P.eps_c));
+        gc = kWeighted ? vfnmadd(b, wv, gc) : vsub(gc, b);
+      }
+      vstore_part(g, vsub_lane(gc, y, static_cast<float>(P.scale * hot)), C);
+    }
+    return st;
+  }
   const float mx = row_max(z, C);
   const vf m = vset1(mx);
   vf s0 = vset1(0.0f), s1 = s0;  // Σ e^(z-m)
@@ -331,51 +425,106 @@ double xent_row(float* g, const float* z, index_t C, std::int64_t y, const XentP
     s1 = vadd(s1, e);
     if (kSmooth) d1 = kWeighted ? vfmadd(vload_part(w + c, t, 0.0f), d, d1) : vadd(d1, d);
   }
-  const float s = hsum(vadd(s0, s1));
-  const double log_s = std::log(static_cast<double>(s));
-  const double wy = w ? w[y] : 1.0;
-  double loss = (1.0 - P.eps) * wy * ((static_cast<double>(mx) - z[y]) + log_s);
-  if (kSmooth) loss += P.eps_c * (P.total_w * log_s - static_cast<double>(hsum(vadd(d0, d1))));
+  st.sum = hsum(vadd(s0, s1));
+  st.gap = mx - z[y];
+  st.smooth = kSmooth ? hsum(vadd(d0, d1)) : 0.0f;
   if (kGrad) {
     const double hot = (1.0 - P.eps) * wy;
-    const vf a = vset1(static_cast<float>(P.scale * (hot + P.eps_c * P.total_w) / s));
+    const vf a = vset1(static_cast<float>(P.scale * (hot + P.eps_c * P.total_w)) / st.sum);
     const vf b = vset1(static_cast<float>(P.scale * P.eps_c));
     for (c = 0; c + kW <= C; c += kW) {
-      const vf e = vload(g + c);
-      vf gc = vmul(a, e);
+      vf gc = vmul(a, vload(g + c));
       if (kSmooth) gc = kWeighted ? vfnmadd(b, vload(w + c), gc) : vsub(gc, b);
       vstore(g + c, gc);
     }
     if (c < C) {
       const index_t t = C - c;
-      const vf e = vload_part(g + c, t, 0.0f);
-      vf gc = vmul(a, e);
+      vf gc = vmul(a, vload_part(g + c, t, 0.0f));
       if (kSmooth) gc = kWeighted ? vfnmadd(b, vload_part(w + c, t, 0.0f), gc) : vsub(gc, b);
       vstore_part(g + c, gc, t);
     }
     g[y] -= static_cast<float>(P.scale * hot);
   }
-  return loss;
+  return st;
 }
 
-// Rows [r0, r1): returns Σ loss_i in row order.
+// kTogether short rows (cols <= kW) starting at row r, none of them ignored, side by
+// side so that their dependency chains overlap; the same math as xent_row.
 template <bool kGrad, bool kSmooth, bool kWeighted>
+inline void xent_small_rows(float* dlogits, const float* logits, const std::int64_t* labels, index_t r,
+                            index_t C, const XentParams& P, vf wv, float* sums, float* gaps, float* smooths) {
+  vf d[kTogether], e[kTogether];
+  float mx[kTogether];
+  for (int j = 0; j < kTogether; ++j) d[j] = vload_part(logits + (r + j) * C, C, -INFINITY);
+  for (int j = 0; j < kTogether; ++j) mx[j] = hmax(d[j]);
+  for (int j = 0; j < kTogether; ++j) d[j] = vsub(d[j], vset1(mx[j]));
+  for (int j = 0; j < kTogether; ++j) e[j] = vexp(d[j]);
+  for (int j = 0; j < kTogether; ++j) sums[j] = hsum(e[j]);
+  for (int j = 0; j < kTogether; ++j) gaps[j] = mx[j] - logits[(r + j) * C + labels[r + j]];
+  for (int j = 0; j < kTogether; ++j)
+    smooths[j] = kSmooth ? hsum(kWeighted ? vmul(wv, vkeep(d[j], C)) : vkeep(d[j], C)) : 0.0f;
+  if (!kGrad) return;
+  const vf b = vset1(static_cast<float>(P.scale * P.eps_c));
+  for (int j = 0; j < kTogether; ++j) {
+    const std::int64_t y = labels[r + j];
+    const double hot = (1.0 - P.eps) * (P.weight ? P.weight[y] : 1.0);
+    vf gc = vmul(vset1(static_cast<float>(P.scale * (hot + P.eps_c * P.total_w)) / sums[j]), e[j]);
+    if (kSmooth) gc = kWeighted ? vfnmadd(b, wv, gc) : vsub(gc, b);
+    vstore_part(dlogits + (r + j) * C, vsub_lane(gc, y, static_cast<float>(P.scale * hot)), C);
+  }
+}
+
+// Rows [r0, r1): returns Σ loss_i in row order. Rows go in groups of kGroup: first
+// each row's statistics (and gradient), then the group's logs as one vector loop.
+template <bool kGrad, bool kSmooth, bool kWeighted, bool kSmall>
 double xent_rows(float* dlogits, float* row_loss, const float* logits, const std::int64_t* labels,
                  index_t r0, index_t r1, index_t cols, std::int64_t ignore_index, const XentParams& P) {
-  double sum = 0.0;
-  for (index_t r = r0; r < r1; ++r) {
-    float* g = kGrad ? dlogits + r * cols : nullptr;
-    const std::int64_t y = labels[r];
-    if (y == ignore_index) {
-      if (kGrad) std::memset(g, 0, sizeof(float) * static_cast<std::size_t>(cols));
-      if (row_loss) row_loss[r] = 0.0f;
-      continue;
+  constexpr int kGroup = 64;
+  const vf wv = kSmall && kWeighted ? vload_part(P.weight, cols, 0.0f) : vset1(0.0f);
+  float sums[kGroup], gaps[kGroup], smooths[kGroup], logs[kGroup];
+  double total = 0.0;
+  for (index_t rb = r0; rb < r1; rb += kGroup) {
+    const int n = static_cast<int>(rb + kGroup < r1 ? kGroup : r1 - rb);
+    int i = 0;
+    if (kSmall) {
+      for (; i + kTogether <= n; i += kTogether) {
+        bool any_ignored = false;
+        for (int j = 0; j < kTogether; ++j) any_ignored |= labels[rb + i + j] == ignore_index;
+        if (any_ignored) break;  // finish the group row by row
+        xent_small_rows<kGrad, kSmooth, kWeighted>(dlogits, logits, labels, rb + i, cols, P, wv, sums + i,
+                                                   gaps + i, smooths + i);
+      }
     }
-    const double loss = xent_row<kGrad, kSmooth, kWeighted>(g, logits + r * cols, cols, y, P);
-    if (row_loss) row_loss[r] = static_cast<float>(loss);
-    sum += loss;
+    for (; i < n; ++i) {
+      const index_t r = rb + i;
+      const std::int64_t y = labels[r];
+      if (y == ignore_index) {
+        if (kGrad) std::memset(dlogits + r * cols, 0, sizeof(float) * static_cast<std::size_t>(cols));
+        sums[i] = 1.0f;
+        gaps[i] = smooths[i] = 0.0f;
+        continue;
+      }
+      const RowStats st = xent_row<kGrad, kSmooth, kWeighted, kSmall>(kGrad ? dlogits + r * cols : nullptr,
+                                                                      logits + r * cols, cols, y, P, wv);
+      sums[i] = st.sum;
+      gaps[i] = st.gap;
+      smooths[i] = st.smooth;
+    }
+#pragma omp simd
+    for (int i = 0; i < n; ++i) logs[i] = fm_log(sums[i]);
+    for (int i = 0; i < n; ++i) {
+      const std::int64_t y = labels[rb + i];
+      double loss = 0.0;
+      if (y != ignore_index) {
+        const double ls = logs[i], wy = P.weight ? P.weight[y] : 1.0;
+        loss = (1.0 - P.eps) * wy * (static_cast<double>(gaps[i]) + ls);
+        if (kSmooth) loss += P.eps_c * (P.total_w * ls - static_cast<double>(smooths[i]));
+      }
+      if (row_loss) row_loss[rb + i] = static_cast<float>(loss);
+      total += loss;
+    }
   }
-  return sum;
+  return total;
 }
 
 using XentRowsFn = double (*)(float*, float*, const float*, const std::int64_t*, index_t, index_t, index_t,
@@ -388,10 +537,10 @@ FASTMLP_NOTHROW double run_xent_rows(XentRowsFn fn, float* dlogits, float* row_l
   return fn(dlogits, row_loss, logits, labels, r0, r1, cols, ignore_index, P);
 }
 
-template <bool kGrad>
+template <bool kGrad, bool kSmall>
 XentRowsFn pick_xent_rows(bool smooth, bool weighted) {
-  if (!smooth) return xent_rows<kGrad, false, false>;  // the weight enters only through w[y]
-  return weighted ? xent_rows<kGrad, true, true> : xent_rows<kGrad, true, false>;
+  if (!smooth) return xent_rows<kGrad, false, false, kSmall>;  // the weight enters only through w[y]
+  return weighted ? xent_rows<kGrad, true, true, kSmall> : xent_rows<kGrad, true, false, kSmall>;
 }
 
 // Loss partial sums are kept per block of rows, at most kMaxBlocks of them.
@@ -423,8 +572,10 @@ LossSums softmax_xent_kernel(float* dlogits, float* row_loss, const float* logit
     for (index_t c = 0; c < cols; ++c) P.total_w += class_weight[c];
   }
   P.scale = divide_by_weight_sum ? grad_scale / wsum : grad_scale;
-  const XentRowsFn fn = dlogits ? pick_xent_rows<true>(label_smoothing != 0.0f, class_weight != nullptr)
-                                : pick_xent_rows<false>(label_smoothing != 0.0f, class_weight != nullptr);
+  const bool smooth = label_smoothing != 0.0f, weighted = class_weight != nullptr;
+  XentRowsFn fn;
+  if (cols <= kW) fn = dlogits ? pick_xent_rows<true, true>(smooth, weighted) : pick_xent_rows<false, true>(smooth, weighted);
+  else fn = dlogits ? pick_xent_rows<true, false>(smooth, weighted) : pick_xent_rows<false, false>(smooth, weighted);
 
   // Fixed blocks of rows (their size depends on `rows` only) make the sum independent
   // of how the blocks are shared among threads.
