@@ -27,7 +27,10 @@ namespace {
 
 constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
 constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
-constexpr index_t kDropoutWork = 1 << 15;  // elements a thread must get before threads pay off
+// Elements a thread must get before threads pay off (about 30 µs of work), for the
+// Philox path and for the memory-bound loops.
+constexpr index_t kDropoutWork = 1 << 17;
+constexpr index_t kCopyWork = 1 << 19;
 
 #if defined(__AVX512F__)
 constexpr index_t kStep = 64;  // elements per step: 16 blocks of 4 words
@@ -220,7 +223,7 @@ void dropout_forward_kernel(float* y, std::uint8_t* mask, const float* x, index_
   const float scale = 1.0f / (1.0f - p);
   const std::uint32_t threshold = dropout_threshold(p);
   if (threshold == 0) {  // everything is kept: no random bits needed
-#pragma omp parallel for simd schedule(static) num_threads(threads_for(n, 1 << 18))
+#pragma omp parallel for simd schedule(static) num_threads(threads_for(n, kCopyWork))
     for (index_t i = 0; i < n; ++i) y[i] = x[i] * scale;
     if (mask) std::memset(mask, 1, static_cast<std::size_t>(n));
     return;
@@ -238,7 +241,7 @@ void dropout_backward_kernel(float* dx, const float* dy, const std::uint8_t* mas
                              bool accumulate) {
   if (n <= 0) return;
   const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-  const int nt = threads_for(n, 1 << 18);
+  const int nt = threads_for(n, kCopyWork);
   if (accumulate) {
     // dy·scale is rounded before it is added, as in the reference: passing the product
     // through its bits (a select by bit mask) keeps the compiler from fusing it into an FMA.

@@ -147,8 +147,9 @@ double pointwise_loss_kernel(float* dinput, float* elem_loss, const float* input
   if (block < kLossBlock) block = kLossBlock;
   const index_t nblocks = (n + block - 1) / block;
   double partial[kMaxPartials];
-  const int cost = kind == PointwiseLoss::MSE || kind == PointwiseLoss::L1 ? 2 : 16;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n * cost, 1 << 17))
+  // Threads for more than ~30 µs of work per thread (the logs and exps cost ~8x an add).
+  const int cost = kind == PointwiseLoss::MSE || kind == PointwiseLoss::L1 ? 1 : 8;
+#pragma omp parallel for schedule(static) num_threads(threads_for(n * cost, 1 << 19))
   for (index_t b = 0; b < nblocks; ++b) {
     const index_t i0 = b * block, len = i0 + block < n ? block : n - i0;
     partial[b] = run_block(fn, dinput ? dinput + i0 : nullptr, elem_loss ? elem_loss + i0 : nullptr,
