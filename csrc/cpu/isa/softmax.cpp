@@ -120,7 +120,25 @@ inline vf vfmsub(vf a, vf b, vf c) { FASTMLP_LANES(a.v[i] * b.v[i] - c.v[i]); }
 inline vf vfnmadd(vf a, vf b, vf c) { FASTMLP_LANES(c.v[i] - a.v[i] * b.v[i]); }
 inline vf vmax(vf a, vf b) { FASTMLP_LANES(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
 inline vf vsub_lane(vf v, std::int64_t k, float a) { FASTMLP_LANES(i == k ? v.v[i] - a : v.v[i]); }
-inline vf vexp(vf a) { FASTMLP_LANES(fm_exp(a.v[i])); }
+// e^x as the SIMD versions below compute it: clamped to [-104, 89], 2^k applied as
+// two normal factors, so there are no special-case selects to vectorize.
+inline float exp_lane(float x) {
+  x = x < -104.0f ? -104.0f : x;  // NaN passes both comparisons unchanged
+  x = x > 89.0f ? 89.0f : x;
+  const float kf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - kf * 0.693145751953125f) - kf * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const std::int32_t k = static_cast<std::int32_t>(kf), kh = k >> 1;
+  return p * fm_bits_to_float((kh + 127) << 23) * fm_bits_to_float((k - kh + 127) << 23);
+}
+inline vf vexp(vf a) { FASTMLP_LANES(exp_lane(a.v[i])); }
 #undef FASTMLP_LANES
 inline float hsum(vf v) {
   float s = 0.0f;
