@@ -43,7 +43,8 @@ def rows(quick: bool = False, torch=None):
         _, mask = _C.dropout_forward(x, P, 1234, 0)
         bmask = mask.astype(bool)
         dx = np.empty_like(dy)
-        out.append(compare("dropout_bw", f"{m}x{n}", lambda dy=dy, mask=mask, dx=dx: _C.dropout_backward(dy, mask, P, dx),
+        out.append(compare("dropout_bw", f"{m}x{n}",
+                           lambda dy=dy, mask=mask, dx=dx: _C.dropout_backward(dy, mask, P, dx),
                            lambda dy=dy, bmask=bmask: dy * bmask / (1.0 - P), None,
                            nbytes=2 * dy.nbytes + dy.size))
     return out

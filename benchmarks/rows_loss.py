@@ -51,7 +51,8 @@ def rows(quick: bool = False, torch=None):
             def torch_fn(tx=tx, tl=tl):
                 loss = torch.nn.functional.cross_entropy(tx, tl)
                 return torch.autograd.grad(loss, tx)
-        out.append(compare("xent_fw_bw", f"{m}x{n}", lambda x=x, labels=labels: _C.softmax_xent(x, labels, want_grad=True),
+        out.append(compare("xent_fw_bw", f"{m}x{n}",
+                           lambda x=x, labels=labels: _C.softmax_xent(x, labels, want_grad=True),
                            lambda x=x, labels=labels: numpy_xent(x, labels), torch_fn, nbytes=2 * x.nbytes))
 
     ls_shapes = [(128, 10), (128, 1000)] if quick else [(20, 10), (128, 10), (128, 1000), (256, 1024)]
@@ -68,7 +69,8 @@ def rows(quick: bool = False, torch=None):
                            lambda x=x: numpy_log_softmax(x),
                            (lambda tx=tx: torch.log_softmax(tx, 1)) if torch is not None else None,
                            nbytes=2 * x.nbytes))
-        out.append(compare("log_softmax_bw", f"{m}x{n}", lambda dy=dy, ylog=ylog, dx=dx: _C.softmax_backward(dy, ylog, True, dx),
+        out.append(compare("log_softmax_bw", f"{m}x{n}",
+                           lambda dy=dy, ylog=ylog, dx=dx: _C.softmax_backward(dy, ylog, True, dx),
                            lambda dy=dy, ylog=ylog: numpy_log_softmax_backward(dy, ylog),
                            (lambda tdy=tdy, tylog=tylog: torch._log_softmax_backward_data(tdy, tylog, 1, torch.float32))
                            if torch is not None else None,

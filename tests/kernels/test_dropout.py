@@ -69,7 +69,8 @@ def test_philox_bits_known_answer():
     assert [int(v) for v in _C.philox_bits(0, 0, 4)] == list(KNOWN_ANSWERS[0][2])
 
 
-@pytest.mark.parametrize("seed,offset", [(0, 0), (1, 0), (0, 1), (12345, 67), (2**40 + 3, 2**33 + 5), (2**64 - 1, 2**64 - 1)])
+@pytest.mark.parametrize("seed,offset", [(0, 0), (1, 0), (0, 1), (12345, 67), (2**40 + 3, 2**33 + 5),
+                                         (2**64 - 1, 2**64 - 1)])
 def test_philox_bits_match_numpy(seed, offset):
     n = 1031
     bits = _C.philox_bits(seed, offset, n)

@@ -364,7 +364,8 @@ class TestBadInput:
             _C.softmax_xent(np.zeros((3, 5), np.float32), np.zeros(3, np.int64), label_smoothing=1.5)
 
     def test_pointwise_shape_mismatch(self):
-        with pytest.raises(ValueError, match=r"mse_loss: arguments 'input' and 'target' must have the same shape; got \[3\] and \[4\]"):
+        msg = r"mse_loss: arguments 'input' and 'target' must have the same shape; got \[3\] and \[4\]"
+        with pytest.raises(ValueError, match=msg):
             _C.pointwise_loss(np.zeros(3, np.float32), np.zeros(4, np.float32), MSE)
 
     def test_pointwise_weight_mismatch(self):

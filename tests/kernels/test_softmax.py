@@ -138,7 +138,8 @@ class TestBadInput:
             _C.softmax_forward(np.zeros((2, 3)))
 
     def test_not_2d(self):
-        with pytest.raises(ValueError, match=r"log_softmax_forward: argument 'x' must be 2-D \[rows, classes\]; got float32 \[6\]"):
+        msg = r"log_softmax_forward: argument 'x' must be 2-D \[rows, classes\]; got float32 \[6\]"
+        with pytest.raises(ValueError, match=msg):
             _C.softmax_forward(np.zeros(6, np.float32), True)
 
     def test_non_contiguous(self):

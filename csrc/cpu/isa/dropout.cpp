@@ -149,13 +149,14 @@ FASTMLP_NOTHROW inline void dropout_step(float* y, std::uint8_t* mask, const flo
     for (int q = 0; q < 4; ++q) {
       // bits >= threshold (unsigned) <=> max(bits, threshold) == bits
       const __m256i keep = _mm256_cmpeq_epi32(_mm256_max_epu32(w[q], thr), w[q]);
-      const __m256 yv = _mm256_and_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i0 + 8 * q), s), _mm256_castsi256_ps(keep));
-      _mm256_storeu_ps(y + i0 + 8 * q, yv);
+      const __m256 xs = _mm256_mul_ps(_mm256_loadu_ps(x + i0 + 8 * q), s);
+      _mm256_storeu_ps(y + i0 + 8 * q, _mm256_and_ps(xs, _mm256_castsi256_ps(keep)));
       if (mask) {
         // 8 lanes of 0 / -1 to 8 bytes of 0 / 1
         const __m128i k16 = _mm_packs_epi32(_mm256_castsi256_si128(keep), _mm256_extracti128_si256(keep, 1));
         const __m128i k8 = _mm_packs_epi16(k16, k16);
-        const std::uint64_t b = static_cast<std::uint64_t>(_mm_cvtsi128_si64(_mm_and_si128(k8, _mm_set1_epi8(1))));
+        const __m128i ones = _mm_and_si128(k8, _mm_set1_epi8(1));
+        const std::uint64_t b = static_cast<std::uint64_t>(_mm_cvtsi128_si64(ones));
         std::memcpy(mask + i0 + 8 * q, &b, 8);
       }
     }

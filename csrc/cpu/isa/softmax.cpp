@@ -77,7 +77,8 @@ inline vf vfmsub(vf a, vf b, vf c) { return _mm256_fmsub_ps(a, b, c); }
 inline vf vfnmadd(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); }
 inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
 inline vf vsub_lane(vf v, std::int64_t k, float a) {
-  const __m256i hit = _mm256_cmpeq_epi32(_mm256_set1_epi32(static_cast<int>(k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i hit =
+      _mm256_cmpeq_epi32(_mm256_set1_epi32(static_cast<int>(k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   return _mm256_sub_ps(v, _mm256_and_ps(_mm256_castsi256_ps(hit), _mm256_set1_ps(a)));
 }
 inline float hsum(vf v) {
@@ -254,13 +255,14 @@ inline void row_scale(float* y, index_t n, float a) {
 // the cost of waking a sleeping worker thread.
 constexpr index_t kRowWork = 1 << 17;
 
-// y = softmax(x) = e^(x - max) / Σ e^(x - max), or
-// y = log_softmax(x) = (x - max) - log Σ e^(x - max), row by row over [rows, cols].
-// Rows [r0, r1) in groups of kGroup: each row's max and sum, then (log_softmax) the
-// group's logs as one vector loop, then the outputs. kSmall: cols <= kW.
-// Short rows (one register each) are processed this many at a time, side by side.
+// Short rows (one register each) are processed this many at a time, side by side, so
+// that their dependency chains (max, exp, sum) overlap.
 constexpr int kTogether = 8;
 
+// y = softmax(x) = e^(x - max) / Σ e^(x - max), or
+// y = log_softmax(x) = (x - max) - log Σ e^(x - max), row by row over [rows, cols].
+// Rows [r0, r1) go in groups of kGroup: each row's max and sum, then (log_softmax)
+// the group's logs as one vector loop, then the outputs. kSmall: cols <= kW.
 template <bool kSmall>
 FASTMLP_NOTHROW void softmax_rows(float* y, const float* x, index_t r0, index_t r1, index_t cols, bool log) {
   constexpr int kGroup = 64;
@@ -269,7 +271,6 @@ FASTMLP_NOTHROW void softmax_rows(float* y, const float* x, index_t r0, index_t 
     const int n = static_cast<int>(rb + kGroup < r1 ? kGroup : r1 - rb);
     int i = 0;
     if (kSmall) {
-      // kTogether rows side by side: their dependency chains (max, exp, sum) overlap.
       for (; i + kTogether <= n; i += kTogether) {
         vf v[kTogether], e[kTogether];
         float mx[kTogether], sum[kTogether];
@@ -307,11 +308,11 @@ FASTMLP_NOTHROW void softmax_rows(float* y, const float* x, index_t r0, index_t 
     }
     if (!log) continue;
 #pragma omp simd
-    for (int i = 0; i < n; ++i) logs[i] = fm_log(sums[i]);
-    for (int i = 0; i < n; ++i) {
-      const float* xr = x + (rb + i) * cols;
-      float* yr = y + (rb + i) * cols;
-      const vf m = vset1(maxes[i]), ls = vset1(logs[i]);
+    for (int j = 0; j < n; ++j) logs[j] = fm_log(sums[j]);
+    for (int j = 0; j < n; ++j) {
+      const float* xr = x + (rb + j) * cols;
+      float* yr = y + (rb + j) * cols;
+      const vf m = vset1(maxes[j]), ls = vset1(logs[j]);
       index_t c = 0;
       for (; !kSmall && c + kW <= cols; c += kW) vstore(yr + c, vsub(vsub(vload(xr + c), m), ls));
       if (c < cols) vstore_part(yr + c, vsub(vsub(vload_part(xr + c, cols - c, 0.0f), m), ls), cols - c);
@@ -531,16 +532,16 @@ double xent_rows(float* dlogits, float* row_loss, const float* logits, const std
       smooths[i] = st.smooth;
     }
 #pragma omp simd
-    for (int i = 0; i < n; ++i) logs[i] = fm_log(sums[i]);
-    for (int i = 0; i < n; ++i) {
-      const std::int64_t y = labels[rb + i];
+    for (int j = 0; j < n; ++j) logs[j] = fm_log(sums[j]);
+    for (int j = 0; j < n; ++j) {
+      const std::int64_t y = labels[rb + j];
       double loss = 0.0;
       if (y != ignore_index) {
-        const double ls = logs[i], wy = P.weight ? P.weight[y] : 1.0;
-        loss = (1.0 - P.eps) * wy * (static_cast<double>(gaps[i]) + ls);
-        if (kSmooth) loss += P.eps_c * (P.total_w * ls - static_cast<double>(smooths[i]));
+        const double ls = logs[j], wy = P.weight ? P.weight[y] : 1.0;
+        loss = (1.0 - P.eps) * wy * (static_cast<double>(gaps[j]) + ls);
+        if (kSmooth) loss += P.eps_c * (P.total_w * ls - static_cast<double>(smooths[j]));
       }
-      if (row_loss) row_loss[rb + i] = static_cast<float>(loss);
+      if (row_loss) row_loss[rb + j] = static_cast<float>(loss);
       total += loss;
     }
   }
@@ -594,8 +595,10 @@ LossSums softmax_xent_kernel(float* dlogits, float* row_loss, const float* logit
   P.scale = divide_by_weight_sum ? grad_scale / wsum : grad_scale;
   const bool smooth = label_smoothing != 0.0f, weighted = class_weight != nullptr;
   XentRowsFn fn;
-  if (cols <= kW) fn = dlogits ? pick_xent_rows<true, true>(smooth, weighted) : pick_xent_rows<false, true>(smooth, weighted);
-  else fn = dlogits ? pick_xent_rows<true, false>(smooth, weighted) : pick_xent_rows<false, false>(smooth, weighted);
+  if (cols <= kW)
+    fn = dlogits ? pick_xent_rows<true, true>(smooth, weighted) : pick_xent_rows<false, true>(smooth, weighted);
+  else
+    fn = dlogits ? pick_xent_rows<true, false>(smooth, weighted) : pick_xent_rows<false, false>(smooth, weighted);
 
   // Fixed blocks of rows (their size depends on `rows` only) make the sum independent
   // of how the blocks are shared among threads.
