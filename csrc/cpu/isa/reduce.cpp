@@ -1,16 +1,17 @@
 // Row and column sums of one instruction set (colsum is the bias gradient).
 //
-// colsum walks a block of columns down the rows, adding whole rows into a float
-// accumulator that stays in L1; every kRowBlock rows the block's sums move into
-// double accumulators, so long columns keep their precision. Threads split the
-// columns (never the rows), so each sum is formed in the same order whatever the
-// thread count: results are bitwise the same with 1 or more threads.
+// colsum walks down the rows of a block of columns, adding four rows at a time into
+// a float accumulator that stays in L1 (reading the matrix in memory order); every
+// kRowBlock rows the block's sums move into double accumulators, so long columns
+// keep their precision. Threads split the columns (never the rows), so each sum is
+// formed in the same order whatever the thread count: results are bitwise the same
+// with 1 or more threads.
 #include "cpu/isa/isa.h"
 
 namespace fastmlp::cpu::FASTMLP_ISA {
 namespace {
 
-constexpr index_t kColBlock = 128;     // columns per accumulator block (in L1)
+constexpr index_t kColBlock = 1024;    // columns per accumulator block (4 KB of floats, in L1)
 constexpr index_t kRowBlock = 64;      // rows summed in float before moving into double
 constexpr index_t kRowChunk = 1024;    // row elements summed in float before moving into double
 constexpr index_t kNarrow = 64;        // contiguous matrices narrower than this are refolded
@@ -59,47 +60,6 @@ void colsum_block(float* out, const float* x, index_t rows, index_t nc, index_t 
   }
 }
 
-// The same sums over exactly kPanel columns: the accumulators are a fixed number of
-// SIMD registers that stay in registers down the whole column.
-constexpr index_t kPanel = 128;
-
-void colsum_panel(float* out, const float* x, index_t rows, index_t ldx, bool accumulate) {
-  double d[kPanel];
-  for (index_t r0 = 0; r0 < rows; r0 += kRowBlock) {
-    const index_t r1 = r0 + kRowBlock < rows ? r0 + kRowBlock : rows;
-    float s[kPanel];
-    const float* x0 = x + r0 * ldx;
-#pragma omp simd
-    for (int j = 0; j < kPanel; ++j) s[j] = x0[j];
-    index_t r = r0 + 1;
-    for (; r + 2 <= r1; r += 2) {
-      const float* a = x + r * ldx;
-      const float* b = a + ldx;
-#pragma omp simd
-      for (int j = 0; j < kPanel; ++j) s[j] += a[j] + b[j];
-    }
-    for (; r < r1; ++r) {
-      const float* a = x + r * ldx;
-#pragma omp simd
-      for (int j = 0; j < kPanel; ++j) s[j] += a[j];
-    }
-    if (r0 == 0) {
-#pragma omp simd
-      for (int j = 0; j < kPanel; ++j) d[j] = s[j];
-    } else {
-#pragma omp simd
-      for (int j = 0; j < kPanel; ++j) d[j] += s[j];
-    }
-  }
-  if (accumulate) {
-#pragma omp simd
-    for (int j = 0; j < kPanel; ++j) out[j] += static_cast<float>(d[j]);
-  } else {
-#pragma omp simd
-    for (int j = 0; j < kPanel; ++j) out[j] = static_cast<float>(d[j]);
-  }
-}
-
 // out[c] (+)= Σ_r x[r, c]
 void colsum_kernel(float* out, const float* x, index_t rows, index_t cols, index_t ldx, bool accumulate) {
   if (cols <= 0) return;
@@ -118,16 +78,18 @@ void colsum_kernel(float* out, const float* x, index_t rows, index_t cols, index
     }
     return;
   }
-  // Full panels of kPanel columns, then the remaining columns as one block.
-  const index_t panels = cols / kPanel, rest = cols - panels * kPanel;
-  const index_t nblocks = panels + (rest > 0 ? 1 : 0);
+  // Blocks of whole columns; each column is summed in the same order whatever the
+  // blocks, so they may follow the thread count.
   int nt = threads_for(rows * cols, kReduceWork);
+  index_t width = (cols + nt - 1) / nt;
+  width = (width + 15) / 16 * 16;
+  if (width > kColBlock) width = kColBlock;
+  const index_t nblocks = (cols + width - 1) / width;
   if (nt > nblocks) nt = static_cast<int>(nblocks);
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (index_t b = 0; b < nblocks; ++b) {
-    const index_t c0 = b * kPanel;
-    if (b < panels) colsum_panel(out + c0, x + c0, rows, ldx, accumulate);
-    else colsum_block(out + c0, x + c0, rows, rest, ldx, accumulate);
+    const index_t c0 = b * width, nc = c0 + width < cols ? width : cols - c0;
+    colsum_block(out + c0, x + c0, rows, nc, ldx, accumulate);
   }
 }
 
