@@ -1,12 +1,267 @@
-// Dropout of one instruction set (placeholder: the reference loops).
+// Dropout of one instruction set. Element i is kept when
+// philox_bits(seed, offset, i) >= dropout_threshold(p) (common/philox.h), exactly as
+// the reference and the CUDA kernels decide, so masks agree bitwise everywhere.
+//
+// The Philox4x32-10 blocks are generated many at a time: one SIMD lane per block
+// (16 blocks = 64 elements per step with AVX-512, 8 = 32 with AVX2), with the
+// 32x32->64-bit products from vpmuludq. Lanes are assigned to blocks so that a
+// 4x4 transpose inside each 128-bit lane leaves the random words in element order.
+#include <cstring>
+
+#include "common/mathfn.h"
+#include "common/philox.h"
 #include "cpu/isa/isa.h"
-#include "cpu/reference.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+// GCC 12 warns about the deliberately undefined registers inside its own intrinsics.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#endif
+
+// dropout_step runs inside an OpenMP region; marking it nothrow spares the region
+// exception-handling tables (the compiler cannot tell that intrinsics never throw).
+#define FASTMLP_NOTHROW [[gnu::nothrow]]
 
 namespace fastmlp::cpu::FASTMLP_ISA {
+namespace {
+
+constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+// Elements a thread must get before threads pay off (about 30 µs of work), for the
+// Philox path and for the memory-bound loops.
+constexpr index_t kDropoutWork = 1 << 17;
+constexpr index_t kCopyWork = 1 << 19;
+
+#if defined(__AVX512F__)
+constexpr index_t kStep = 64;  // elements per step: 16 blocks of 4 words
+
+// hi and lo 32 bits of a·m for each 32-bit lane of a.
+inline void mulhilo(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
+  const __m512i even = _mm512_mul_epu32(a, m);                        // lanes 0, 2, ...: 64-bit products
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);  // lanes 1, 3, ...
+  hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_CDAB);
+  lo = _mm512_mask_shuffle_epi32(even, 0xAAAA, odd, _MM_PERM_CDAB);
+}
+
+// The 64 random words of elements 4·base .. 4·base + 63 (base = first block, a
+// multiple of 16), in element order in w[0..3].
+inline void philox_step(__m512i w[4], std::uint64_t base, std::uint64_t offset, std::uint64_t seed) {
+  // Lane 4L + k computes block base + 4k + L.
+  __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(base))),
+                                _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  __m512i c1 = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(base >> 32)));
+  __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(offset)));
+  __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(offset >> 32)));
+  std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kMul0)), m1 = _mm512_set1_epi32(static_cast<int>(kMul1));
+  for (int round = 0; round < 10; ++round) {
+    __m512i hi0, lo0, hi1, lo1;
+    mulhilo(c0, m0, hi0, lo0);
+    mulhilo(c2, m1, hi1, lo1);
+    // 0x96 = a ^ b ^ c
+    c0 = _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);
+    c2 = _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
+    c1 = lo1;
+    c3 = lo0;
+    k0 += kWeyl0;
+    k1 += kWeyl1;
+  }
+  // 4x4 transpose in each 128-bit lane: lane L of w[k] becomes block base + 4k + L.
+  const __m512i t0 = _mm512_unpacklo_epi32(c0, c1), t1 = _mm512_unpackhi_epi32(c0, c1);
+  const __m512i t2 = _mm512_unpacklo_epi32(c2, c3), t3 = _mm512_unpackhi_epi32(c2, c3);
+  w[0] = _mm512_unpacklo_epi64(t0, t2);
+  w[1] = _mm512_unpackhi_epi64(t0, t2);
+  w[2] = _mm512_unpacklo_epi64(t1, t3);
+  w[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
+// Elements [i0, i0 + len), len <= kStep, i0 a multiple of kStep.
+FASTMLP_NOTHROW inline void dropout_step(float* y, std::uint8_t* mask, const float* x, index_t i0, index_t len,
+                         std::uint32_t threshold, float scale, std::uint64_t seed, std::uint64_t offset) {
+  __m512i w[4];
+  philox_step(w, static_cast<std::uint64_t>(i0) >> 2, offset, seed);
+  const __m512i thr = _mm512_set1_epi32(static_cast<int>(threshold));
+  const __m512 s = _mm512_set1_ps(scale);
+  std::uint64_t bits = 0;
+  for (int q = 0; q < 4; ++q) {
+    const index_t left = len - 16 * q;
+    const __mmask16 valid = left >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                       : static_cast<__mmask16>(left > 0 ? (1u << left) - 1u : 0u);
+    const __mmask16 keep = _mm512_cmpge_epu32_mask(w[q], thr);
+    const __m512 xv = _mm512_maskz_loadu_ps(valid, x + i0 + 16 * q);
+    _mm512_mask_storeu_ps(y + i0 + 16 * q, valid, _mm512_maskz_mul_ps(keep, xv, s));
+    bits |= static_cast<std::uint64_t>(keep) << (16 * q);
+  }
+  if (mask) {
+    const __m512i bytes = _mm512_maskz_set1_epi8(static_cast<__mmask64>(bits), 1);
+    if (len == kStep) _mm512_storeu_si512(mask + i0, bytes);
+    else _mm512_mask_storeu_epi8(mask + i0, static_cast<__mmask64>((1ull << len) - 1ull), bytes);
+  }
+}
+
+#elif defined(__AVX2__)
+constexpr index_t kStep = 32;  // elements per step: 8 blocks of 4 words
+
+inline void mulhilo(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
+  const __m256i even = _mm256_mul_epu32(a, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  hi = _mm256_blend_epi32(_mm256_shuffle_epi32(even, 0xB1), odd, 0xAA);
+  lo = _mm256_blend_epi32(even, _mm256_shuffle_epi32(odd, 0xB1), 0xAA);
+}
+
+// The 32 random words of elements 4·base .. 4·base + 31 (base a multiple of 8), in
+// element order in w[0..3].
+inline void philox_step(__m256i w[4], std::uint64_t base, std::uint64_t offset, std::uint64_t seed) {
+  // Lane 4L + k computes block base + 2k + L.
+  __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(base))),
+                                _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+  __m256i c1 = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(base >> 32)));
+  __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(offset)));
+  __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(offset >> 32)));
+  std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kMul0)), m1 = _mm256_set1_epi32(static_cast<int>(kMul1));
+  for (int round = 0; round < 10; ++round) {
+    __m256i hi0, lo0, hi1, lo1;
+    mulhilo(c0, m0, hi0, lo0);
+    mulhilo(c2, m1, hi1, lo1);
+    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32(static_cast<int>(k0)));
+    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32(static_cast<int>(k1)));
+    c1 = lo1;
+    c3 = lo0;
+    k0 += kWeyl0;
+    k1 += kWeyl1;
+  }
+  const __m256i t0 = _mm256_unpacklo_epi32(c0, c1), t1 = _mm256_unpackhi_epi32(c0, c1);
+  const __m256i t2 = _mm256_unpacklo_epi32(c2, c3), t3 = _mm256_unpackhi_epi32(c2, c3);
+  w[0] = _mm256_unpacklo_epi64(t0, t2);
+  w[1] = _mm256_unpackhi_epi64(t0, t2);
+  w[2] = _mm256_unpacklo_epi64(t1, t3);
+  w[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+FASTMLP_NOTHROW inline void dropout_step(float* y, std::uint8_t* mask, const float* x, index_t i0, index_t len,
+                         std::uint32_t threshold, float scale, std::uint64_t seed, std::uint64_t offset) {
+  __m256i w[4];
+  philox_step(w, static_cast<std::uint64_t>(i0) >> 2, offset, seed);
+  const __m256i thr = _mm256_set1_epi32(static_cast<int>(threshold));
+  const __m256 s = _mm256_set1_ps(scale);
+  if (len == kStep) {
+    for (int q = 0; q < 4; ++q) {
+      // bits >= threshold (unsigned) <=> max(bits, threshold) == bits
+      const __m256i keep = _mm256_cmpeq_epi32(_mm256_max_epu32(w[q], thr), w[q]);
+      const __m256 xs = _mm256_mul_ps(_mm256_loadu_ps(x + i0 + 8 * q), s);
+      _mm256_storeu_ps(y + i0 + 8 * q, _mm256_and_ps(xs, _mm256_castsi256_ps(keep)));
+      if (mask) {
+        // 8 lanes of 0 / -1 to 8 bytes of 0 / 1
+        const __m128i k16 = _mm_packs_epi32(_mm256_castsi256_si128(keep), _mm256_extracti128_si256(keep, 1));
+        const __m128i k8 = _mm_packs_epi16(k16, k16);
+        const __m128i ones = _mm_and_si128(k8, _mm_set1_epi8(1));
+        const std::uint64_t b = static_cast<std::uint64_t>(_mm_cvtsi128_si64(ones));
+        std::memcpy(mask + i0 + 8 * q, &b, 8);
+      }
+    }
+    return;
+  }
+  alignas(32) std::uint32_t words[kStep];
+  for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(words + 8 * q), w[q]);
+  for (index_t j = 0; j < len; ++j) {
+    const bool keep = words[j] >= threshold;
+    if (mask) mask[i0 + j] = keep ? 1 : 0;
+    y[i0 + j] = keep ? x[i0 + j] * scale : 0.0f;
+  }
+}
+
+#else
+constexpr index_t kStep = 32;  // elements per step: 8 blocks of 4 words
+
+// Portable: the 8 blocks of one step side by side, a loop compilers can vectorize.
+FASTMLP_NOTHROW inline void dropout_step(float* y, std::uint8_t* mask, const float* x, index_t i0, index_t len,
+                         std::uint32_t threshold, float scale, std::uint64_t seed, std::uint64_t offset) {
+  constexpr int kBlocks = static_cast<int>(kStep / 4);
+  const std::uint64_t base = static_cast<std::uint64_t>(i0) >> 2;
+  std::uint32_t c0[kBlocks], c1[kBlocks], c2[kBlocks], c3[kBlocks];
+  for (int b = 0; b < kBlocks; ++b) {
+    const std::uint64_t block = base + static_cast<std::uint64_t>(b);
+    c0[b] = static_cast<std::uint32_t>(block);
+    c1[b] = static_cast<std::uint32_t>(block >> 32);
+    c2[b] = static_cast<std::uint32_t>(offset);
+    c3[b] = static_cast<std::uint32_t>(offset >> 32);
+  }
+  std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+#pragma omp simd
+    for (int b = 0; b < kBlocks; ++b) {
+      const std::uint64_t p0 = static_cast<std::uint64_t>(kMul0) * c0[b];
+      const std::uint64_t p1 = static_cast<std::uint64_t>(kMul1) * c2[b];
+      c0[b] = static_cast<std::uint32_t>(p1 >> 32) ^ c1[b] ^ k0;
+      c1[b] = static_cast<std::uint32_t>(p1);
+      c2[b] = static_cast<std::uint32_t>(p0 >> 32) ^ c3[b] ^ k1;
+      c3[b] = static_cast<std::uint32_t>(p0);
+    }
+    k0 += kWeyl0;
+    k1 += kWeyl1;
+  }
+  for (index_t j = 0; j < len; ++j) {
+    const int b = static_cast<int>(j >> 2), word = static_cast<int>(j & 3);
+    const std::uint32_t bits = word == 0 ? c0[b] : word == 1 ? c1[b] : word == 2 ? c2[b] : c3[b];
+    const bool keep = bits >= threshold;
+    if (mask) mask[i0 + j] = keep ? 1 : 0;
+    y[i0 + j] = keep ? x[i0 + j] * scale : 0.0f;
+  }
+}
+#endif
+
+// y[i] = x[i]·1/(1-p) where philox_bits(seed, offset, i) >= threshold(p), else 0;
+// mask[i] = 1 where kept (when mask is not null).
+void dropout_forward_kernel(float* y, std::uint8_t* mask, const float* x, index_t n, float p,
+                            std::uint64_t seed, std::uint64_t offset) {
+  if (n <= 0) return;
+  if (!(p < 1.0f)) {  // nothing is kept
+    std::memset(y, 0, sizeof(float) * static_cast<std::size_t>(n));
+    if (mask) std::memset(mask, 0, static_cast<std::size_t>(n));
+    return;
+  }
+  const float scale = 1.0f / (1.0f - p);
+  const std::uint32_t threshold = dropout_threshold(p);
+  if (threshold == 0) {  // everything is kept: no random bits needed
+#pragma omp parallel for simd schedule(static) num_threads(threads_for(n, kCopyWork))
+    for (index_t i = 0; i < n; ++i) y[i] = x[i] * scale;
+    if (mask) std::memset(mask, 1, static_cast<std::size_t>(n));
+    return;
+  }
+  const index_t steps = (n + kStep - 1) / kStep;
+#pragma omp parallel for schedule(static) num_threads(threads_for(n, kDropoutWork))
+  for (index_t s = 0; s < steps; ++s) {
+    const index_t i0 = s * kStep;
+    dropout_step(y, mask, x, i0, i0 + kStep <= n ? kStep : n - i0, threshold, scale, seed, offset);
+  }
+}
+
+// dx (+)= dy·mask/(1-p)
+void dropout_backward_kernel(float* dx, const float* dy, const std::uint8_t* mask, index_t n, float p,
+                             bool accumulate) {
+  if (n <= 0) return;
+  const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+  const int nt = threads_for(n, kCopyWork);
+  if (accumulate) {
+    // dy·scale is rounded before it is added, as in the reference: passing the product
+    // through its bits (a select by bit mask) keeps the compiler from fusing it into an FMA.
+#pragma omp parallel for simd schedule(static) num_threads(nt)
+    for (index_t i = 0; i < n; ++i) {
+      const std::int32_t keep = -static_cast<std::int32_t>(mask[i] != 0);
+      dx[i] += fm_bits_to_float(fm_float_to_bits(dy[i] * scale) & keep);
+    }
+  } else {
+#pragma omp parallel for simd schedule(static) num_threads(nt)
+    for (index_t i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+  }
+}
+
+}  // namespace
 
 void fill_dropout(KernelTable& t) {
-  t.dropout_forward = ref::dropout_forward;
-  t.dropout_backward = ref::dropout_backward;
+  t.dropout_forward = dropout_forward_kernel;
+  t.dropout_backward = dropout_backward_kernel;
 }
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA
