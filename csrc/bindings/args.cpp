@@ -105,15 +105,16 @@ View matrix(py::handle obj, const char* fn, const char* arg, bool writable) {
     value_error(str_cat(fn, ": argument '", arg, "' must be a 2-D matrix; got ", describe(obj)));
   const index_t rows = a.shape(0), cols = a.shape(1);
   const index_t s0 = a.strides(0), s1 = a.strides(1);
-  const bool unit_cols = cols <= 1 || s1 == 4;
-  const bool rows_ok = rows <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= cols);
+  const bool empty = rows == 0 || cols == 0;  // NumPy gives empty arrays arbitrary (even zero) strides
+  const bool unit_cols = empty || cols <= 1 || s1 == 4;
+  const bool rows_ok = empty || rows <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= cols);
   if (!unit_cols || !rows_ok)
     value_error(str_cat(fn, ": argument '", arg,
                         "' must have contiguous rows (unit column stride, row stride >= columns); got ",
                         describe(obj), " with strides (", s0, ", ", s1, ") bytes"));
   if (writable) require_writable(a, obj, fn, arg);
   View v = fill_view(std::move(a));
-  v.ld = rows <= 1 ? std::max<index_t>(cols, 1) : s0 / 4;
+  v.ld = (rows <= 1 || empty) ? std::max<index_t>(cols, 1) : s0 / 4;
   return v;
 }
 
