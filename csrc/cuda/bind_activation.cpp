@@ -10,11 +10,11 @@ py::object act_forward_binding(py::handle x_obj, int act_code, float param, py::
   const char* fn = "act_forward";
   const Act act = act_from_int(act_code, fn);
   DevView x = contiguous(x_obj, fn, "x", Dtype::F32, false);
-  if (!out_obj.is_none()) require_shape(contiguous(out_obj, fn, "out", Dtype::F32, true), x.shape, fn, "out");
+  DevView given = optional_output(out_obj, x.shape, Dtype::F32, fn, "out");
+  require_no_overlap(given, x, fn, "out", "x", true);
   DeviceCall call(fn, stream);
   call.use(x, "x");
-  DevView y = call.output(out_obj, x.shape, Dtype::F32, "out");
-  require_no_overlap(y, x, fn, "out", "x", true);
+  DevView y = call.output(given, x.shape, Dtype::F32, "out");
   {
     py::gil_scoped_release nogil;
     act_forward(y.f32(), x.f32(), x.size, act, param, call.stream());
@@ -31,13 +31,13 @@ py::object act_backward_binding(py::handle dy_obj, py::handle saved_obj, int act
   require_same_shape(dy, saved, fn, "dy", "saved");
   if (accumulate && out_obj.is_none())
     value_error(str_cat(fn, ": accumulate=True needs an 'out' array to accumulate into"));
-  if (!out_obj.is_none()) require_shape(contiguous(out_obj, fn, "out", Dtype::F32, true), dy.shape, fn, "out");
+  DevView given = optional_output(out_obj, dy.shape, Dtype::F32, fn, "out");
+  require_no_overlap(given, dy, fn, "out", "dy", !accumulate);
+  require_no_overlap(given, saved, fn, "out", "saved", !accumulate);
   DeviceCall call(fn, stream);
   call.use(dy, "dy");
   call.use(saved, "saved");
-  DevView dx = call.output(out_obj, dy.shape, Dtype::F32, "out");
-  require_no_overlap(dx, dy, fn, "out", "dy", !accumulate);
-  require_no_overlap(dx, saved, fn, "out", "saved", !accumulate);
+  DevView dx = call.output(given, dy.shape, Dtype::F32, "out");
   {
     py::gil_scoped_release nogil;
     act_backward(dx.f32(), dy.f32(), saved.f32(), dy.size, act, param, accumulate, call.stream());

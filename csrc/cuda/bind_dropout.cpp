@@ -14,11 +14,11 @@ py::tuple dropout_forward_binding(py::handle x_obj, float p, std::uint64_t seed,
   const char* fn = "dropout_forward";
   check_p(p, fn);
   DevView x = contiguous(x_obj, fn, "x", Dtype::F32, false);
-  if (!out_obj.is_none()) require_shape(contiguous(out_obj, fn, "out", Dtype::F32, true), x.shape, fn, "out");
+  DevView given = optional_output(out_obj, x.shape, Dtype::F32, fn, "out");
+  require_no_overlap(given, x, fn, "out", "x", true);
   DeviceCall call(fn, stream);
   call.use(x, "x");
-  DevView y = call.output(out_obj, x.shape, Dtype::F32, "out");
-  require_no_overlap(y, x, fn, "out", "x", true);
+  DevView y = call.output(given, x.shape, Dtype::F32, "out");
   DevView mask;
   if (want_mask) mask = call.empty(x.shape, Dtype::U8, "mask");
   {
@@ -37,13 +37,13 @@ py::object dropout_backward_binding(py::handle dy_obj, py::handle mask_obj, floa
   require_same_shape(dy, mask, fn, "dy", "mask");
   if (accumulate && out_obj.is_none())
     value_error(str_cat(fn, ": accumulate=True needs an 'out' array to accumulate into"));
-  if (!out_obj.is_none()) require_shape(contiguous(out_obj, fn, "out", Dtype::F32, true), dy.shape, fn, "out");
+  DevView given = optional_output(out_obj, dy.shape, Dtype::F32, fn, "out");
+  require_no_overlap(given, dy, fn, "out", "dy", !accumulate);
+  require_no_overlap(given, mask, fn, "out", "mask", false);
   DeviceCall call(fn, stream);
   call.use(dy, "dy");
   call.use(mask, "mask");
-  DevView dx = call.output(out_obj, dy.shape, Dtype::F32, "out");
-  require_no_overlap(dx, dy, fn, "out", "dy", !accumulate);
-  require_no_overlap(dx, mask, fn, "out", "mask", false);
+  DevView dx = call.output(given, dy.shape, Dtype::F32, "out");
   {
     py::gil_scoped_release nogil;
     dropout_backward(dx.f32(), dy.f32(), mask.u8(), dy.size, p, accumulate, call.stream());

@@ -33,11 +33,11 @@ DevView matrix2d(py::handle obj, const char* fn, const char* arg) {
 py::object softmax_forward_binding(py::handle x_obj, bool log, py::handle out_obj, std::uintptr_t stream) {
   const char* fn = log ? "log_softmax_forward" : "softmax_forward";
   DevView x = matrix2d(x_obj, fn, "x");
-  if (!out_obj.is_none()) require_shape(contiguous(out_obj, fn, "out", Dtype::F32, true), x.shape, fn, "out");
+  DevView given = optional_output(out_obj, x.shape, Dtype::F32, fn, "out");
+  require_no_overlap(given, x, fn, "out", "x", false);
   DeviceCall call(fn, stream);
   call.use(x, "x");
-  DevView y = call.output(out_obj, x.shape, Dtype::F32, "out");
-  require_no_overlap(y, x, fn, "out", "x", false);
+  DevView y = call.output(given, x.shape, Dtype::F32, "out");
   {
     py::gil_scoped_release nogil;
     softmax_forward(y.f32(), x.f32(), x.rows(), x.cols(), log, call.stream());
@@ -51,13 +51,13 @@ py::object softmax_backward_binding(py::handle dy_obj, py::handle y_obj, bool lo
   DevView dy = matrix2d(dy_obj, fn, "dy");
   DevView y = matrix2d(y_obj, fn, "y");
   require_same_shape(dy, y, fn, "dy", "y");
-  if (!out_obj.is_none()) require_shape(contiguous(out_obj, fn, "out", Dtype::F32, true), dy.shape, fn, "out");
+  DevView given = optional_output(out_obj, dy.shape, Dtype::F32, fn, "out");
+  require_no_overlap(given, dy, fn, "out", "dy", false);
+  require_no_overlap(given, y, fn, "out", "y", false);
   DeviceCall call(fn, stream);
   call.use(dy, "dy");
   call.use(y, "y");
-  DevView dx = call.output(out_obj, dy.shape, Dtype::F32, "out");
-  require_no_overlap(dx, dy, fn, "out", "dy", false);
-  require_no_overlap(dx, y, fn, "out", "y", false);
+  DevView dx = call.output(given, dy.shape, Dtype::F32, "out");
   {
     py::gil_scoped_release nogil;
     softmax_backward(dx.f32(), dy.f32(), y.f32(), dy.rows(), dy.cols(), log, call.stream());

@@ -12,11 +12,11 @@ py::object reduce_binding(py::handle x_obj, py::handle out_obj, bool accumulate,
   const index_t n = over_rows ? x.cols() : x.rows();
   if (accumulate && out_obj.is_none())
     value_error(str_cat(fn, ": accumulate=True needs an 'out' array to accumulate into"));
-  if (!out_obj.is_none()) require_shape(contiguous(out_obj, fn, "out", Dtype::F32, true), {n}, fn, "out");
+  DevView given = optional_output(out_obj, {n}, Dtype::F32, fn, "out");
+  require_no_overlap(given, x, fn, "out", "x", false);
   DeviceCall call(fn, stream);
   call.use(x, "x");
-  DevView out = call.output(out_obj, {n}, Dtype::F32, "out");
-  require_no_overlap(out, x, fn, "out", "x", false);
+  DevView out = call.output(given, {n}, Dtype::F32, "out");
   {
     py::gil_scoped_release nogil;
     (over_rows ? colsum : rowsum)(out.f32(), x.f32(), x.rows(), x.cols(), x.ld, accumulate, call.stream());

@@ -107,7 +107,7 @@ DevView parse(py::handle obj, const char* fn, const char* arg, Dtype dtype, bool
     index_t s = v.itemsize;
     for (size_t d = v.shape.size(); d-- > 0;) {
       v.strides[d] = s;
-      s *= v.shape[d];
+      s *= std::max<index_t>(v.shape[d], 1);
     }
   }
   if (cai.contains("stream") && !cai["stream"].is_none()) {
@@ -164,16 +164,17 @@ DevView matrix(py::handle obj, const char* fn, const char* arg, bool writable) {
     value_error(str_cat(fn, ": argument '", arg, "' must be a 2-D matrix; got ", describe(obj)));
   const index_t rows = v.shape[0], cols = v.shape[1];
   const index_t s0 = v.strides[0], s1 = v.strides[1];
-  const bool unit_cols = cols <= 1 || s1 == 4;
-  const bool rows_ok = rows <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= cols);
+  // An empty matrix has no elements to address: any strides will do.
+  const bool unit_cols = v.size == 0 || cols <= 1 || s1 == 4;
+  const bool rows_ok = v.size == 0 || rows <= 1 || (s0 > 0 && s0 % 4 == 0 && s0 / 4 >= cols);
   if (!unit_cols || !rows_ok)
     value_error(str_cat(fn, ": argument '", arg,
                         "' must have contiguous rows (unit column stride, row stride >= columns); got ",
                         describe(obj), " with strides (", s0, ", ", s1, ") bytes"));
   // Normalise the strides of degenerate dimensions so that span() stays exact.
-  if (cols <= 1) v.strides[1] = 4;
-  v.ld = rows <= 1 ? std::max<index_t>(cols, 1) : s0 / 4;
-  if (rows <= 1) v.strides[0] = 4 * v.ld;
+  if (v.size == 0 || cols <= 1) v.strides[1] = 4;
+  v.ld = v.size == 0 || rows <= 1 ? std::max<index_t>(cols, 1) : s0 / 4;
+  if (v.size == 0 || rows <= 1) v.strides[0] = 4 * v.ld;
   return v;
 }
 
@@ -285,12 +286,18 @@ DevView DeviceCall::empty(const std::vector<index_t>& shape, Dtype dtype, const 
   return v;
 }
 
-DevView DeviceCall::output(py::handle out, const std::vector<index_t>& shape, Dtype dtype, const char* arg) {
-  if (out.is_none()) return empty(shape, dtype, arg);
-  DevView v = contiguous(out, fn_, arg, dtype, true);
-  require_shape(v, shape, fn_, arg);
-  use(v, arg);
+DevView optional_output(py::handle out, const std::vector<index_t>& shape, Dtype dtype, const char* fn,
+                        const char* arg) {
+  if (out.is_none()) return DevView{};
+  DevView v = contiguous(out, fn, arg, dtype, true);
+  require_shape(v, shape, fn, arg);
   return v;
+}
+
+DevView DeviceCall::output(DevView given, const std::vector<index_t>& shape, Dtype dtype, const char* arg) {
+  if (given.is_none()) return empty(shape, dtype, arg);
+  use(given, arg);
+  return given;
 }
 
 void DeviceCall::read_back(void* host, const void* device, std::size_t bytes) {

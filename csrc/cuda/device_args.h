@@ -66,6 +66,10 @@ DevView matrix(py::handle obj, const char* fn, const char* arg, bool writable);
 DevView optional_contiguous(py::handle obj, const char* fn, const char* arg, Dtype dtype, bool writable);
 DevView optional_matrix(py::handle obj, const char* fn, const char* arg, bool writable);
 
+// An `out` argument: empty when None, else a writable C-contiguous array of this shape.
+DevView optional_output(py::handle out, const std::vector<index_t>& shape, Dtype dtype, const char* fn,
+                        const char* arg);
+
 void require_shape(const DevView& v, const std::vector<index_t>& shape, const char* fn, const char* arg);
 void require_same_shape(const DevView& a, const DevView& b, const char* fn, const char* arg_a, const char* arg_b);
 // Outputs may alias an input exactly (in-place) only where `allow_same` says so;
@@ -89,8 +93,8 @@ class DeviceCall {
   cudaStream_t stream() const { return stream_; }
   // A new C-contiguous device array (cupy.empty) on the current device, checked with use().
   DevView empty(const std::vector<index_t>& shape, Dtype dtype, const char* arg);
-  // `out` when given (checked against shape and dtype), else a new array.
-  DevView output(py::handle out, const std::vector<index_t>& shape, Dtype dtype, const char* arg);
+  // `given` (an optional_output view) when present, else a new array.
+  DevView output(DevView given, const std::vector<index_t>& shape, Dtype dtype, const char* arg);
   // Waits for the stream (GIL released) and copies `bytes` from device memory to `host`.
   void read_back(void* host, const void* device, std::size_t bytes);
 
