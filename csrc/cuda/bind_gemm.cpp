@@ -3,6 +3,8 @@
 // `allow_tf32` (use the TF32 tensor-core kernel; off by default) and `stream`.
 // linear_forward / linear_backward return new arrays allocated with cupy.empty;
 // the split-K workspace, when a plan needs one, is a temporary cupy array too.
+#include <algorithm>
+
 #include "cuda/device_args.h"
 
 namespace fastmlp::cuda::bind {

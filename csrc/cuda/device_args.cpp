@@ -1,6 +1,7 @@
 #include "cuda/device_args.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/check.cuh"
 
