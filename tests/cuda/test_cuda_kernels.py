@@ -187,7 +187,7 @@ class TestGemm:
         np.testing.assert_array_less(np.abs(host(z_gpu) - z_ref), tol)
         # The activation of the kernel's own pre-activation, against the CPU's math on it.
         z = host(z_gpu)
-        np.testing.assert_allclose(host(c_gpu), _C.act_forward(z, ACTS[act], SLOPE), rtol=2e-6, atol=1e-7)
+        np.testing.assert_allclose(host(c_gpu), _C.act_forward(z, ACTS[act], SLOPE), rtol=1e-5, atol=1e-6)
         c_cpu, z_cpu = c0.copy(), np.empty((M, N), np.float32)
         _C.gemm(a, b, c_cpu, False, True, alpha, beta, bias, ACTS[act], SLOPE, z_cpu)
         np.testing.assert_allclose(host(c_gpu), c_cpu, rtol=1e-4, atol=1e-4)
@@ -197,8 +197,8 @@ class TestGemm:
     def test_strided_and_unaligned_operands(self, cp, stream, rng, algo, offset):
         # Rows spaced wider than they are long, and starting off a 16-byte boundary
         # (offset 1 or 3 floats): the float4 load path must step aside.
-        M, N, K = 33, 45, 70
-        a_big = cp.asarray(f32(rng, M, K + 8))
+        M, N, K = 33, 45, 68
+        a_big = cp.asarray(f32(rng, M, K + 8))  # row stride 76: float4 loads when offset is 0
         b_big = cp.asarray(f32(rng, N, K + 5))
         c_big = cp.zeros((M, N + 6), cp.float32)
         a, b, c = a_big[:, offset:offset + K], b_big[:, offset:offset + K], c_big[:, offset:offset + N]
@@ -327,8 +327,9 @@ class TestActivation:
         assert y.shape == x.shape and y.dtype == np.float32
         rtol = 1e-5 if name == "gelu" else 4e-6
         np.testing.assert_allclose(y, act64(name, x), rtol=rtol, atol=1e-30)
-        # Same shared math as the CPU: equal up to FMA contraction.
-        np.testing.assert_allclose(y, _C.act_forward(x, ACTS[name], SLOPE), rtol=1e-6, atol=1e-30)
+        # Same shared math as the CPU: equal up to FMA contraction (which moves gelu's far
+        # tail, where x² rounds, by a few 1e-6).
+        np.testing.assert_allclose(y, _C.act_forward(x, ACTS[name], SLOPE), rtol=rtol, atol=1e-30)
 
     @pytest.mark.parametrize("name", list(ACTS))
     @pytest.mark.parametrize("n", SIZES)
@@ -695,7 +696,7 @@ class TestBadDeviceInput:
                        stream=stream)
         with pytest.raises(ValueError, match=r"linear_forward: x \[2, 3\] and weight \[4, 5\] do not match"):
             _cuda.linear_forward(cp.zeros((2, 3), cp.float32), cp.zeros((4, 5), cp.float32), stream=stream)
-        with pytest.raises(ValueError, match=r"params\[1\] has shape \[3\]"):
+        with pytest.raises(ValueError, match=r"sgd_step: grads\[1\] has shape \[4\] but params\[1\] has \[3\]"):
             _cuda.sgd_step([cp.zeros(2, cp.float32), cp.zeros(3, cp.float32)],
                            [cp.zeros(2, cp.float32), cp.zeros(4, cp.float32)], None, 0.1, stream=stream)
 
