@@ -279,6 +279,18 @@ DevView DeviceCall::empty(const std::vector<index_t>& shape, Dtype dtype, const 
     throw py::import_error(str_cat(fn_, ": allocating '", arg, "' on the device needs CuPy, which failed to import: ",
                                    e.what()));
   }
+  if (!pool_stream_checked_) {
+    // CuPy's pool orders the memory it hands out on its current stream; kernels on
+    // another stream could still use memory the pool has already given to the next
+    // user of that stream.
+    const auto current = cupy.attr("cuda").attr("get_current_stream")().attr("ptr").cast<std::uintptr_t>();
+    if (current != reinterpret_cast<std::uintptr_t>(stream_))
+      value_error(str_cat(fn_, ": 'stream' must be CuPy's current stream (", current, "), on which CuPy allocates ",
+                          "the outputs; got ", reinterpret_cast<std::uintptr_t>(stream_),
+                          ". Pass cupy.cuda.get_current_stream().ptr, or make the stream current "
+                          "(with cupy.cuda.Stream(...):)"));
+    pool_stream_checked_ = true;
+  }
   py::tuple s(shape.size());
   for (size_t i = 0; i < shape.size(); ++i) s[i] = py::int_(shape[i]);
   py::object arr = cupy.attr("empty")(s, py::arg("dtype") = info_of(dtype).name);

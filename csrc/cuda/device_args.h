@@ -91,7 +91,8 @@ class DeviceCall {
   DeviceCall(const char* fn, std::uintptr_t stream);
   void use(const DevView& v, const char* arg);
   cudaStream_t stream() const { return stream_; }
-  // A new C-contiguous device array (cupy.empty) on the current device, checked with use().
+  // A new C-contiguous device array (cupy.empty) on the current device, checked with
+  // use(). Requires `stream` to be CuPy's current stream (ValueError otherwise).
   DevView empty(const std::vector<index_t>& shape, Dtype dtype, const char* arg);
   // `given` (an optional_output view) when present, else a new array.
   DevView output(DevView given, const std::vector<index_t>& shape, Dtype dtype, const char* arg);
@@ -103,6 +104,7 @@ class DeviceCall {
   cudaStream_t stream_;
   int device_ = -1;
   std::vector<std::uintptr_t> waited_;  // producer streams already waited for
+  bool pool_stream_checked_ = false;     // `stream` is CuPy's current stream
 };
 
 // Activation code from Python, checked.

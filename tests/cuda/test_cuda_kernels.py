@@ -708,6 +708,15 @@ class TestBadDeviceInput:
         with pytest.raises(ValueError, match="output 'c' overlaps input 'a'"):
             _cuda.gemm(a, cp.zeros((4, 4), cp.float32), a, stream=stream)
 
+    def test_stream_must_be_cupys_current_stream_when_allocating(self, cp, stream):
+        other = cp.cuda.Stream(non_blocking=True)
+        with pytest.raises(ValueError, match="'stream' must be CuPy's current stream"):
+            _cuda.act_forward(cp.zeros(3, cp.float32), 1, stream=other.ptr)
+        out = cp.empty(3, cp.float32)  # nothing to allocate: any stream will do
+        _cuda.act_forward(cp.ones(3, cp.float32), 1, 0.0, out, stream=other.ptr)
+        other.synchronize()
+        np.testing.assert_array_equal(host(out), np.ones(3, np.float32))
+
     def test_bad_algo_and_splits(self, cp, stream):
         args = (cp.zeros((2, 3), cp.float32), cp.zeros((3, 4), cp.float32), cp.zeros((2, 4), cp.float32))
         with pytest.raises(ValueError, match="algo must be"):
