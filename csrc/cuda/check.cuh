@@ -1,5 +1,7 @@
 // Error handling for the CUDA extension: every CUDA runtime call is checked and a
-// failure becomes a Python RuntimeError naming the call and the CUDA error.
+// failure becomes a Python RuntimeError naming the call and the CUDA error. Every
+// kernel launch is followed by FASTMLP_CUDA_CHECK_LAUNCH(), which reports a bad
+// launch configuration (and any earlier asynchronous error) at the launch site.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -17,3 +19,5 @@ inline void check_cuda(cudaError_t err, const char* what) {
 }  // namespace fastmlp::cuda
 
 #define FASTMLP_CUDA_CHECK(call) ::fastmlp::cuda::check_cuda((call), #call)
+#define FASTMLP_CUDA_CHECK_LAUNCH(kernel_name) \
+  ::fastmlp::cuda::check_cuda(cudaGetLastError(), "launching " kernel_name)

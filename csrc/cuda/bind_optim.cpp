@@ -1,0 +1,149 @@
+// Multi-tensor optimizer step bindings (device arrays): one call updates every
+// tensor in the lists, in as few launches as kMaxTensorsPerLaunch allows. Same
+// arguments and checks as fastmlp._C plus keyword-only `stream`.
+#include "cuda/device_args.h"
+
+namespace fastmlp::cuda::bind {
+namespace {
+
+// A list of device arrays, checked: C-contiguous float32, each the shape of params[i].
+struct TensorList {
+  std::vector<DevView> views;
+};
+
+TensorList tensor_list(py::handle obj, const char* fn, const char* arg, bool writable, index_t expected,
+                       const TensorList* like) {
+  if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
+    throw py::type_error(str_cat(fn, ": argument '", arg, "' must be a list of float32 device arrays; got ",
+                                 describe(obj)));
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+  const index_t n = static_cast<index_t>(py::len(seq));
+  if (expected >= 0 && n != expected)
+    value_error(str_cat(fn, ": '", arg, "' has ", n, " tensors but 'params' has ", expected));
+  TensorList out;
+  out.views.reserve(n);
+  for (index_t i = 0; i < n; ++i) {
+    const std::string name = str_cat(arg, "[", i, "]");
+    DevView v = contiguous(seq[i], fn, name.c_str(), Dtype::F32, writable);
+    if (like && v.shape != like->views[i].shape)
+      value_error(str_cat(fn, ": ", name, " has shape ", shape_str(v.shape), " but params[", i, "] has ",
+                          shape_str(like->views[i].shape)));
+    out.views.push_back(std::move(v));
+  }
+  return out;
+}
+
+// Outputs (everything written) must not overlap each other or any gradient.
+void check_disjoint(const char* fn, const std::vector<std::pair<const TensorList*, const char*>>& outs,
+                    const TensorList& grads) {
+  std::vector<std::pair<const DevView*, std::string>> all;
+  for (const auto& [list, name] : outs)
+    for (size_t i = 0; i < list->views.size(); ++i) all.emplace_back(&list->views[i], str_cat(name, "[", i, "]"));
+  for (size_t a = 0; a < all.size(); ++a) {
+    for (size_t b = a + 1; b < all.size(); ++b)
+      require_no_overlap(*all[a].first, *all[b].first, fn, all[a].second.c_str(), all[b].second.c_str(), false);
+    for (size_t g = 0; g < grads.views.size(); ++g) {
+      const std::string gname = str_cat("grads[", g, "]");
+      require_no_overlap(*all[a].first, grads.views[g], fn, all[a].second.c_str(), gname.c_str(), false);
+    }
+  }
+}
+
+void use_all(DeviceCall& call, const TensorList& list, const char* arg) {
+  for (size_t i = 0; i < list.views.size(); ++i) call.use(list.views[i], str_cat(arg, "[", i, "]").c_str());
+}
+
+void check_hyper(bool ok, const char* fn, const char* what, double value) {
+  if (!ok) value_error(str_cat(fn, ": invalid ", what, ": ", value));
+}
+
+float* ptr_or_null(const TensorList& list, size_t i) {
+  return i < list.views.size() ? list.views[i].f32() : nullptr;
+}
+
+void sgd_step_binding(py::handle params_obj, py::handle grads_obj, py::handle bufs_obj, float lr, float momentum,
+                      float dampening, float weight_decay, bool nesterov, bool maximize, bool first_step,
+                      std::uintptr_t stream) {
+  const char* fn = "sgd_step";
+  check_hyper(lr >= 0.0f, fn, "learning rate", lr);
+  check_hyper(momentum >= 0.0f, fn, "momentum value", momentum);
+  check_hyper(weight_decay >= 0.0f, fn, "weight_decay value", weight_decay);
+  if (nesterov && (momentum <= 0.0f || dampening != 0.0f))
+    value_error(str_cat(fn, ": Nesterov momentum requires a momentum and zero dampening"));
+  TensorList params = tensor_list(params_obj, fn, "params", true, -1, nullptr);
+  const index_t n = static_cast<index_t>(params.views.size());
+  TensorList grads = tensor_list(grads_obj, fn, "grads", false, n, &params);
+  TensorList bufs;
+  if (momentum != 0.0f) {
+    if (bufs_obj.is_none()) value_error(str_cat(fn, ": momentum != 0 needs 'momentum_buffers'"));
+    bufs = tensor_list(bufs_obj, fn, "momentum_buffers", true, n, &params);
+  }
+  check_disjoint(fn, {{&params, "params"}, {&bufs, "momentum_buffers"}}, grads);
+  DeviceCall call(fn, stream);
+  use_all(call, params, "params");
+  use_all(call, grads, "grads");
+  use_all(call, bufs, "momentum_buffers");
+  std::vector<SgdTensor> table(n);
+  for (index_t i = 0; i < n; ++i)
+    table[i] = SgdTensor{params.views[i].f32(), ptr_or_null(bufs, i), grads.views[i].f32(), params.views[i].size};
+  const SgdOptions opt{lr, momentum, dampening, weight_decay, nesterov, maximize, first_step};
+  py::gil_scoped_release nogil;
+  sgd_step(table.data(), n, opt, call.stream());
+}
+
+void adam_step_binding(py::handle params_obj, py::handle grads_obj, py::handle m_obj, py::handle v_obj,
+                       py::handle vmax_obj, float lr, float beta1, float beta2, float eps, float weight_decay,
+                       std::int64_t step, bool amsgrad, bool maximize, bool decoupled, std::uintptr_t stream) {
+  const char* fn = decoupled ? "adamw_step" : "adam_step";
+  check_hyper(lr >= 0.0f, fn, "learning rate", lr);
+  check_hyper(eps >= 0.0f, fn, "epsilon value", eps);
+  check_hyper(beta1 >= 0.0f && beta1 < 1.0f, fn, "beta parameter at index 0", beta1);
+  check_hyper(beta2 >= 0.0f && beta2 < 1.0f, fn, "beta parameter at index 1", beta2);
+  check_hyper(weight_decay >= 0.0f, fn, "weight_decay value", weight_decay);
+  check_hyper(step >= 1, fn, "step (must be >= 1)", static_cast<double>(step));
+  TensorList params = tensor_list(params_obj, fn, "params", true, -1, nullptr);
+  const index_t n = static_cast<index_t>(params.views.size());
+  TensorList grads = tensor_list(grads_obj, fn, "grads", false, n, &params);
+  TensorList m = tensor_list(m_obj, fn, "exp_avgs", true, n, &params);
+  TensorList v = tensor_list(v_obj, fn, "exp_avg_sqs", true, n, &params);
+  TensorList vmax;
+  if (amsgrad) {
+    if (vmax_obj.is_none()) value_error(str_cat(fn, ": amsgrad=True needs 'max_exp_avg_sqs'"));
+    vmax = tensor_list(vmax_obj, fn, "max_exp_avg_sqs", true, n, &params);
+  }
+  check_disjoint(fn, {{&params, "params"}, {&m, "exp_avgs"}, {&v, "exp_avg_sqs"}, {&vmax, "max_exp_avg_sqs"}},
+                 grads);
+  DeviceCall call(fn, stream);
+  use_all(call, params, "params");
+  use_all(call, grads, "grads");
+  use_all(call, m, "exp_avgs");
+  use_all(call, v, "exp_avg_sqs");
+  use_all(call, vmax, "max_exp_avg_sqs");
+  std::vector<AdamTensor> table(n);
+  for (index_t i = 0; i < n; ++i)
+    table[i] = AdamTensor{params.views[i].f32(), m.views[i].f32(),   v.views[i].f32(),
+                          ptr_or_null(vmax, i),  grads.views[i].f32(), params.views[i].size};
+  const AdamOptions opt{lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, maximize, step};
+  py::gil_scoped_release nogil;
+  adam_step(table.data(), n, opt, call.stream());
+}
+
+}  // namespace
+
+void bind_optim(py::module_& m) {
+  m.def("sgd_step", &sgd_step_binding, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
+        py::arg("lr"), py::arg("momentum") = 0.0f, py::arg("dampening") = 0.0f, py::arg("weight_decay") = 0.0f,
+        py::arg("nesterov") = false, py::arg("maximize") = false, py::arg("first_step") = false, py::kw_only(),
+        py::arg("stream") = 0,
+        "One torch.optim.SGD step over lists of float32 device arrays, in place, in one launch per 48 tensors. "
+        "first_step initialises the momentum buffers to the first update direction.");
+  m.def("adam_step", &adam_step_binding, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
+        py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+        py::arg("eps"), py::arg("weight_decay"), py::arg("step"), py::arg("amsgrad") = false,
+        py::arg("maximize") = false, py::arg("decoupled_weight_decay") = false, py::kw_only(),
+        py::arg("stream") = 0,
+        "One torch.optim.Adam (or AdamW, with decoupled_weight_decay) step over lists of float32 device arrays, "
+        "in place, in one launch per 48 tensors; `step` counts this update (1 on the first).");
+}
+
+}  // namespace fastmlp::cuda::bind
