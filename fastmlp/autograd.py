@@ -373,6 +373,34 @@ _HANDLED = _Handled()
 HANDLED = _HANDLED
 
 
+_UNITS: dict = {}
+_UNIT_IDS: set = set()
+
+
+def unit_grad(like):
+    """The implicit gradient 1 of a one-element output: a cached read-only array per
+    array type, dtype, shape (and device), so that nodes can tell it apart with is_unit()."""
+    key = (type(like), like.dtype, like.shape, getattr(getattr(like, "device", None), "id", None))
+    g = _UNITS.get(key)
+    if g is None:
+        from .backend import for_array
+
+        g = for_array(like).xp.ones(like.shape, dtype=like.dtype)
+        if hasattr(g, "flags") and hasattr(g.flags, "writeable"):
+            try:
+                g.flags.writeable = False
+            except (AttributeError, ValueError):
+                pass
+        _UNITS[key] = g
+        _UNIT_IDS.add(id(g))
+    return g
+
+
+def is_unit(g) -> bool:
+    """Whether g is the implicit gradient 1 made by unit_grad (no device sync needed to know)."""
+    return id(g) in _UNIT_IDS
+
+
 def _as_grad_arrays(tensors, grad_tensors) -> list:
     from .tensor import Tensor
 
@@ -383,8 +411,7 @@ def _as_grad_arrays(tensors, grad_tensors) -> list:
                 raise RuntimeError(
                     f"grad can be implicitly created only for scalar outputs; this tensor has shape "
                     f"{list(t.shape)}: pass backward(gradient=...) with a tensor of that shape")
-            xp = t._xp()
-            out.append(xp.ones(t._data.shape, dtype=t._data.dtype))
+            out.append(unit_grad(t._data))
         else:
             ga = g._data if isinstance(g, Tensor) else t._xp().asarray(g, dtype=t._data.dtype)
             if ga.shape != t._data.shape:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import _dtype
 from .. import random as _random
-from ..autograd import HANDLED, Node, _GradMode, commit_sink, grad_sink
+from ..autograd import HANDLED, Node, _GradMode, commit_sink, grad_sink, is_unit
 from ..backend import for_array
 from ..backend.acts import GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, backward_needs_input
 from ..tensor import Tensor, _result, _wrap
@@ -405,12 +405,9 @@ class _LossBackward(Node):
         if self.per_row:  # reduction='none': one upstream value per row / element
             gg = g.reshape(g.shape + (1,) * (grad.ndim - g.ndim)) if g.ndim < grad.ndim else g
             return (grad * gg.astype(grad.dtype, copy=False),)
-        if g.size == 1:
-            s = g.reshape(())
-            if float(s) == 1.0:
-                return (grad,)
-            return (grad * s.astype(grad.dtype),)
-        return (grad * g,)
+        if is_unit(g):  # loss.backward(): the gradient computed with the loss is the answer
+            return (grad,)
+        return (grad * g.reshape(()).astype(grad.dtype, copy=False),)
 
     def release(self):
         self.grad = None
