@@ -49,4 +49,5 @@ PYBIND11_MODULE(_C, m) {
   bind::bind_reduce(m);
   bind::bind_dropout(m);
   bind::bind_optim(m);
+  bind::bind_mlp(m);
 }

@@ -178,18 +178,24 @@ class Optimizer:
     def _step_group(self, group: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _flat_for(self, group: dict) -> Optional[_FlatGroup]:
-        """The group's flat layout, made on first use when its parameters share dtype and device."""
+    def _flat_for(self, group: dict, force: bool = False) -> Optional[_FlatGroup]:
+        """The group's flat layout, made on first use when its parameters share dtype and device.
+
+        It is made at the first step where every parameter has a gradient (or at once
+        with force=True, gradients then starting as zeros); a group whose parameters
+        differ in dtype or device never gets one.
+        """
         key = id(group)
-        if key in self._flat:
-            return self._flat[key]
+        flat = self._flat.get(key)
+        if flat is not None or (key in self._flat and not force):
+            return flat
         params = group["params"]
-        flat = None
         first = params[0]._data
-        if all(type(p._data) is type(first) and p._data.dtype == first.dtype for p in params) and \
-                all(p.grad is not None for p in params):
+        uniform = all(type(p._data) is type(first) and p._data.dtype == first.dtype for p in params)
+        have_grads = all(p.grad is not None for p in params)
+        if uniform and (have_grads or force):
             flat = _FlatGroup(params, for_array(first).xp)
-        if flat is not None or all(p.grad is not None for p in params):
+        if flat is not None or have_grads:
             self._flat[key] = flat
         return flat
 

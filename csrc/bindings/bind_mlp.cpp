@@ -1,0 +1,117 @@
+// MlpStepper binding: whole forward/loss/backward passes of a Sequential MLP in one call.
+#include <pybind11/stl.h>
+
+#include "bindings/args.h"
+#include "bindings/families.h"
+#include "cpu/mlp_step.h"
+
+namespace fastmlp::bind {
+namespace {
+
+// Keeps the parameter and gradient arrays alive while the stepper points into them.
+struct PyMlpStepper {
+  cpu::MlpStepper stepper;
+  std::vector<View> keep;
+};
+
+PyMlpStepper* make_stepper(py::sequence layers, index_t max_batch) {
+  const char* fn = "MlpStepper";
+  if (max_batch < 1) value_error(str_cat(fn, ": max_batch must be >= 1; got ", max_batch));
+  const index_t n = static_cast<index_t>(py::len(layers));
+  if (n < 1) value_error(str_cat(fn, ": needs at least one layer"));
+  std::vector<cpu::MlpLayer> out;
+  std::vector<View> keep;
+  index_t prev_out = -1;
+  for (index_t i = 0; i < n; ++i) {
+    py::tuple t = py::reinterpret_borrow<py::tuple>(layers[i]);
+    if (py::len(t) != 7)
+      value_error(str_cat(fn, ": layer ", i, " must be (W, b, dW, db, act, act_param, dropout)"));
+    const std::string wn = str_cat("layers[", i, "].W"), bn = str_cat("layers[", i, "].b"),
+                      dwn = str_cat("layers[", i, "].dW"), dbn = str_cat("layers[", i, "].db");
+    View W = contiguous(t[0], fn, wn.c_str(), Dtype::F32, false);
+    if (W.shape.size() != 2) value_error(str_cat(fn, ": ", wn, " must be 2-D [out, in]; got ", describe(t[0])));
+    const index_t o = W.shape[0], in = W.shape[1];
+    if (prev_out >= 0 && in != prev_out)
+      value_error(str_cat(fn, ": ", wn, " expects ", in, " inputs but the previous layer has ", prev_out, " outputs"));
+    View dW = contiguous(t[2], fn, dwn.c_str(), Dtype::F32, true);
+    require_shape(dW, {o, in}, fn, dwn.c_str());
+    require_no_overlap(dW, W, fn, dwn.c_str(), wn.c_str(), false);
+    cpu::MlpLayer L;
+    L.W = W.f32();
+    L.dW = dW.f32();
+    L.in = in;
+    L.out = o;
+    if (!t[1].is_none()) {
+      View b = contiguous(t[1], fn, bn.c_str(), Dtype::F32, false);
+      require_shape(b, {o}, fn, bn.c_str());
+      View db = contiguous(t[3], fn, dbn.c_str(), Dtype::F32, true);
+      require_shape(db, {o}, fn, dbn.c_str());
+      require_no_overlap(db, b, fn, dbn.c_str(), bn.c_str(), false);
+      require_no_overlap(db, dW, fn, dbn.c_str(), dwn.c_str(), false);
+      L.b = b.f32();
+      L.db = db.f32();
+      keep.push_back(std::move(b));
+      keep.push_back(std::move(db));
+    }
+    L.act = act_from_int(t[4].cast<int>(), fn);
+    L.act_param = t[5].cast<float>();
+    L.dropout = t[6].cast<float>();
+    if (!(L.dropout >= 0.0f && L.dropout < 1.0f))
+      value_error(str_cat(fn, ": layer ", i, " dropout must be in [0, 1); got ", L.dropout));
+    if (i == n - 1 && (L.act != Act::Identity || L.dropout != 0.0f))
+      value_error(str_cat(fn, ": the last layer produces the logits: no activation or dropout"));
+    keep.push_back(std::move(W));
+    keep.push_back(std::move(dW));
+    out.push_back(L);
+    prev_out = o;
+  }
+  return new PyMlpStepper{cpu::MlpStepper(std::move(out), max_batch), std::move(keep)};
+}
+
+py::tuple train_step(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, const std::vector<std::uint64_t>& seeds,
+                     const std::vector<std::uint64_t>& offsets, py::handle weight_obj, std::int64_t ignore_index,
+                     float label_smoothing) {
+  const char* fn = "MlpStepper.train_step";
+  const cpu::MlpStepper& s = self.stepper;
+  const index_t in0 = s.layers().front().in, classes = s.layers().back().out;
+  View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
+  if (x.shape.size() != 2 || x.shape[1] != in0)
+    value_error(str_cat(fn, ": x must be [batch, ", in0, "]; got ", describe(x_obj)));
+  const index_t batch = x.shape[0];
+  if (batch < 1 || batch > s.max_batch())
+    value_error(str_cat(fn, ": batch of ", batch, " rows; this stepper takes 1 to ", s.max_batch()));
+  View y = contiguous(y_obj, fn, "target", Dtype::I64, false);
+  require_labels(y, batch, classes, ignore_index, fn, "target");
+  const int nd = s.dropout_layers();
+  if (static_cast<int>(seeds.size()) != nd || static_cast<int>(offsets.size()) != nd)
+    value_error(str_cat(fn, ": needs one (seed, offset) per dropout layer (", nd, "); got ", seeds.size(), " and ",
+                        offsets.size()));
+  View w = optional_contiguous(weight_obj, fn, "weight", Dtype::F32, false);
+  if (!w.is_none()) require_shape(w, {classes}, fn, "weight");
+  if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+    value_error(str_cat(fn, ": label_smoothing must be in [0, 1]; got ", label_smoothing));
+  cpu::MlpLoss loss{w.is_none() ? nullptr : w.f32(), ignore_index, label_smoothing};
+  cpu::MlpStepResult r;
+  {
+    py::gil_scoped_release nogil;
+    r = self.stepper.train_step(x.f32(), y.i64(), batch, seeds.data(), offsets.data(), loss);
+  }
+  return py::make_tuple(r.loss, r.correct);
+}
+
+}  // namespace
+
+void bind_mlp(py::module_& m) {
+  py::class_<PyMlpStepper>(m, "MlpStepper",
+                           "Forward, softmax cross-entropy and backward of a Linear/activation/Dropout MLP in one "
+                           "call, writing every layer's weight and bias gradients; buffers are reused across steps.")
+      .def(py::init(&make_stepper), py::arg("layers"), py::arg("max_batch"),
+           "layers: [(W, b, dW, db, act, act_param, dropout), ...] float32 arrays (b/db may be None).")
+      .def("train_step", &train_step, py::arg("x"), py::arg("target"), py::arg("seeds"), py::arg("offsets"),
+           py::arg("weight") = py::none(), py::arg("ignore_index") = -100, py::arg("label_smoothing") = 0.0f,
+           "One forward/backward on a batch; returns (mean loss, number of rows predicted right).")
+      .def_property_readonly("max_batch", [](const PyMlpStepper& s) { return s.stepper.max_batch(); })
+      .def_property_readonly("dropout_layers", [](const PyMlpStepper& s) { return s.stepper.dropout_layers(); });
+}
+
+}  // namespace fastmlp::bind

@@ -1,0 +1,142 @@
+"""Whole training steps of a Sequential MLP in one native call (used by ``fastmlp.train.fit``).
+
+``FusedTrainStep.build(model, loss_fn, optimizer)`` returns a step function for a
+``Sequential`` of Linear layers, each optionally followed by an activation
+(ReLU, LeakyReLU, Sigmoid, Tanh, GELU) and a Dropout, ending in a Linear that
+produces logits for ``CrossEntropyLoss`` (mean reduction), trained on float32 CPU
+tensors — or None for anything else, and the caller keeps the eager loop.
+
+A step runs forward, loss and backward in C++ (``fastmlp._C.MlpStepper``) with
+buffers reused across steps, writing the gradients straight into the optimizer's
+flat gradient buffer, then calls ``optimizer.step()``. It issues the same kernels in
+the same order as the eager path, with dropout masks drawn from the same
+generator offsets, so its results are bitwise those of
+``zero_grad(); loss_fn(model(x), y).backward(); step()``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .. import _C
+from .. import random as _random
+from ..backend.acts import IDENTITY
+from ..tensor import Tensor, _wrap
+from .container import Sequential
+from .layers import Dropout, Flatten, Identity, Linear, _Activation
+from .loss import CrossEntropyLoss
+
+_F32 = np.dtype(np.float32)
+
+
+def _plan_layers(model: Sequential) -> Optional[list]:
+    """[(linear, act_code, act_param, dropout_p)] for a supported Sequential, else None."""
+    plan: list = []
+    mods = list(model)
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if m._has_hooks():
+            return None
+        if isinstance(m, Identity) or (type(m) is Flatten and m.start_dim == 1 and m.end_dim == -1 and not plan):
+            i += 1
+            continue
+        if type(m) is not Linear:
+            return None
+        act, param, p = IDENTITY, 0.0, 0.0
+        i += 1
+        if i < len(mods) and isinstance(mods[i], _Activation):
+            if not mods[i].fusable():
+                return None
+            act, param = mods[i].act, mods[i].act_param()
+            i += 1
+        if i < len(mods) and type(mods[i]) is Dropout and not mods[i]._has_hooks():
+            p = float(mods[i].p)
+            i += 1
+        plan.append((m, act, param, p))
+    if not plan or plan[-1][1] != IDENTITY or plan[-1][3] != 0.0:
+        return None
+    return plan
+
+
+class FusedTrainStep:
+    """step(x, y) -> (loss, correct) for a supported model; see the module docstring."""
+
+    def __init__(self, model, loss_fn, optimizer, plan: list):
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.plan = plan
+        self.params = [p for lin, *_ in plan for p in ((lin.weight, lin.bias) if lin.bias is not None else (lin.weight,))]
+        self._stepper = None
+        self._bound: list = []
+        self._in_features = plan[0][0].in_features
+
+    @classmethod
+    def build(cls, model, loss_fn, optimizer) -> Optional["FusedTrainStep"]:
+        if type(model) is not Sequential or type(loss_fn) is not CrossEntropyLoss or loss_fn._has_hooks():
+            return None
+        if loss_fn.reduction != "mean":
+            return None
+        plan = _plan_layers(model)
+        if plan is None:
+            return None
+        step = cls(model, loss_fn, optimizer, plan)
+        model_params = {id(p) for p in model.parameters()}
+        if {id(p) for p in step.params} != model_params:
+            return None
+        opt_params = [p for g in optimizer.param_groups for p in g["params"]]
+        if {id(p) for p in opt_params} != model_params or len(opt_params) != len(model_params):
+            return None
+        for p in step.params:
+            if type(p._data) is not np.ndarray or p._data.dtype is not _F32 or not p._rg or p._hooks:
+                return None
+        w = loss_fn.weight
+        if w is not None and (type(w._data) is not np.ndarray or w._data.dtype != _F32):
+            return None
+        return step
+
+    def _bind(self, batch: int) -> None:
+        """(Re)make the native stepper over the parameters' current arrays and gradient buffers."""
+        for group in self.optimizer.param_groups:
+            flat = self.optimizer._flat_for(group, force=True)
+            if flat is None:
+                raise RuntimeError("the optimizer could not lay its parameters out in one buffer")
+        layers = []
+        for lin, act, param, p in self.plan:
+            W, b = lin.weight, lin.bias
+            layers.append((W._data, None if b is None else b._data, W._grad_buf, None if b is None else b._grad_buf,
+                           act, param, p))
+        size = max(batch, 1 if self._stepper is None else self._stepper.max_batch)
+        self._stepper = _C.MlpStepper(layers, size)
+        self._bound = [(p, p._data, p._grad_buf) for p in self.params]
+        self._dropouts = sum(1 for *_, p in self.plan if p > 0)
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[float, int]:
+        xd, yd = x._data, y._data
+        if xd.ndim != 2:
+            xd = xd.reshape(xd.shape[0], -1)
+        if xd.dtype is not _F32 or not xd.flags.c_contiguous:
+            xd = np.ascontiguousarray(xd, dtype=np.float32)
+        if yd.dtype != np.int64 or not yd.flags.c_contiguous:
+            yd = np.ascontiguousarray(yd, dtype=np.int64)
+        batch = xd.shape[0]
+        st = self._stepper
+        if st is None or batch > st.max_batch or any(p._data is not d or p._grad_buf is not g
+                                                     for p, d, g in self._bound):
+            self._bind(batch)
+            st = self._stepper
+        gen = _random.default_generator
+        seeds, offsets = [], []
+        for _ in range(self._dropouts):
+            s, o = gen.philox()
+            seeds.append(s)
+            offsets.append(o)
+        lf = self.loss_fn
+        loss, correct = st.train_step(xd, yd, seeds, offsets, None if lf.weight is None else lf.weight._data,
+                                      lf.ignore_index, float(lf.label_smoothing))
+        for p, _, g in self._bound:
+            pg = p.grad
+            if pg is None or pg._data is not g:
+                p.grad = _wrap(g)
+        self.optimizer.step()
+        return loss, correct

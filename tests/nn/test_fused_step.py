@@ -1,0 +1,91 @@
+"""The fused native training step equals the eager loop step for step (bitwise, same kernels in the
+same order, same dropout masks), and refuses models it does not cover."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import nn, optim
+from fastmlp.nn.fused import FusedTrainStep
+
+
+def make(arch: str):
+    if arch == "seed001":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                             nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    if arch == "seed004":
+        return nn.Sequential(nn.Linear(784, 96), nn.ReLU(), nn.Dropout(0.2), nn.Linear(96, 96), nn.ReLU(),
+                             nn.Dropout(0.2), nn.Linear(96, 10))
+    if arch == "mixed":
+        return nn.Sequential(nn.Linear(784, 32), nn.GELU(), nn.Dropout(0.1), nn.Linear(32, 32, bias=False),
+                             nn.LeakyReLU(0.05), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 16), nn.Sigmoid(),
+                             nn.Dropout(0.3), nn.Linear(16, 10))
+    raise KeyError(arch)
+
+
+OPTS = {"sgd": lambda p: optim.SGD(p, lr=0.05, momentum=0.9), "adam": lambda p: optim.Adam(p, lr=1e-3),
+        "adamw": lambda p: optim.AdamW(p, lr=1e-3, weight_decay=0.01)}
+
+
+@pytest.mark.parametrize("opt_name", list(OPTS))
+@pytest.mark.parametrize("arch", ["seed001", "seed004", "mixed"])
+@pytest.mark.parametrize("loss_kw", [{}, {"label_smoothing": 0.1}])
+def test_fused_step_equals_eager_step(arch, opt_name, loss_kw):
+    rng = np.random.default_rng(0)
+    batches = [(rng.random((b, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, b)) for b in (20, 20, 7, 20)]
+    results = []
+    for fused in (False, True):
+        fastmlp.manual_seed(5)
+        model = make(arch)
+        opt = OPTS[opt_name](model.parameters())
+        crit = nn.CrossEntropyLoss(**loss_kw)
+        step = FusedTrainStep.build(model, crit, opt) if fused else None
+        assert (step is not None) == fused
+        trace = []
+        for x, y in batches:
+            xt = fastmlp.tensor(x) if arch == "seed001" else fastmlp.tensor(x.reshape(len(x), -1))
+            yt = fastmlp.tensor(y)
+            if fused:
+                loss, correct = step(xt, yt)
+            else:
+                opt.zero_grad()
+                out = model(xt)
+                loss_t = crit(out, yt)
+                loss_t.backward()
+                opt.step()
+                loss = loss_t.item()
+                correct = int((out.detach().numpy().argmax(1) == y).sum())
+            trace.append((loss, correct, [p.detach().numpy().copy() for p in model.parameters()],
+                          [p.grad.numpy().copy() for p in model.parameters()]))
+        results.append(trace)
+    for (l0, c0, p0, g0), (l1, c1, p1, g1) in zip(*results):
+        assert l0 == pytest.approx(l1, rel=1e-6) and c0 == c1
+        for a, b in zip(g0, g1):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(p0, p1):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_unsupported_models_fall_back():
+    crit = nn.CrossEntropyLoss()
+    m = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    assert FusedTrainStep.build(m, crit, optim.SGD(m.parameters(), lr=0.1)) is None
+    m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2), nn.Softmax(dim=1))
+    assert FusedTrainStep.build(m, crit, optim.SGD(m.parameters(), lr=0.1)) is None
+    m = nn.Sequential(nn.Linear(4, 2))
+    assert FusedTrainStep.build(m, nn.MSELoss(), optim.SGD(m.parameters(), lr=0.1)) is None
+    assert FusedTrainStep.build(m, nn.CrossEntropyLoss(reduction="sum"), optim.SGD(m.parameters(), lr=0.1)) is None
+    m64 = nn.Sequential(nn.Linear(4, 2)).double()
+    assert FusedTrainStep.build(m64, crit, optim.SGD(m64.parameters(), lr=0.1)) is None
+    other = nn.Linear(4, 2)
+    assert FusedTrainStep.build(m, crit, optim.SGD(other.parameters(), lr=0.1)) is None
+
+
+def test_fused_step_checks_labels():
+    m = nn.Sequential(nn.Linear(4, 3))
+    step = FusedTrainStep.build(m, nn.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1))
+    with pytest.raises(IndexError, match=r"target\[1\] = 7 is out of range for 3 classes"):
+        step(fastmlp.randn(2, 4), fastmlp.tensor([0, 7]))
+    with pytest.raises(ValueError, match=r"x must be \[batch, 4\]"):
+        step(fastmlp.randn(2, 5), fastmlp.tensor([0, 1]))
