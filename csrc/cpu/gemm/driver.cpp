@@ -189,8 +189,11 @@ void packed(const Problem& p) {
   }
 }
 
-// The dot path wins while few rows of A reuse each row of B.
-inline bool use_dot(const Problem& p) { return p.trans_b && !p.trans_a && p.M <= 48; }
+// The dot path wins while few rows of A reuse each row of B (no transposing pack
+// to amortise), and when C is too narrow to fill the kNR columns of a tile.
+inline bool use_dot(const Problem& p) {
+  return p.trans_b && !p.trans_a && (p.M <= 48 || p.N < kNR);
+}
 
 void run(const Problem& p, bool dot) {
   if (dot)
@@ -250,7 +253,10 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   const index_t mu = dot ? ceil_div(M, kDotM) : ceil_div(M, kMR);
   const index_t nu = dot ? ceil_div(N, kDotN) : ceil_div(N, kNR);
   int nt = threads_for(M * N * K, index_t(1) << 18);
-  const bool split_n = nu >= mu || nu >= 4 * nt;
+  // Split the rows when K is short (then storing C is most of the work, and each
+  // thread streams whole rows) or when there are more of them; otherwise split the
+  // columns, so that no part of B is packed twice.
+  const bool split_n = K < 64 ? mu < nt : nu >= nt && (nu >= mu || nu >= 4 * nt);
   const index_t units = split_n ? nu : mu;
   if (nt > units) nt = static_cast<int>(units);
   if (nt <= 1) {
