@@ -100,6 +100,24 @@ def test_matches_float64(isa, threads, rng, m, n, k, ta, tb):
     assert_within(c, *expected(a, b, c, ta, tb))
 
 
+def random_shapes(count: int, seed: int = 7) -> list[tuple[int, int, int]]:
+    """(M, N, K) drawn log-uniformly from [1, 400], fixed by the seed."""
+    r = np.random.default_rng(seed)
+    return [tuple(int(v) for v in np.exp(r.uniform(0, np.log(400), 3)).round()) for _ in range(count)]
+
+
+@pytest.mark.parametrize("m,n,k", random_shapes(10))
+def test_random_shapes(isa, threads, rng, m, n, k):
+    for ta, tb in TRANS:
+        strided = bool(rng.integers(2))
+        a, b = operands(rng, m, n, k, ta, tb, strided)
+        c0 = matrix(rng, m, n, strided)
+        c = c0.copy()
+        alpha, beta = float(rng.uniform(-2, 2)), float(rng.choice([0.0, 1.0, -0.5]))
+        _C.gemm(a, b, c, ta, tb, alpha, beta)
+        assert_within(c, *expected(a, b, c0, ta, tb, alpha, beta))
+
+
 @pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("alpha,beta", [(0.5, 0.0), (1.0, 1.0), (-2.0, 0.5), (0.0, 3.0)])
 @pytest.mark.parametrize("m,n,k", [(10, 40, 50), (37, 45, 300)])

@@ -52,7 +52,7 @@ inline void reduce_tile(const vf* acc, vf* out) {
   constexpr int kCount = MD * ND;
   // The same tree over 8 vectors: lane 4t+u holds slot 2u+t.
   constexpr int kGroups = (kCount + 7) / 8;
-  alignas(32) float buf[kGroups * 8 + 8];
+  alignas(32) float buf[kGroups * 8 + 8] = {};  // rows are read 8 lanes at a time
 #pragma GCC unroll 4
   for (int g = 0; g < kGroups; ++g) {
     __m256 s[8], u[4], w[2];

@@ -41,8 +41,13 @@ inline void act_rows(float* c, index_t ldc, index_t rows, index_t cols, Act act,
 // in-register activation. One vector of one row; n valid lanes (n == kW: all).
 template <bool Full>
 inline void store_vec(float* c, float* z, const float* bias, vf acc, int n, const TileEpilogue& e) {
-  vf x = vmul(acc, vset1(e.alpha));
-  if (e.read_c) x = vfma(vset1(e.beta), Full ? vload(c) : vload_n(c, n), x);
+  // (Multiplying by 1 is exact, so skipping it changes no result; with a short K
+  // these multiplies would take a tenth of the FMA unit's time.)
+  vf x = e.alpha == 1.0f ? acc : vmul(acc, vset1(e.alpha));
+  if (e.read_c) {
+    const vf cv = Full ? vload(c) : vload_n(c, n);
+    x = e.beta == 1.0f ? vadd(x, cv) : vfma(vset1(e.beta), cv, x);
+  }
   if (e.final) {
     if (bias) x = vadd(x, Full ? vload(bias) : vload_n(bias, n));
     if (z) {
