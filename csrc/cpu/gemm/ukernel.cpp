@@ -9,14 +9,16 @@ namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl {
 namespace {
 
 using UkernelFn = void (*)(index_t kc, const float* a, const float* b, index_t b_ks, float* c,
-                           index_t ldc, const float* c_next, float* z, index_t ldz, const float* bias, int nv,
-                           const TileEpilogue& e);
+                           index_t ldc, const float* c_next, float* z, index_t ldz,
+                           const float* bias, int nv, const TileEpilogue& e);
+
+// How far ahead (in rows of B) the kernel prefetches B, which may be read in place
+// with a long row stride that the hardware prefetchers follow poorly.
+constexpr index_t kPrefetchRows = 8;
 
 // C[MR, nv] = epilogue(acc), acc[i][j] = Σ_k a[k·MR + i] · b[k·b_ks + j]   (j < kNR)
 // a: packed A panel (MR rows per k); b: kNR contiguous columns per k; c_next: the
 // tile of C the next call writes (only prefetched).
-constexpr index_t kPrefetchRows = 8;
-
 template <int MR>
 void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, index_t b_ks,
              float* c, index_t ldc, const float* c_next, float* z, index_t ldz,
@@ -34,7 +36,6 @@ void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, i
     __builtin_prefetch(c_next + i * ldc + kNR - 1, 1);
   }
   for (index_t k = 0; k < kc; ++k) {
-    // B may be read in place, with a long row stride: fetch its rows ahead.
 #pragma GCC unroll 4
     for (int j = 0; j < kNR; j += 16) __builtin_prefetch(b + kPrefetchRows * b_ks + j);
     vf bv[kNV];
