@@ -74,30 +74,30 @@ def expected(a, b, c, ta, tb, alpha=1.0, beta=0.0, bias=None):
     return z, (A.shape[1] + 4) * EPS * mag + 1e-30
 
 
-def assert_within(got, want, tol):
+def assert_within(got, want, tol, what: str = ""):
     err = np.abs(got.astype(np.float64) - want)
     bad = ~(err <= tol)  # also catches NaN
     assert not bad.any(), (
-        f"{bad.sum()} of {bad.size} elements off; worst error {np.nanmax(err):.3g} "
+        f"{what}: {bad.sum()} of {bad.size} elements off; worst error {np.nanmax(err):.3g} "
         f"(tolerance there {tol.flat[np.nanargmax(err)]:.3g})")
 
 
-def assert_act_within(got, z, tol, name):
+def assert_act_within(got, z, tol, name, what: str = ""):
     """got = act(z) where z is exact within tol: the activation's slope (at most 1.13,
     for gelu) carries tol over, plus a few ulp of the activation itself."""
     want = act_forward(name, z, SLOPE)
     err = np.abs(got.astype(np.float64) - want)
     bound = 1.15 * tol + 2e-5 * np.abs(want) + 1e-30
-    assert not (~(err <= bound)).any(), f"{name}: worst error {np.nanmax(err):.3g}"
+    assert not (~(err <= bound)).any(), f"{what} {name}: worst error {np.nanmax(err):.3g}"
 
 
-@pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("m,n,k", SHAPES)
-def test_matches_float64(isa, threads, rng, m, n, k, ta, tb):
-    a, b = operands(rng, m, n, k, ta, tb)
-    c = matrix(rng, m, n)
-    _C.gemm(a, b, c, ta, tb)
-    assert_within(c, *expected(a, b, c, ta, tb))
+def test_matches_float64(isa, threads, rng, m, n, k):
+    for ta, tb in TRANS:
+        a, b = operands(rng, m, n, k, ta, tb)
+        c = matrix(rng, m, n)
+        _C.gemm(a, b, c, ta, tb)
+        assert_within(c, *expected(a, b, c, ta, tb), f"trans_a={ta} trans_b={tb}")
 
 
 def random_shapes(count: int, seed: int = 7) -> list[tuple[int, int, int]]:
@@ -115,61 +115,62 @@ def test_random_shapes(isa, threads, rng, m, n, k):
         c = c0.copy()
         alpha, beta = float(rng.uniform(-2, 2)), float(rng.choice([0.0, 1.0, -0.5]))
         _C.gemm(a, b, c, ta, tb, alpha, beta)
-        assert_within(c, *expected(a, b, c0, ta, tb, alpha, beta))
+        assert_within(c, *expected(a, b, c0, ta, tb, alpha, beta),
+                      f"trans_a={ta} trans_b={tb} alpha={alpha:.3f} beta={beta}")
 
 
-@pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("alpha,beta", [(0.5, 0.0), (1.0, 1.0), (-2.0, 0.5), (0.0, 3.0)])
 @pytest.mark.parametrize("m,n,k", [(10, 40, 50), (37, 45, 300)])
-def test_alpha_beta(isa, threads, rng, m, n, k, ta, tb, alpha, beta):
-    a, b = operands(rng, m, n, k, ta, tb)
-    c0 = matrix(rng, m, n)
-    c = c0.copy()
-    _C.gemm(a, b, c, ta, tb, alpha, beta)
-    assert_within(c, *expected(a, b, c0, ta, tb, alpha, beta))
+def test_alpha_beta(isa, threads, rng, m, n, k, alpha, beta):
+    for ta, tb in TRANS:
+        a, b = operands(rng, m, n, k, ta, tb)
+        c0 = matrix(rng, m, n)
+        c = c0.copy()
+        _C.gemm(a, b, c, ta, tb, alpha, beta)
+        assert_within(c, *expected(a, b, c0, ta, tb, alpha, beta), f"trans_a={ta} trans_b={tb}")
 
 
-@pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("m,n,k", [(10, 64, 784), (70, 50, 40), (5, 3, 600)])
-def test_beta_zero_never_reads_c(isa, threads, rng, m, n, k, ta, tb):
-    a, b = operands(rng, m, n, k, ta, tb)
-    c = matrix(rng, m, n, fill=np.nan)
-    bias = rng.standard_normal(n).astype(np.float32)
-    _C.gemm(a, b, c, ta, tb, 1.0, 0.0, bias)
-    assert_within(c, *expected(a, b, None, ta, tb, bias=bias))
+def test_beta_zero_never_reads_c(isa, threads, rng, m, n, k):
+    for ta, tb in TRANS:
+        a, b = operands(rng, m, n, k, ta, tb)
+        c = matrix(rng, m, n, fill=np.nan)
+        bias = rng.standard_normal(n).astype(np.float32)
+        _C.gemm(a, b, c, ta, tb, 1.0, 0.0, bias)
+        assert_within(c, *expected(a, b, None, ta, tb, bias=bias), f"trans_a={ta} trans_b={tb}")
 
 
-@pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("m,n,k", [(10, 70, 300), (33, 9, 17), (60, 100, 20)])
-def test_strided_operands(isa, threads, rng, m, n, k, ta, tb):
-    a, b = operands(rng, m, n, k, ta, tb, strided=True)
-    c = matrix(rng, m, n, strided=True)
-    c0 = c.copy()
-    z = matrix(rng, m, n, strided=True)
-    bias = rng.standard_normal(n).astype(np.float32)
-    assert a.strides[0] > 4 * a.shape[1] and c.strides[0] > 4 * n and z.strides[0] > 4 * n
-    _C.gemm(a, b, c, ta, tb, 1.5, 0.5, bias, ACTS["relu"], 0.0, z)
-    want, tol = expected(a, b, c0, ta, tb, 1.5, 0.5, bias)
-    assert_within(z, want, tol)
-    assert_act_within(c, want, tol, "relu")
+def test_strided_operands(isa, threads, rng, m, n, k):
+    for ta, tb in TRANS:
+        a, b = operands(rng, m, n, k, ta, tb, strided=True)
+        c = matrix(rng, m, n, strided=True)
+        c0 = c.copy()
+        z = matrix(rng, m, n, strided=True)
+        bias = rng.standard_normal(n).astype(np.float32)
+        assert a.strides[0] > 4 * a.shape[1] and c.strides[0] > 4 * n and z.strides[0] > 4 * n
+        _C.gemm(a, b, c, ta, tb, 1.5, 0.5, bias, ACTS["relu"], 0.0, z)
+        want, tol = expected(a, b, c0, ta, tb, 1.5, 0.5, bias)
+        assert_within(z, want, tol, f"preact, trans_a={ta} trans_b={tb}")
+        assert_act_within(c, want, tol, "relu", f"trans_a={ta} trans_b={tb}")
 
 
 @pytest.mark.parametrize("name", list(ACTS))
-@pytest.mark.parametrize("use_bias", [False, True])
-@pytest.mark.parametrize("use_preact", [False, True])
 @pytest.mark.parametrize("m,n,k,ta,tb", [(10, 70, 300, False, True),     # dot-product path
                                          (50, 40, 600, True, False),     # several K blocks
                                          (75, 33, 19, False, False)])
-def test_epilogue_activations(isa, threads, rng, name, use_bias, use_preact, m, n, k, ta, tb):
+def test_epilogue_activations(isa, threads, rng, name, m, n, k, ta, tb):
     a, b = operands(rng, m, n, k, ta, tb)
-    c = matrix(rng, m, n, fill=np.nan)
-    bias = rng.standard_normal(n).astype(np.float32) if use_bias else None
-    z = matrix(rng, m, n, fill=np.nan) if use_preact else None
-    _C.gemm(a, b, c, ta, tb, 0.5, 0.0, bias, ACTS[name], SLOPE, z)
-    want, tol = expected(a, b, None, ta, tb, 0.5, 0.0, bias)
-    if use_preact:
-        assert_within(z, want, tol)
-    assert_act_within(c, want, tol, name)
+    for use_bias, use_preact in itertools.product([False, True], [False, True]):
+        c = matrix(rng, m, n, fill=np.nan)
+        bias = rng.standard_normal(n).astype(np.float32) if use_bias else None
+        z = matrix(rng, m, n, fill=np.nan) if use_preact else None
+        _C.gemm(a, b, c, ta, tb, 0.5, 0.0, bias, ACTS[name], SLOPE, z)
+        want, tol = expected(a, b, None, ta, tb, 0.5, 0.0, bias)
+        what = f"bias={use_bias} preact={use_preact}"
+        if use_preact:
+            assert_within(z, want, tol, what)
+        assert_act_within(c, want, tol, name, what)
 
 
 @pytest.mark.parametrize("beta", [0.0, 2.0])
@@ -193,22 +194,22 @@ def test_empty_output(isa, threads, rng, m, n):
     assert c.shape == (m, n)
 
 
-@pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("m,n,k", [(20, 300, 784), (130, 200, 333), (256, 10, 512)])
-def test_same_bits_on_every_thread_count(isa, rng, m, n, k, ta, tb):
-    a, b = operands(rng, m, n, k, ta, tb)
-    bias = rng.standard_normal(n).astype(np.float32)
+def test_same_bits_on_every_thread_count(isa, rng, m, n, k):
     previous = _C.get_num_threads()
-    results = []
     try:
-        for t in (1, 2):
-            _C.set_num_threads(t)
-            c = np.empty((m, n), np.float32)
-            _C.gemm(a, b, c, ta, tb, 1.0, 0.0, bias, ACTS["gelu"])
-            results.append(c)
+        for ta, tb in TRANS:
+            a, b = operands(rng, m, n, k, ta, tb)
+            bias = rng.standard_normal(n).astype(np.float32)
+            results = []
+            for t in (1, 2):
+                _C.set_num_threads(t)
+                c = np.empty((m, n), np.float32)
+                _C.gemm(a, b, c, ta, tb, 1.0, 0.0, bias, ACTS["gelu"])
+                results.append(c)
+            np.testing.assert_array_equal(results[0], results[1], f"trans_a={ta} trans_b={tb}")
     finally:
         _C.set_num_threads(previous)
-    np.testing.assert_array_equal(results[0], results[1])
 
 
 # ---- Linear layer bindings ---------------------------------------------------------
