@@ -7,9 +7,9 @@
 namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl {
 namespace {
 
-using DotFn = void (*)(index_t K, index_t head, const float* a, index_t lda, const float* b, index_t ldb,
-                       float* c, index_t ldc, float* z, index_t ldz, const float* bias,
-                       const TileEpilogue& e);
+using DotFn = void (*)(index_t K, index_t head, const float* a, index_t lda, const float* b,
+                       index_t ldb, float* c, index_t ldc, float* z, index_t ldz,
+                       const float* bias, const TileEpilogue& e);
 
 // out[i] lane j (j < ND) = Σ lanes of acc[i·ND + j], for i < MD.
 template <int MD, int ND>
@@ -47,7 +47,8 @@ inline void reduce_tile(const vf* acc, vf* out) {
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #pragma GCC unroll 16
   for (int i = 0; i < MD; ++i)
-    out[i] = _mm512_maskz_permutexvar_ps(kAll, _mm512_add_epi32(iota, _mm512_set1_epi32(i * ND)), sums);
+    out[i] = _mm512_maskz_permutexvar_ps(kAll, _mm512_add_epi32(iota, _mm512_set1_epi32(i * ND)),
+                                         sums);
 #elif defined(__AVX2__)
   constexpr int kCount = MD * ND;
   // The same tree over 8 vectors: lane 4t+u holds slot 2u+t.
@@ -108,9 +109,9 @@ inline void step(vf* acc, const float* a, index_t lda, const float* b, index_t l
 
 // C[MD, ND] = epilogue(A[MD, K] · B[ND, K]ᵀ), K summed from a first step of `head`.
 template <int MD, int ND>
-void dot_tile(index_t K, index_t head, const float* __restrict a, index_t lda, const float* __restrict b,
-              index_t ldb, float* c, index_t ldc, float* z, index_t ldz, const float* bias,
-              const TileEpilogue& e) {
+void dot_tile(index_t K, index_t head, const float* __restrict a, index_t lda,
+              const float* __restrict b, index_t ldb, float* c, index_t ldc, float* z, index_t ldz,
+              const float* bias, const TileEpilogue& e) {
   vf acc[MD * ND];
 #pragma GCC unroll 16
   for (int t = 0; t < MD * ND; ++t) acc[t] = vzero();
@@ -169,8 +170,9 @@ void dot_nt(const Problem& p) {
       const index_t m0 = ib * p.M / mb, m1 = (ib + 1) * p.M / mb;
       const index_t n0 = jb * p.N / nb, n1 = (jb + 1) * p.N / nb;
       const DotFn f = dot_for<kDotM>(m1 - m0, n1 - n0);
-      f(p.K, p.k_head, p.A + m0 * p.lda, p.lda, p.B + n0 * p.ldb, p.ldb, p.C + m0 * p.ldc + n0, p.ldc,
-        p.preact ? p.preact + m0 * p.ldz + n0 : nullptr, p.ldz, p.bias ? p.bias + n0 : nullptr, e);
+      f(p.K, p.k_head, p.A + m0 * p.lda, p.lda, p.B + n0 * p.ldb, p.ldb, p.C + m0 * p.ldc + n0,
+        p.ldc, p.preact ? p.preact + m0 * p.ldz + n0 : nullptr, p.ldz,
+        p.bias ? p.bias + n0 : nullptr, e);
     }
   }
 }

@@ -69,18 +69,19 @@ struct Problem {
   Act act;
   float act_param;
   // Dot path: length (< kW) of a first, partial step along K that aligns the loads
-  // of B's rows to the vector size (64 bytes, a cache line, on AVX-512). Taken from the whole problem's B, so every
-  // tile (and every thread's share) sums over K in the same order.
+  // of B's rows to the vector size (64 bytes, a cache line, on AVX-512). Taken
+  // from the whole problem's B, so every tile (and every thread's share) sums
+  // over K in the same order.
   index_t k_head;
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
 // dst[k·ldd + i] = src[i·lds + k] for i < rows, k < cols; zeros for rows <= i < ldd.
-FASTMLP_NOTHROW void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds, index_t rows,
-                    index_t cols);
+FASTMLP_NOTHROW void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds,
+                                    index_t rows, index_t cols);
 // dst[k·ldd + j] = src[k·lds + j] for j < width, k < rows_k; zeros for width <= j < ldd.
-FASTMLP_NOTHROW void pack_copy(float* dst, index_t ldd, const float* src, index_t lds, index_t width,
-               index_t rows_k);
+FASTMLP_NOTHROW void pack_copy(float* dst, index_t ldd, const float* src, index_t lds,
+                               index_t width, index_t rows_k);
 
 // ---- ukernel.cpp -----------------------------------------------------------------
 // One mc×nc block of C for one K block of length kc. A is packed in `panels` row
