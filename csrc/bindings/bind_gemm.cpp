@@ -51,6 +51,7 @@ void gemm(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bo
   require_no_overlap(preact, a, fn, "preact", "a", false);
   require_no_overlap(preact, b, fn, "preact", "b", false);
   require_no_overlap(preact, c, fn, "preact", "c", false);
+  require_no_overlap(preact, bias, fn, "preact", "bias", false);
   const cpu::GemmEpilogue ep = epilogue(bias, act, act_param, preact);
   py::gil_scoped_release nogil;
   cpu::kernels().gemm(c.f32(), c.ld, a.f32(), a.ld, b.f32(), b.ld, s.M, s.N, s.K, trans_a, trans_b, alpha,

@@ -1,0 +1,290 @@
+// GEMM entry point of one instruction set:
+//   C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias)        (see GemmFn in kernels.h)
+// It handles the degenerate shapes, picks a path, splits C between threads when
+// the work pays for them, and runs the BLIS loops of the packed path:
+//   jc over nc columns of C, pc over kc of K (pack B), ic over mc rows (pack A),
+//   then the macro-kernel's loops over register tiles (ukernel.cpp).
+// Paths:
+//   dot     A·Bᵀ with few rows of A (a Linear forward at small batch): dot.cpp,
+//           no packing at all.
+//   packed  everything else. A is always packed (it is small when M is small, and
+//           amortised over N otherwise); B is packed when its panels are reused
+//           across row panels or must be transposed, and read in place otherwise.
+#include <cstdint>
+#include <cstdlib>
+
+#include "cpu/gemm/epilogue.h"
+
+namespace fastmlp::cpu::FASTMLP_ISA {
+namespace gemm_impl {
+namespace {
+
+inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+inline index_t min_i(index_t a, index_t b) { return a < b ? a : b; }
+
+// Packing buffers of one thread. They grow to the largest problem seen and are
+// kept, so steady-state calls neither allocate nor fault in fresh pages.
+struct Workspace {
+  float* data = nullptr;
+  size_t floats = 0;
+  ~Workspace() { std::free(data); }
+  float* get(size_t n) {
+    if (n > floats) {
+      std::free(data);
+      const size_t bytes = (n * sizeof(float) + 4095) / 4096 * 4096;
+      data = static_cast<float*>(std::aligned_alloc(4096, bytes));
+      floats = data ? bytes / sizeof(float) : 0;
+    }
+    return data;
+  }
+};
+thread_local Workspace tls_workspace;
+
+// C = act(beta·C + bias) when K == 0 (alpha·0 as the reference computes it).
+void no_product(const Problem& p) {
+  const float zero = p.alpha * 0.0f;
+  for (index_t m = 0; m < p.M; ++m) {
+    float* c = p.C + m * p.ldc;
+    float* z = p.preact ? p.preact + m * p.ldz : nullptr;
+    for (index_t n = 0; n < p.N; ++n) {
+      float v = zero;
+      if (p.beta != 0.0f) v += p.beta * c[n];
+      if (p.bias) v += p.bias[n];
+      if (z) z[n] = v;
+      c[n] = act_forward(p.act, v, p.act_param);
+    }
+  }
+}
+
+// Plain loops, for when no workspace can be allocated.
+void unpacked(const Problem& p) {
+  for (index_t m = 0; m < p.M; ++m) {
+    float* c = p.C + m * p.ldc;
+    float* z = p.preact ? p.preact + m * p.ldz : nullptr;
+    for (index_t n = 0; n < p.N; ++n) {
+      float acc = 0.0f;
+      for (index_t k = 0; k < p.K; ++k) {
+        const float a = p.trans_a ? p.A[k * p.lda + m] : p.A[m * p.lda + k];
+        const float b = p.trans_b ? p.B[n * p.ldb + k] : p.B[k * p.ldb + n];
+        acc += a * b;
+      }
+      float v = p.alpha * acc;
+      if (p.beta != 0.0f) v += p.beta * c[n];
+      if (p.bias) v += p.bias[n];
+      if (z) z[n] = v;
+      c[n] = act_forward(p.act, v, p.act_param);
+    }
+  }
+}
+
+// Whether B's micro-panels are packed: always when B must be transposed, and when
+// more than one row panel reads them (then a contiguous copy is worth making).
+inline bool packs_b(const Problem& p) { return p.trans_b || p.M > kMC; }
+
+// Rows [m0, m0+mc) and K range [k0, k0+kc) of op(A), as `panels` row panels.
+void pack_a_block(float* dst, const Problem& p, index_t m0, index_t mc, index_t panels, index_t k0,
+                  index_t kc) {
+  for (index_t t = 0; t < panels; ++t) {
+    const index_t r0 = t * mc / panels, h = (t + 1) * mc / panels - r0;
+    if (p.trans_a)
+      pack_copy(dst + r0 * kc, h, p.A + k0 * p.lda + m0 + r0, p.lda, h, kc);
+    else
+      pack_transpose(dst + r0 * kc, h, p.A + (m0 + r0) * p.lda + k0, p.lda, h, kc);
+  }
+}
+
+// Columns [j0, j0+w) (w <= kNR) and K range [k0, k0+kc) of op(B), zero-padded to kNR.
+void pack_b_panel(float* dst, const Problem& p, index_t j0, index_t w, index_t k0, index_t kc) {
+  if (p.trans_b)
+    pack_transpose(dst, kNR, p.B + j0 * p.ldb + k0, p.ldb, w, kc);
+  else
+    pack_copy(dst, kNR, p.B + k0 * p.ldb + j0, p.ldb, w, kc);
+}
+
+void packed(const Problem& p) {
+  const index_t kblocks = ceil_div(p.K, kKC), kc_max = ceil_div(p.K, kblocks);
+  const index_t mblocks = ceil_div(p.M, kMC), mc_max = ceil_div(p.M, mblocks);
+  const index_t nblocks = ceil_div(p.N, kNC);
+  const index_t nc_max = ceil_div(ceil_div(p.N, nblocks), kNR) * kNR;
+  const bool pack_b = packs_b(p);
+  // With a single block of rows, each B panel is packed right before the row panels
+  // use it, while it is hot; otherwise the whole kc×nc block is packed once and
+  // reused by every block of rows.
+  const bool panelwise = mblocks == 1;
+  const index_t a_size = ceil_div(mc_max * kc_max, 16) * 16;
+  const index_t b_size = kc_max * (pack_b && !panelwise ? nc_max : kNR);
+  float* const ws = tls_workspace.get(static_cast<size_t>(a_size + b_size));
+  if (!ws) {  // out of memory
+    unpacked(p);
+    return;
+  }
+  float* const abuf = ws;
+  float* const bbuf = ws + a_size;
+
+  TileEpilogue e;
+  e.alpha = p.alpha;
+  e.mode = act_mode(p.act);
+  e.act = p.act;
+  e.act_param = p.act_param;
+  PackedBlock blk;
+  blk.a = abuf;
+  blk.ldc = p.ldc;
+  blk.ldz = p.ldz;
+
+  for (index_t jb = 0; jb < nblocks; ++jb) {
+    const index_t n0 = jb * p.N / nblocks, nc = (jb + 1) * p.N / nblocks - n0;
+    const index_t q_count = ceil_div(nc, kNR);
+    for (index_t kb = 0; kb < kblocks; ++kb) {
+      const index_t k0 = kb * p.K / kblocks, kc = (kb + 1) * p.K / kblocks - k0;
+      e.beta = kb == 0 ? p.beta : 1.0f;
+      e.read_c = kb > 0 || p.beta != 0.0f;
+      e.final = kb == kblocks - 1;
+      blk.epi = e;
+      blk.kc = kc;
+      blk.rows_outer = kc < 64;
+      float* const z = e.final ? p.preact : nullptr;
+      const float* const bias = e.final ? p.bias : nullptr;
+      if (panelwise) {
+        blk.mc = p.M;
+        blk.panels = ceil_div(p.M, kMR);
+        pack_a_block(abuf, p, 0, p.M, blk.panels, k0, kc);
+        for (index_t q = 0; q < q_count; ++q) {
+          const index_t j0 = n0 + q * kNR, w = min_i(kNR, n0 + nc - j0);
+          if (pack_b || w < kNR) {
+            pack_b_panel(bbuf, p, j0, w, k0, kc);
+            blk.b = bbuf;
+            blk.b_ks = kNR;
+          } else {
+            blk.b = p.B + k0 * p.ldb + j0;
+            blk.b_ks = p.ldb;
+          }
+          blk.b_ps = 0;
+          blk.nc = w;
+          blk.c = p.C + j0;
+          blk.z = z ? z + j0 : nullptr;
+          blk.bias = bias ? bias + j0 : nullptr;
+          macro_kernel(blk);
+        }
+        continue;
+      }
+      for (index_t q = 0; q < q_count; ++q) {
+        const index_t j0 = n0 + q * kNR;
+        pack_b_panel(bbuf + q * kc * kNR, p, j0, min_i(kNR, n0 + nc - j0), k0, kc);
+      }
+      blk.b = bbuf;
+      blk.b_ks = kNR;
+      blk.b_ps = kc * kNR;
+      blk.nc = nc;
+      for (index_t ib = 0; ib < mblocks; ++ib) {
+        const index_t m0 = ib * p.M / mblocks, mc = (ib + 1) * p.M / mblocks - m0;
+        blk.mc = mc;
+        blk.panels = ceil_div(mc, kMR);
+        pack_a_block(abuf, p, m0, mc, blk.panels, k0, kc);
+        blk.c = p.C + m0 * p.ldc + n0;
+        blk.z = z ? z + m0 * p.ldz + n0 : nullptr;
+        blk.bias = bias ? bias + n0 : nullptr;
+        macro_kernel(blk);
+      }
+    }
+  }
+}
+
+// The dot path wins while few rows of A reuse each row of B (no transposing pack
+// to amortise), and when C is too narrow to fill the kNR columns of a tile.
+inline bool use_dot(const Problem& p) {
+  return p.trans_b && !p.trans_a && (p.M <= 48 || p.N < kNR);
+}
+
+void run(const Problem& p, bool dot) {
+  if (dot)
+    dot_nt(p);
+  else
+    packed(p);
+}
+
+// The block of C in rows [m0, m1) and columns [n0, n1), operands offset to match.
+Problem slice(const Problem& p, index_t m0, index_t m1, index_t n0, index_t n1) {
+  Problem s = p;
+  s.C = p.C + m0 * p.ldc + n0;
+  s.A = p.trans_a ? p.A + m0 : p.A + m0 * p.lda;
+  s.B = p.trans_b ? p.B + n0 * p.ldb : p.B + n0;
+  s.bias = p.bias ? p.bias + n0 : nullptr;
+  s.preact = p.preact ? p.preact + m0 * p.ldz + n0 : nullptr;
+  s.M = m1 - m0;
+  s.N = n1 - n0;
+  return s;
+}
+
+// C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias)
+void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+          index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+          const GemmEpilogue& ep) {
+  if (M <= 0 || N <= 0) return;
+  Problem p;
+  p.C = C;
+  p.ldc = ldc;
+  p.A = A;
+  p.lda = lda;
+  p.B = B;
+  p.ldb = ldb;
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.trans_a = trans_a;
+  p.trans_b = trans_b;
+  p.alpha = alpha;
+  p.beta = beta;
+  p.bias = ep.bias;
+  p.preact = ep.preact;
+  p.ldz = ep.ldz;
+  p.act = ep.act;
+  p.act_param = ep.act_param;
+  p.k_head = 0;
+  if (K <= 0) {
+    no_product(p);
+    return;
+  }
+  const bool dot = use_dot(p);
+  // The first step (shorter than a vector) aligns the loads of B's first row to the
+  // vector size, and of all its rows when the row stride is a multiple of it.
+  if (dot)
+    p.k_head = static_cast<index_t>((-reinterpret_cast<std::uintptr_t>(B) & (kW * 4 - 1)) / 4);
+  // Threads split C into independent blocks, in whole register tiles.
+  const index_t mu = dot ? ceil_div(M, kDotM) : ceil_div(M, kMR);
+  const index_t nu = dot ? ceil_div(N, kDotN) : ceil_div(N, kNR);
+  // Work in multiply-adds, plus the epilogue's share (about 8 per element of C,
+  // which matters when K is short); in double, so that huge shapes cannot overflow.
+  const double work = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K + 8);
+  int nt = threads_for(static_cast<index_t>(work < 1e18 ? work : 1e18), index_t(1) << 18);
+  // Split the rows when K is short (then storing C is most of the work, and each
+  // thread streams whole rows) or when there are more of them; otherwise split the
+  // columns, so that no part of B is packed twice.
+  const bool split_n = K < 64 ? mu < nt : nu >= nt && (nu >= mu || nu >= 4 * nt);
+  const index_t units = split_n ? nu : mu;
+  if (nt > units) nt = static_cast<int>(units);
+  if (nt <= 1) {
+    run(p, dot);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    const index_t t = omp_get_thread_num(), count = omp_get_num_threads();
+    const index_t u0 = t * units / count, u1 = (t + 1) * units / count;
+    if (split_n) {
+      const index_t unit = dot ? kDotN : kNR;
+      const index_t n0 = min_i(u0 * unit, N), n1 = min_i(u1 * unit, N);
+      if (n1 > n0) run(slice(p, 0, M, n0, n1), dot);
+    } else {
+      const index_t unit = dot ? kDotM : kMR;
+      const index_t m0 = min_i(u0 * unit, M), m1 = min_i(u1 * unit, M);
+      if (m1 > m0) run(slice(p, m0, m1, 0, N), dot);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace gemm_impl
+
+void fill_gemm(KernelTable& t) { t.gemm = gemm_impl::gemm; }
+
+}  // namespace fastmlp::cpu::FASTMLP_ISA

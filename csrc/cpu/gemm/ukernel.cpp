@@ -1,0 +1,101 @@
+// Register-tiled outer-product micro-kernels (BLIS style) and the loop over the
+// tiles of one packed block. The kernel for this instruction set is
+// ukernel_<isa>_<kMR>x<kNR> (14x32 on AVX-512, 6x16 on AVX2, 4x8 generic);
+// shorter row panels, used to balance the rows of C over panels, get the same
+// kernel with fewer rows, so no work is wasted on padding rows.
+#include "cpu/gemm/epilogue.h"
+
+namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl {
+namespace {
+
+using UkernelFn = void (*)(index_t kc, const float* a, const float* b, index_t b_ks, float* c,
+                           index_t ldc, const float* c_next, float* z, index_t ldz,
+                           const float* bias, int nv, const TileEpilogue& e);
+
+// How far ahead (in rows of B) the kernel prefetches B, which may be read in place
+// with a long row stride that the hardware prefetchers follow poorly.
+constexpr index_t kPrefetchRows = 8;
+
+// C[MR, nv] = epilogue(acc), acc[i][j] = Σ_k a[k·MR + i] · b[k·b_ks + j]   (j < kNR)
+// a: packed A panel (MR rows per k); b: kNR contiguous columns per k; c_next: the
+// tile of C the next call writes (only prefetched).
+template <int MR>
+void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, index_t b_ks,
+             float* c, index_t ldc, const float* c_next, float* z, index_t ldz,
+             const float* bias, int nv, const TileEpilogue& e) {
+  vf acc[MR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < kNV; ++j) acc[i][j] = vzero();
+  // Fetch the next tile of C (its rows have the same stride) while this one computes:
+  // with a short K the stores are what takes the time.
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    __builtin_prefetch(c_next + i * ldc, 1);
+    __builtin_prefetch(c_next + i * ldc + kNR - 1, 1);
+  }
+  for (index_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 4
+    for (int j = 0; j < kNR; j += 16) __builtin_prefetch(b + kPrefetchRows * b_ks + j);
+    vf bv[kNV];
+#pragma GCC unroll 4
+    for (int j = 0; j < kNV; ++j) bv[j] = vload(b + j * kW);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const vf ai = vset1(a[i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < kNV; ++j) acc[i][j] = vfma(ai, bv[j], acc[i][j]);
+    }
+    a += MR;
+    b += b_ks;
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+    store_row<kNV>(c + i * ldc, z ? z + i * ldz : nullptr, bias, acc[i], nv, e);
+  if (e.final && e.mode == ActMode::Pass) act_rows(c, ldc, MR, nv, e.act, e.act_param);
+}
+
+// The kernel for a panel of h rows, 1 <= h <= kMR.
+template <int H = kMR>
+UkernelFn ukernel_for(index_t h) {
+  if constexpr (H == 1) {
+    (void)h;
+    return ukernel<1>;
+  } else {
+    return h == H ? ukernel<H> : ukernel_for<H - 1>(h);
+  }
+}
+
+}  // namespace
+
+void macro_kernel(const PackedBlock& k) {
+  const index_t q_count = (k.nc + kNR - 1) / kNR;
+  // Panel heights differ by at most one: two kernels serve the whole block.
+  const index_t h_lo = k.mc / k.panels;
+  const UkernelFn f_lo = ukernel_for(h_lo);
+  const UkernelFn f_hi = h_lo < kMR ? ukernel_for(h_lo + 1) : f_lo;
+  const index_t outer = k.rows_outer ? k.panels : q_count;
+  const index_t inner = k.rows_outer ? q_count : k.panels;
+  for (index_t o = 0; o < outer; ++o) {
+    for (index_t in = 0; in < inner; ++in) {
+      const index_t p = k.rows_outer ? o : in;
+      const index_t q = k.rows_outer ? in : o;
+      const index_t r0 = p * k.mc / k.panels;
+      const index_t h = (p + 1) * k.mc / k.panels - r0;
+      const index_t n0 = q * kNR;
+      const int nv = static_cast<int>(k.nc - n0 < kNR ? k.nc - n0 : kNR);
+      float* const c = k.c + r0 * k.ldc + n0;
+      const float* c_next = c;
+      if (k.rows_outer && q + 1 < q_count)
+        c_next = c + kNR;
+      else if (!k.rows_outer && p + 1 < k.panels)
+        c_next = c + h * k.ldc;
+      const UkernelFn f = h == h_lo ? f_lo : f_hi;
+      f(k.kc, k.a + r0 * k.kc, k.b + q * k.b_ps, k.b_ks, c, k.ldc, c_next,
+        k.z ? k.z + r0 * k.ldz + n0 : nullptr, k.ldz, k.bias ? k.bias + n0 : nullptr, nv, k.epi);
+    }
+  }
+}
+
+}  // namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl
