@@ -179,10 +179,11 @@ class BatchSampler(Sampler[list]):
 
     def __iter__(self) -> Iterator[list]:
         for idx in self._index_batches():
-            yield idx.tolist()
+            yield idx.tolist() if isinstance(idx, np.ndarray) else idx
 
-    def _index_batches(self) -> Iterator[np.ndarray]:
-        """The epoch's batches as int64 arrays (views into one array when the sampler can give it whole)."""
+    def _index_batches(self) -> Iterator:
+        """The epoch's batches: int64 array views into one array when the sampler can give its whole
+        epoch at once, else lists of whatever the sampler yields."""
         order = epoch_indices(self.sampler)
         bs = self.batch_size
         if order is not None:
@@ -195,10 +196,10 @@ class BatchSampler(Sampler[list]):
         for i in self.sampler:
             batch.append(i)
             if len(batch) == bs:
-                yield np.asarray(batch, dtype=np.int64)
+                yield batch
                 batch = []
         if batch and not self.drop_last:
-            yield np.asarray(batch, dtype=np.int64)
+            yield batch
 
     def __len__(self) -> int:
         n = len(self.sampler)  # type: ignore[arg-type]
