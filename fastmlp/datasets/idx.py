@@ -12,7 +12,7 @@ import gzip
 import os
 import struct
 import zlib
-from typing import BinaryIO, Union
+from typing import Union
 
 import numpy as np
 
@@ -28,19 +28,16 @@ class IdxError(ValueError):
     """An idx file is missing parts, has a bad header, or is corrupted; the message names the file."""
 
 
-def _is_gzip(path: str) -> bool:
+def _contents(path: str) -> tuple[bytes, str]:
+    """The file's bytes, gunzipped when it starts with the gzip magic; and a name for the kind of file."""
     with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
-
-
-def _read_exact(f: BinaryIO, out: memoryview) -> int:
-    got = 0
-    while got < len(out):
-        n = f.readinto(out[got:])
-        if not n:
-            break
-        got += n
-    return got
+        blob = f.read()
+    if blob[:2] != b"\x1f\x8b":
+        return blob, "idx file"
+    try:
+        return gzip.decompress(blob), "gzip-compressed idx file"
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise IdxError(f"'{path}': the gzip data is corrupted or truncated ({e})") from None
 
 
 def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
@@ -52,48 +49,37 @@ def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"idx file not found: '{path}'")
-    compressed = _is_gzip(path)
-    what = "gzip-compressed idx file" if compressed else "idx file"
-    try:
-        f = gzip.open(path, "rb") if compressed else open(path, "rb")
-        with f:
-            head = f.read(4)
-            if len(head) < 4:
-                raise IdxError(f"'{path}': the {what} is truncated: it has {len(head)} bytes, and the header alone "
-                               "needs 4")
-            zero, code, ndim = struct.unpack(">HBB", head)
-            if zero != 0 or code not in _TYPES or ndim == 0:
-                raise IdxError(f"'{path}': not an idx file: its magic number is 0x{head.hex()} (an idx file starts "
-                               "with 0x0000, a type code 08/09/0B/0C/0D/0E and the number of dimensions, e.g. "
-                               "0x00000803 for MNIST images)")
-            raw_dims = f.read(4 * ndim)
-            if len(raw_dims) < 4 * ndim:
-                raise IdxError(f"'{path}': the {what} is truncated inside its header: {ndim} dimensions need "
-                               f"{4 * ndim} bytes after the magic number, the file has {len(raw_dims)}")
-            dims = struct.unpack(f">{ndim}I", raw_dims)
-            count = 1
-            for d in dims:
-                count *= d
-            if count > _MAX_ELEMENTS:
-                raise IdxError(f"'{path}': the header claims dimensions {list(dims)} ({count} elements), which is "
-                               "not plausible; the file is corrupted")
-            dtype = _TYPES[code]
-            out = np.empty(count, dtype=dtype)
-            need = count * dtype.itemsize
-            got = _read_exact(f, memoryview(out.view(np.uint8)))
-            if got < need:
-                raise IdxError(f"'{path}': the {what} is truncated: its header says {list(dims)} {dtype.name} "
-                               f"({need} data bytes) but only {got} follow the header")
-            extra = len(f.read(1 << 16))
-            if extra:
-                raise IdxError(f"'{path}': the {what} has more data than its header says ({list(dims)} "
-                               f"{dtype.name}, {need} bytes); it is corrupted or not what its header describes")
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise IdxError(f"'{path}': the gzip data is corrupted or truncated ({e})") from None
-    out = out.reshape(dims)
-    if dtype.byteorder == ">":
-        out = out.astype(dtype.newbyteorder("="))
-    return out
+    blob, what = _contents(path)
+    head = blob[:4]
+    if len(head) < 4:
+        raise IdxError(f"'{path}': the {what} is truncated: it has {len(head)} bytes, and the header alone needs 4")
+    zero, code, ndim = struct.unpack(">HBB", head)
+    if zero != 0 or code not in _TYPES or ndim == 0:
+        raise IdxError(f"'{path}': not an idx file: its magic number is 0x{head.hex()} (an idx file starts with "
+                       "0x0000, a type code 08/09/0B/0C/0D/0E and the number of dimensions, e.g. 0x00000803 for "
+                       "MNIST images)")
+    header = 4 + 4 * ndim
+    if len(blob) < header:
+        raise IdxError(f"'{path}': the {what} is truncated inside its header: {ndim} dimensions need {4 * ndim} "
+                       f"bytes after the magic number, the file has {len(blob) - 4}")
+    dims = struct.unpack(f">{ndim}I", blob[4:header])
+    count = 1
+    for d in dims:
+        count *= d
+    if count > _MAX_ELEMENTS:
+        raise IdxError(f"'{path}': the header claims dimensions {list(dims)} ({count} elements), which is not "
+                       "plausible; the file is corrupted")
+    dtype = _TYPES[code]
+    need = count * dtype.itemsize
+    got = len(blob) - header
+    if got < need:
+        raise IdxError(f"'{path}': the {what} is truncated: its header says {list(dims)} {dtype.name} "
+                       f"({need} data bytes) but only {got} follow the header")
+    if got > need:
+        raise IdxError(f"'{path}': the {what} has more data than its header says ({list(dims)} {dtype.name}, "
+                       f"{need} bytes; {got} follow the header); it is corrupted or not what its header describes")
+    out = np.frombuffer(blob, dtype=dtype, count=count, offset=header).reshape(dims)
+    return out.astype(dtype.newbyteorder("="))  # a writable copy in native byte order
 
 
 def write_idx(path: Union[str, os.PathLike], array: np.ndarray, compress: bool = False) -> None:

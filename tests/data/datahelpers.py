@@ -56,7 +56,9 @@ def real_mnist_root() -> Optional[Path]:
     candidates = []
     if os.environ.get("FASTMLP_DATA"):
         candidates.append(Path(os.environ["FASTMLP_DATA"]))
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist")
+    repo = Path(__file__).resolve().parents[2]
+    # ../shared/data/mnist beside the repository (checked further up too, for nested checkouts)
+    candidates += [up / "shared" / "data" / "mnist" for up in repo.parents]
     for c in candidates:
         for sub in (c, c / "MNIST" / "raw", c / "MNIST"):
             if any((sub / n).exists() for n in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")):
