@@ -6,8 +6,8 @@ learning-rate schedule) and a progress bar, returning a ``History``;
 matrix; ``plot_history`` and ``plot_confusion_matrix`` write PNGs (with matplotlib).
 """
 from .callbacks import Callback, EarlyStopping, EpochLogger, FitState, LRSchedulerCallback, ModelCheckpoint
-from .evaluate import EvalResult, evaluate, format_class_report
-from .fit import fit
+from .evaluation import EvalResult, evaluate, format_class_report
+from .loop import fit
 from .history import History
 from .mlp import CheckpointMismatchError, build_mlp, load_mlp_checkpoint
 from .plots import plot_confusion_matrix, plot_history

@@ -3,8 +3,10 @@
 Each epoch: ``model.train()``, one pass over the training loader (zero_grad,
 forward, loss, backward, step), then — with a validation loader — ``evaluate``
 in eval mode without gradients, then the callbacks (checkpoints, early stopping,
-the scheduler). The per-step work lives in ``_train_epoch`` alone, so a faster
-implementation of one epoch can replace it without touching the rest.
+the scheduler). The per-step work lives in ``_train_epoch`` alone, and ``fit``
+looks it up in this module at every epoch, so a faster implementation of one
+epoch can replace it (``fastmlp.train.loop._train_epoch = ...``) without
+touching the rest.
 
 Ctrl-C stops the run cleanly: the epoch in progress is abandoned, the callbacks'
 ``on_train_end`` still run (restoring the best weights, for instance), and
@@ -18,7 +20,7 @@ import time
 from typing import Callable, Iterable, Optional
 
 from .callbacks import Callback, FitState, LRSchedulerCallback
-from .evaluate import _pair, evaluate, model_device
+from .evaluation import _pair, evaluate, model_device
 from .history import History
 from .progress import make_progress
 
