@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -32,6 +33,9 @@ def test_first_mirror_missing_second_good(tmp_path):
     assert out == str(tmp_path / "dest" / "f.gz")
     assert (tmp_path / "dest" / "f.gz").read_bytes() == payload
     assert [p.name for p in (tmp_path / "dest").iterdir()] == ["f.gz"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "dest" / "f.gz").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_recompressed_file_accepted_by_content_checksum(tmp_path):
