@@ -144,8 +144,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"Interrupted after {len(history)} complete epoch(s).")
     if len(history) and args.plot != "":
         plot_path = args.plot or os.path.splitext(args.checkpoint)[0] + "-history.png"
-        if plot_history(history, plot_path, title=f"{DATASETS[args.dataset]} MLP "
-                                                             + "-".join(map(str, [784, *args.hidden, arch["out_features"]]))):
+        sizes = "-".join(str(n) for n in [arch["in_features"], *args.hidden, arch["out_features"]])
+        if plot_history(history, plot_path, title=f"{DATASETS[args.dataset]} MLP {sizes}"):
             print(f"History plot: {plot_path}")
     if checkpoint.last_saved is None:
         print("No checkpoint was saved (no complete epoch).")

@@ -30,7 +30,7 @@ import numpy as np
 from ...random import Generator
 from .collate import collate, default_collate, default_convert
 from .dataset import Dataset, IterableDataset
-from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, _check_positive_int, index_batches
+from .sampler import BatchSampler, RandomSampler, SequentialSampler, _check_positive_int, index_batches
 
 __all__ = ["DataLoader", "get_worker_info"]
 

@@ -26,7 +26,8 @@ T_co = TypeVar("T_co", covariant=True)
 
 
 class Sampler(Generic[T_co]):
-    """Base class of samplers (``torch.utils.data.Sampler``): subclasses define ``__iter__`` (and usually ``__len__``)."""
+    """Base class of samplers (``torch.utils.data.Sampler``): subclasses define ``__iter__``
+    (and usually ``__len__``)."""
 
     def __init__(self, data_source: Optional[Sized] = None) -> None:
         pass
