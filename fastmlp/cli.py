@@ -82,6 +82,20 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _check_device(spec: str):
+    """The device named on the command line; CommandError when it is unknown or not usable here."""
+    import fastmlp
+
+    try:
+        dev = fastmlp.device(spec)
+    except (ValueError, RuntimeError) as e:
+        raise CommandError(f"--device {spec}: {e}") from None
+    if dev.type == "cuda" and not fastmlp.cuda.is_available():
+        raise CommandError(f"--device {spec}: CUDA is not available: {fastmlp.cuda.why_unavailable()}; "
+                           "use --device cpu")
+    return dev
+
+
 def _make_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float):
     from . import optim
 
@@ -100,6 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train.mlp import build_mlp, load_mlp_checkpoint, mlp_checkpoint_extra
     from .utils.data import DataLoader, Subset, SubsetRandomSampler
 
+    _check_device(args.device)
     if args.threads:
         fastmlp.set_num_threads(args.threads)
     fastmlp.manual_seed(args.seed)
@@ -180,6 +195,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.checkpoint):
         raise CommandError(f"no such checkpoint: '{args.checkpoint}'")
+    _check_device(args.device)
     arch = {"activation": args.activation} if args.activation else None
     model, info = load_mlp_checkpoint(args.checkpoint, arch)
     dataset = args.dataset or info.get("dataset") or "mnist"

@@ -157,6 +157,14 @@ def test_evaluate_inconsistent_checkpoint_names_keys_and_shapes(mnist_dir, tmp_p
     assert "'0.weight': checkpoint [32, 784] vs model [16, 784]" in err
 
 
+def test_unusable_device_is_a_clear_error(mnist_dir, tmp_path, capsys):
+    assert cli.main(train_args(mnist_dir, tmp_path, "--device", "tpu")) == 2
+    assert "--device tpu: unknown device type 'tpu'" in capsys.readouterr().err
+    if not fastmlp.cuda.is_available():
+        assert cli.main(train_args(mnist_dir, tmp_path, "--device", "cuda")) == 2
+        assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
 def test_evaluate_missing_checkpoint(tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path / "nope.pt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
