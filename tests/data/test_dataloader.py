@@ -282,6 +282,18 @@ def test_dict_keyed_dataset_with_custom_sampler():
     assert [b.tolist() for b in dl] == [[3.0, 1.0], [2.0]]
 
 
+def test_pytorch_getitems_protocol_is_used():
+    class Many(ListDataset):
+        def __getitems__(self, keys):
+            self.asked = getattr(self, "asked", []) + [list(keys)]
+            return [self.samples[k] for k in keys]
+
+    ds = Many([(float(i), i) for i in range(5)])
+    out = list(DataLoader(ds, batch_size=3))
+    assert ds.asked == [[0, 1, 2], [3, 4]] and ds.calls == 0
+    assert out[1][0].tolist() == [3.0, 4.0] and out[1][1].tolist() == [3, 4]
+
+
 # ---- iteration protocol ---------------------------------------------------------------------------
 def test_iterator_supports_next_method_and_len():
     dl = DataLoader(TensorDataset(*arrays(n=9)), batch_size=4)

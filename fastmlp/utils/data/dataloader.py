@@ -7,8 +7,9 @@ Same arguments, defaults and argument checks as PyTorch's. How a batch is made:
   go to it as one int64 array and it gathers the whole batch with one vectorised
   index operation. The epoch's order comes from the sampler as one array, so the
   per-batch cost is a slice, the gather and two tensor wrappers.
-* Otherwise each sample is fetched with ``dataset[i]`` and the list is collated
-  (``default_collate`` unless ``collate_fn`` is given).
+* Otherwise each sample is fetched with ``dataset[i]`` (or the whole list with
+  the dataset's ``__getitems__(indices)``, as PyTorch does) and the list is
+  collated (``default_collate`` unless ``collate_fn`` is given).
 
 ``num_workers > 0`` prefetches batches of the per-sample path on a pool of
 ``num_workers`` threads, ``prefetch_factor`` batches per thread ahead; batches
@@ -183,16 +184,22 @@ class DataLoader(Generic[T_co]):
             yield getbatch(idx)
 
     def _fetcher(self) -> Callable:
+        """Batch keys -> collated batch, one sample at a time (or through PyTorch's ``__getitems__``)."""
         ds = self.dataset
         collate_fn = self.collate_fn
+        getitems = getattr(ds, "__getitems__", None)
+
+        def samples(keys: list) -> list:
+            return getitems(keys) if getitems is not None else [ds[i] for i in keys]
+
         if collate_fn is default_collate:
             def fetch(idx):
                 keys = idx.tolist() if isinstance(idx, np.ndarray) else list(idx)
-                return collate([ds[i] for i in keys], keys)
+                return collate(samples(keys), keys)
         else:
             def fetch(idx):
                 keys = idx.tolist() if isinstance(idx, np.ndarray) else list(idx)
-                return collate_fn([ds[i] for i in keys])
+                return collate_fn(samples(keys))
         return fetch
 
     def _stream_batches(self) -> Iterator:
