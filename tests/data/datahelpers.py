@@ -57,7 +57,7 @@ def real_mnist_root() -> Optional[Path]:
     if os.environ.get("FASTMLP_DATA"):
         candidates.append(Path(os.environ["FASTMLP_DATA"]))
     repo = Path(__file__).resolve().parents[2]
-    # ../shared/data/mnist beside the repository (checked further up too, for nested checkouts)
+    # ../shared/data/mnist beside the repository (or beside one of its parent folders)
     candidates += [up / "shared" / "data" / "mnist" for up in repo.parents]
     for c in candidates:
         for sub in (c, c / "MNIST" / "raw", c / "MNIST"):
