@@ -98,6 +98,13 @@ def test_early_stopping_and_sgd_options(mnist_dir, tmp_path, capsys):
     assert "early stopping" in out and "epoch 3/5" not in out
 
 
+def test_without_validation_the_training_loss_picks_the_checkpoint(mnist_dir, tmp_path, capsys):
+    assert cli.main(train_args(mnist_dir, tmp_path, "--val-fraction", "0", "--epochs", "2", "--no-plot")) == 0
+    out = capsys.readouterr().out
+    assert "200 training, 0 validation" in out and "train_loss decreased (inf --> " in out
+    assert "val_loss" not in out
+
+
 def test_fashion_mnist_report_uses_class_names(tmp_path, capsys):
     rng = np.random.default_rng(1)
     folder = tmp_path / "data" / "FashionMNIST" / "raw"
