@@ -118,9 +118,9 @@ class MNIST(Dataset):
 
     def _how_to_provide(self, offer_download: bool = True) -> str:
         files = ", ".join(f + ".gz" for f in _ALL_FILES)
+        where = " or ".join(self.mirrors) if self.mirrors else "the dataset's website"
         last = (f"download them: download=True (on the command line: leave out --no-download) fetches them from "
-                f"{self.mirrors[0]} or its mirrors" if offer_download else
-                f"download them yourself from {self.mirrors[0]} (or {', '.join(self.mirrors[1:])})")
+                f"{where}" if offer_download else f"download them yourself from {where}")
         return (f"To provide {type(self).__name__}, do one of:\n"
                 f"  - put the four idx files {files} (or their uncompressed versions) in one of those folders;\n"
                 f"  - point {DATA_ENV} at a folder that holds them (export {DATA_ENV}=/path/to/folder), or pass "
