@@ -33,6 +33,7 @@ from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, s
 from .serialization import load, save
 
 from . import autograd, backends, cuda, nn, optim  # noqa: E402  (after the core names they use)
+from . import utils, datasets, transforms, train  # noqa: E402  (data loading and training loops)
 
 __version__ = _C.__version__
 

@@ -1,0 +1,162 @@
+"""``fit``: the training loop of a PyTorch tutorial, with validation, callbacks and a progress bar.
+
+Each epoch: ``model.train()``, one pass over the training loader (zero_grad,
+forward, loss, backward, step), then — with a validation loader — ``evaluate``
+in eval mode without gradients, then the callbacks (checkpoints, early stopping,
+the scheduler). The per-step work lives in ``_train_epoch`` alone, and ``fit``
+looks it up in this module at every epoch, so a faster implementation of one
+epoch can replace it (``fastmlp.train.loop._train_epoch = ...``) without
+touching the rest.
+
+Ctrl-C stops the run cleanly: the epoch in progress is abandoned, the callbacks'
+``on_train_end`` still run (restoring the best weights, for instance), and
+``fit`` returns the history so far with ``history.interrupted = True``. The last
+checkpoint written is intact, since checkpoints are saved atomically.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Iterable, Optional
+
+from .callbacks import Callback, FitState, LRSchedulerCallback
+from .evaluation import _pair, evaluate, model_device
+from .history import History
+from .progress import make_progress
+
+__all__ = ["fit"]
+
+
+def _train_epoch(model, loss_fn: Callable, optimizer, loader: Iterable, device, bar) -> tuple[float, int, int]:
+    """One pass over `loader`; returns (sum of loss * batch size, samples, steps).
+
+    This is the whole per-step cost of ``fit``: keep it lean. `device` is where to
+    move each batch (None: leave it where it is); `bar.update` is called every step
+    and redraws at most a few times a second.
+    """
+    zero_grad = optimizer.zero_grad
+    step = optimizer.step
+    update = bar.update
+    loss_sum = 0.0
+    samples = 0
+    steps = 0
+    for batch in loader:
+        inputs, targets = _pair(batch, "fit")
+        if device is not None:
+            inputs = inputs.to(device)
+            targets = targets.to(device)
+        zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        step()
+        n = len(inputs)
+        loss_sum += loss.item() * n
+        samples += n
+        steps += 1
+        update(steps, loss_sum, samples)
+    return loss_sum, samples, steps
+
+
+def _loader_len(loader) -> Optional[int]:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader: Optional[Iterable] = None,
+        epochs: int = 1, scheduler=None, callbacks: Iterable[Callback] = (), progress: bool = True, *,
+        device=None, monitor: Optional[str] = None) -> History:
+    """Train `model` for `epochs` epochs and return the per-epoch History (Keras's ``model.fit``).
+
+    Args:
+        model: a ``fastmlp.nn.Module``.
+        loss_fn: called as ``loss_fn(model(inputs), targets)``; returns the batch's mean loss.
+        optimizer: a ``fastmlp.optim`` optimizer over the model's parameters.
+        train_loader: yields ``(inputs, targets)`` batches.
+        val_loader: evaluated after every epoch (``val_loss``, and ``val_accuracy`` for classifiers).
+        epochs: number of passes over train_loader.
+        scheduler: a learning-rate scheduler stepped once per epoch; ReduceLROnPlateau is
+            given the monitored value.
+        callbacks: EarlyStopping, ModelCheckpoint, EpochLogger or your own Callback objects.
+        progress: show a progress bar per epoch (only when stderr is a terminal).
+        device: where to move each batch; default: the device of the model's parameters.
+        monitor: the value ReduceLROnPlateau sees; default ``val_loss`` with a validation
+            loader, else ``train_loss``.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"fit: epochs must be a non-negative integer; got {epochs!r}")
+    if _loader_len(train_loader) == 0:
+        raise ValueError("fit: train_loader yields no batches: its dataset is empty (or drop_last dropped the "
+                         "only, partial batch)")
+    if val_loader is not None and _loader_len(val_loader) == 0:
+        raise ValueError("fit: val_loader yields no batches: its dataset is empty")
+    dev = device if device is not None else model_device(model)
+    move = dev if dev is not None and getattr(dev, "type", "cpu") != "cpu" else None
+    history = History()
+    metrics = ["epoch", "train_loss"] + (["val_loss", "val_accuracy"] if val_loader is not None else []) + \
+        ["lr", "time", "samples_per_s"]
+    state = FitState(model=model, optimizer=optimizer, epochs=epochs, history=history, metrics=metrics)
+    cbs = list(callbacks)
+    if scheduler is not None:
+        cbs.append(LRSchedulerCallback(scheduler, monitor or ("val_loss" if val_loader is not None else "train_loss")))
+    for cb in cbs:
+        cb.on_train_begin(state)
+    was_training = getattr(model, "training", True)
+    bar = None
+    try:
+        for epoch in range(1, epochs + 1):
+            state.epoch = epoch
+            for cb in cbs:
+                cb.on_epoch_begin(state)
+            lr = optimizer.param_groups[0]["lr"] if getattr(optimizer, "param_groups", None) else None
+            bar = make_progress(_loader_len(train_loader), f"Epoch {epoch}/{epochs}", enabled=progress,
+                                unit="batch")
+            start = time.perf_counter()
+            model.train()
+            try:
+                loss_sum, samples, steps = _train_epoch(model, loss_fn, optimizer, train_loader, move, bar)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                if hasattr(e, "add_note"):
+                    e.add_note(f"(raised while training epoch {epoch}/{epochs} in fastmlp.train.fit)")
+                raise
+            train_time = time.perf_counter() - start
+            if steps == 0:
+                raise ValueError("fit: train_loader yielded no batches in epoch "
+                                 f"{epoch}: its dataset is empty (or exhausted, for an iterator)")
+            logs: dict = {"epoch": epoch, "train_loss": loss_sum / samples}
+            summary = f"loss={logs['train_loss']:.4f}"
+            if val_loader is not None:
+                res = evaluate(model, val_loader, loss_fn, device=dev)
+                logs["val_loss"] = res.loss
+                logs["val_accuracy"] = res.accuracy
+                summary += f", val_loss={res.loss:.4f}"
+                if res.accuracy is not None:
+                    summary += f", val_acc={100 * res.accuracy:.2f}%"
+            logs["lr"] = lr
+            logs["time"] = time.perf_counter() - start
+            logs["samples_per_s"] = samples / train_time if train_time > 0 else float("inf")
+            bar.close(summary + f", {logs['samples_per_s']:,.0f} samples/s")
+            bar = None
+            history.append(logs)
+            for cb in cbs:
+                cb.on_epoch_end(state, logs)
+            if state.stop_training:
+                break
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close("interrupted")
+            bar = None
+        state.interrupted = True
+        history.interrupted = True
+        print(f"\nTraining interrupted during epoch {state.epoch}/{epochs}; stopping. "
+              f"{len(history)} complete epoch(s) recorded.", file=sys.stderr, flush=True)
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    for cb in cbs:
+        cb.on_train_end(state)
+    return history

@@ -1,0 +1,220 @@
+"""The command line: `fastmlp train`, `fastmlp evaluate`, `fastmlp bench`, on small MNIST-format files
+written here (the real-MNIST accuracy is tested in tests/train)."""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import cli
+from fastmlp.datasets import MNIST, FashionMNIST
+from fastmlp.train.mlp import build_mlp, mlp_checkpoint_extra
+
+
+def write_idx_gz(path: Path, a: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">BBBB", 0, 0, 0x08, a.ndim) + b"".join(struct.pack(">I", d) for d in a.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + a.astype(np.uint8).tobytes())
+
+
+def learnable_split(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose label is written as a bright band in row 2*label, so a small MLP can learn them."""
+    y = rng.integers(0, 10, size=n).astype(np.uint8)
+    x = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(y):
+        x[i, 2 * label: 2 * label + 2, :] = 250
+    return x, y
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mnist"
+    for prefix, n in (("train", 200), ("t10k", 60)):
+        x, y = learnable_split(n, rng)
+        write_idx_gz(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx_gz(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return folder
+
+
+def train_args(data, tmp_path, *extra):
+    return ["train", "--data", str(data), "--hidden", "32", "--epochs", "3", "--batch-size", "10",
+            "--optimizer", "adam", "--checkpoint", str(tmp_path / "ck.pt"), "--no-progress", "--no-download",
+            "--plot", str(tmp_path / "history.png"), *extra]
+
+
+def test_train_prints_epochs_checkpoints_and_the_per_class_table(mnist_dir, tmp_path, capsys):
+    assert cli.main(train_args(mnist_dir, tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "Linear(in_features=784, out_features=32, bias=True)" in out
+    assert "160 training, 40 validation, 60 test images" in out
+    for e in (1, 2, 3):
+        assert f"epoch {e}/3  train_loss " in out
+    assert "Validation loss decreased (inf --> " in out and "Saving model ..." in out
+    assert "Test Loss: " in out and "Test Accuracy of     0: " in out and "Test Accuracy (Overall): " in out
+    assert "Test accuracy: " in out
+    ckpt = fastmlp.load(tmp_path / "ck.pt")
+    assert ckpt["arch"] == {"in_features": 784, "hidden": [32], "out_features": 10, "activation": "relu",
+                            "dropout": 0.2}
+    assert ckpt["dataset"] == "mnist" and 1 <= ckpt["epoch"] <= 3
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not (tmp_path / "history.png").exists()
+    else:
+        assert f"History plot: {tmp_path / 'history.png'}" in out
+        assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_a_checkpoint_reports_the_same_test_accuracy(mnist_dir, tmp_path, capsys):
+    cli.main(train_args(mnist_dir, tmp_path, "--no-plot"))
+    trained = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Test accuracy: ")]
+    assert cli.main(["evaluate", str(tmp_path / "ck.pt"), "--data", str(mnist_dir), "--no-download"]) == 0
+    out = capsys.readouterr().out
+    assert "MLP 784-32-10 (relu) on the MNIST test set" in out
+    assert [ln for ln in out.splitlines() if ln.startswith("Test accuracy: ")] == trained
+
+
+def test_training_learns_the_easy_problem(mnist_dir, tmp_path, capsys):
+    assert cli.main(train_args(mnist_dir, tmp_path, "--epochs", "6", "--no-plot")) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Test accuracy: ")][0]
+    assert float(line.split()[2].rstrip("%")) > 80
+
+
+def test_early_stopping_and_sgd_options(mnist_dir, tmp_path, capsys):
+    rc = cli.main(train_args(mnist_dir, tmp_path, "--optimizer", "sgd", "--lr", "0", "--momentum", "0.9",
+                             "--patience", "1", "--epochs", "5", "--no-plot"))
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "early stopping" in out and "epoch 3/5" not in out
+
+
+def test_without_validation_the_training_loss_picks_the_checkpoint(mnist_dir, tmp_path, capsys):
+    assert cli.main(train_args(mnist_dir, tmp_path, "--val-fraction", "0", "--epochs", "2", "--no-plot")) == 0
+    out = capsys.readouterr().out
+    assert "200 training, 0 validation" in out and "train_loss decreased (inf --> " in out
+    assert "val_loss" not in out
+
+
+def test_fashion_mnist_report_uses_class_names(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "data" / "FashionMNIST" / "raw"
+    for prefix, n in (("train", 50), ("t10k", 30)):
+        x, y = learnable_split(n, rng)
+        write_idx_gz(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx_gz(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    args = train_args(tmp_path / "data", tmp_path, "--dataset", "fashion-mnist", "--epochs", "1", "--no-plot")
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "Test Accuracy of Ankle boot: " in out and FashionMNIST.classes[0] in out
+
+
+def test_missing_data_explains_how_to_provide_it(tmp_path, capsys):
+    rc = cli.main(["train", "--data", str(tmp_path / "empty"), "--no-download", "--epochs", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastmlp train: error: MNIST training images not found")
+    assert "FASTMLP_DATA" in err and "--data FOLDER" in err and "train-images-idx3-ubyte.gz" in err
+    assert "leave out --no-download" in err
+
+
+def test_unreachable_mirrors_explain_how_to_provide_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(MNIST, "mirrors", [(tmp_path / "offline").as_uri() + "/"])
+    rc = cli.main(["train", "--data", str(tmp_path / "d"), "--epochs", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "could not download train-images-idx3-ubyte.gz" in err and "FASTMLP_DATA" in err
+    assert "download them yourself" in err
+
+
+def test_data_folder_defaults_to_fastmlp_data(mnist_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FASTMLP_DATA", str(mnist_dir))
+    args = [a for a in train_args(mnist_dir, tmp_path, "--epochs", "1", "--no-plot")]
+    i = args.index("--data")
+    del args[i:i + 2]
+    assert cli.main(args) == 0
+    assert f"from {mnist_dir}" in capsys.readouterr().out
+
+
+def test_evaluate_rejects_a_checkpoint_for_another_problem(mnist_dir, tmp_path, capsys):
+    arch = {"in_features": 784, "hidden": [8], "out_features": 5}
+    fastmlp.save({**mlp_checkpoint_extra(arch), "state_dict": build_mlp(**arch).state_dict()}, tmp_path / "m5.pt")
+    assert cli.main(["evaluate", str(tmp_path / "m5.pt"), "--data", str(mnist_dir), "--no-download"]) == 2
+    assert "has 5 outputs but MNIST has 10 classes" in capsys.readouterr().err
+    fastmlp.save(build_mlp(100, [8], 10).state_dict(), tmp_path / "small.pt")
+    assert cli.main(["evaluate", str(tmp_path / "small.pt"), "--data", str(mnist_dir)]) == 2
+    assert "a model for 100 inputs" in capsys.readouterr().err
+
+
+def test_evaluate_inconsistent_checkpoint_names_keys_and_shapes(mnist_dir, tmp_path, capsys):
+    arch = {"in_features": 784, "hidden": [16], "out_features": 10}
+    fastmlp.save({**mlp_checkpoint_extra(arch), "state_dict": build_mlp(784, [32], 10).state_dict()},
+                 tmp_path / "bad.pt")
+    assert cli.main(["evaluate", str(tmp_path / "bad.pt"), "--data", str(mnist_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "'0.weight': checkpoint [32, 784] vs model [16, 784]" in err
+
+
+def test_unusable_device_is_a_clear_error(mnist_dir, tmp_path, capsys):
+    assert cli.main(train_args(mnist_dir, tmp_path, "--device", "tpu")) == 2
+    assert "--device tpu: unknown device type 'tpu'" in capsys.readouterr().err
+    if not fastmlp.cuda.is_available():
+        assert cli.main(train_args(mnist_dir, tmp_path, "--device", "cuda")) == 2
+        assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+
+
+def test_evaluate_missing_checkpoint(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path / "nope.pt")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_still_reports(mnist_dir, tmp_path, capsys, monkeypatch):
+    from fastmlp.train import loop
+
+    real = loop._train_epoch
+    calls = []
+
+    def interrupt_second_epoch(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(loop, "_train_epoch", interrupt_second_epoch)
+    assert cli.main(train_args(mnist_dir, tmp_path, "--no-plot")) == 130
+    out = capsys.readouterr().out
+    assert "Interrupted after 1 complete epoch(s)." in out and "(epoch 1)" in out and "Test accuracy: " in out
+    assert fastmlp.load(tmp_path / "ck.pt")["epoch"] == 1
+
+
+def test_bench_dispatches_to_the_benchmark_module(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "kernels", "--help"])
+    assert e.value.code == 0
+    assert "--quick" in capsys.readouterr().out
+    assert cli.main(["bench", "nope"]) == 2
+    assert "unknown benchmark 'nope'; choose from kernels" in capsys.readouterr().err
+
+
+def test_python_dash_m_fastmlp_train(mnist_dir, tmp_path):
+    env = dict(os.environ, FASTMLP_DATA=str(mnist_dir))
+    out = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--hidden", "16", "--epochs", "1",
+                          "--batch-size", "20", "--checkpoint", str(tmp_path / "m.pt"), "--no-plot"],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=tempfile.gettempdir())
+    assert out.returncode == 0, out.stderr
+    assert "epoch 1/1" in out.stdout and "Test Accuracy (Overall)" in out.stdout
+    assert out.stderr == ""  # no progress bar: stderr is not a terminal
+
+
+def test_info_is_still_there(capsys):
+    assert cli.main(["info"]) == 0
+    assert capsys.readouterr().out.startswith(f"fastmlp {fastmlp.__version__}")
