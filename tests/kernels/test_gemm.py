@@ -212,6 +212,23 @@ def test_same_bits_on_every_thread_count(isa, rng, m, n, k):
         _C.set_num_threads(previous)
 
 
+@pytest.mark.parametrize("m,n,k", [(10, 64, 784), (20, 37, 129), (200, 64, 100)])
+def test_same_bits_wherever_operands_sit(isa, threads, rng, m, n, k):
+    """Results do not depend on the operands' addresses (alignment), only on their values."""
+    for ta, tb in TRANS:
+        a, b = operands(rng, m, n, k, ta, tb)
+        results = []
+        for shift in range(0, 5):
+            bufs = [np.empty(x.size + 16, np.float32) for x in (a, b)]
+            a2, b2 = (buf[shift:shift + x.size].reshape(x.shape) for buf, x in zip(bufs, (a, b)))
+            a2[...], b2[...] = a, b
+            c = np.empty((m, n), np.float32)
+            _C.gemm(a2, b2, c, ta, tb)
+            results.append(c)
+        for c in results[1:]:
+            np.testing.assert_array_equal(results[0], c, f"trans_a={ta} trans_b={tb}")
+
+
 # ---- Linear layer bindings ---------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["identity", "relu", "gelu"])

@@ -126,6 +126,8 @@ def test_flat_layout_is_used_and_survives_user_views():
         opt.step()
     flat = opt._flat[id(opt.param_groups[0])]
     assert flat is not None and flat.intact(opt.param_groups[0]["params"])
+    for p in net.parameters():  # every parameter starts a cache line, for aligned vector loads
+        assert p.detach().numpy().ctypes.data % 64 == 0 and p.grad.numpy().ctypes.data % 64 == 0
     kept = net[0].weight.grad  # a caller keeping a gradient must not see it overwritten
     kept_values = kept.numpy().copy()
     opt.zero_grad()

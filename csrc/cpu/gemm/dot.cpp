@@ -7,7 +7,7 @@
 namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl {
 namespace {
 
-using DotFn = void (*)(index_t K, index_t head, const float* a, index_t lda, const float* b,
+using DotFn = void (*)(index_t K, const float* a, index_t lda, const float* b,
                        index_t ldb, float* c, index_t ldc, float* z, index_t ldz,
                        const float* bias, const TileEpilogue& e);
 
@@ -107,19 +107,18 @@ inline void step(vf* acc, const float* a, index_t lda, const float* b, index_t l
   }
 }
 
-// C[MD, ND] = epilogue(A[MD, K] · B[ND, K]ᵀ), K summed from a first step of `head`.
+// C[MD, ND] = epilogue(A[MD, K] · B[ND, K]ᵀ). K is summed in whole vectors from
+// its start whatever the operands' addresses, so a result never depends on where
+// the arrays sit (aligning the loads first would make it); the rows of fastmlp's own
+// parameters start on cache lines anyway (see the optimizer's flat buffers).
 template <int MD, int ND>
-void dot_tile(index_t K, index_t head, const float* __restrict a, index_t lda,
+void dot_tile(index_t K, const float* __restrict a, index_t lda,
               const float* __restrict b, index_t ldb, float* c, index_t ldc, float* z, index_t ldz,
               const float* bias, const TileEpilogue& e) {
   vf acc[MD * ND];
 #pragma GCC unroll 16
   for (int t = 0; t < MD * ND; ++t) acc[t] = vzero();
   index_t k = 0;
-  if (head > 0 && head < K) {  // see Problem::k_head
-    step<MD, ND, false>(acc, a, lda, b, ldb, 0, static_cast<int>(head));
-    k = head;
-  }
   for (; k + kW <= K; k += kW) step<MD, ND, true>(acc, a, lda, b, ldb, k, kW);
   if (k < K) step<MD, ND, false>(acc, a, lda, b, ldb, k, static_cast<int>(K - k));
   vf rows[MD];
@@ -170,7 +169,7 @@ void dot_nt(const Problem& p) {
       const index_t m0 = ib * p.M / mb, m1 = (ib + 1) * p.M / mb;
       const index_t n0 = jb * p.N / nb, n1 = (jb + 1) * p.N / nb;
       const DotFn f = dot_for<kDotM>(m1 - m0, n1 - n0);
-      f(p.K, p.k_head, p.A + m0 * p.lda, p.lda, p.B + n0 * p.ldb, p.ldb, p.C + m0 * p.ldc + n0,
+      f(p.K, p.A + m0 * p.lda, p.lda, p.B + n0 * p.ldb, p.ldb, p.C + m0 * p.ldc + n0,
         p.ldc, p.preact ? p.preact + m0 * p.ldz + n0 : nullptr, p.ldz,
         p.bias ? p.bias + n0 : nullptr, e);
     }

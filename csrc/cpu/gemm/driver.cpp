@@ -239,16 +239,11 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   p.ldz = ep.ldz;
   p.act = ep.act;
   p.act_param = ep.act_param;
-  p.k_head = 0;
   if (K <= 0) {
     no_product(p);
     return;
   }
   const bool dot = use_dot(p);
-  // The first step (shorter than a vector) aligns the loads of B's first row to the
-  // vector size, and of all its rows when the row stride is a multiple of it.
-  if (dot)
-    p.k_head = static_cast<index_t>((-reinterpret_cast<std::uintptr_t>(B) & (kW * 4 - 1)) / 4);
   // Threads split C into independent blocks, in whole register tiles.
   const index_t mu = dot ? ceil_div(M, kDotM) : ceil_div(M, kMR);
   const index_t nu = dot ? ceil_div(N, kDotN) : ceil_div(N, kNR);

@@ -68,11 +68,6 @@ struct Problem {
   index_t ldz;
   Act act;
   float act_param;
-  // Dot path: length (< kW) of a first, partial step along K that aligns the loads
-  // of B's rows to the vector size (64 bytes, a cache line, on AVX-512). Taken
-  // from the whole problem's B, so every tile (and every thread's share) sums
-  // over K in the same order.
-  index_t k_head;
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
