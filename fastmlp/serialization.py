@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _dtype
+from ._files import new_file_mode
 from ._device import as_device
 from .tensor import Tensor, _wrap
 
@@ -126,6 +127,7 @@ def save(obj: Any, f) -> None:
     directory = os.path.dirname(os.path.abspath(path)) or "."
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        os.chmod(tmp, new_file_mode(path))
         with os.fdopen(fd, "wb") as out:
             out.write(struct.pack("<Q", len(raw)))
             out.write(raw)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections import OrderedDict
 
@@ -112,3 +113,17 @@ def test_crash_during_save_leaves_previous_file_intact(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary left behind
     np.testing.assert_array_equal(fastmlp.load(path)["w"].numpy(), np.ones(3))
+
+
+def test_saved_file_gets_the_usual_mode(tmp_path):
+    """A new file gets 0o666 less the umask, as open() would make it; an overwrite keeps the old mode."""
+    old = os.umask(0o027)
+    try:
+        path = tmp_path / "m.safetensors"
+        fastmlp.save({"w": fastmlp.zeros(3)}, str(path))
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        os.chmod(path, 0o604)
+        fastmlp.save({"w": fastmlp.ones(3)}, str(path))
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o604
+    finally:
+        os.umask(old)

@@ -16,6 +16,8 @@ import sys
 import tempfile
 from typing import Iterable, Optional, Sequence
 
+from .._files import new_file_mode
+
 __all__ = ["DownloadError", "download_file", "file_md5"]
 
 _CHUNK = 1 << 16
@@ -76,12 +78,6 @@ def _fetch(url: str, tmp, progress: bool, label: str, timeout: float) -> None:
             bar.close()
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def download_file(filename: str, folder: str, mirrors: Iterable[str], md5s: Sequence[str] = (),
                   content_md5s: Sequence[str] = (), progress: bool = True, timeout: float = 60.0) -> str:
     """Fetch `filename` from the first mirror that has it (``mirror + filename``) into `folder`.
@@ -103,7 +99,7 @@ def download_file(filename: str, folder: str, mirrors: Iterable[str], md5s: Sequ
                 os.fsync(tmp.fileno())
             problem = _accepted(tmp_path, md5s, content_md5s) if (md5s or content_md5s) else None
             if problem is None:
-                os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual mode
+                os.chmod(tmp_path, new_file_mode(os.path.join(folder, filename)))
                 os.replace(tmp_path, target)
                 return target
             failures.append(f"{url}: {problem}")
