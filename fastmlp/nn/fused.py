@@ -111,6 +111,17 @@ class FusedTrainStep:
         self._bound = [(p, p._data, p._grad_buf) for p in self.params]
         self._dropouts = sum(1 for *_, p in self.plan if p > 0)
 
+    def accepts(self, x, y) -> bool:
+        """Whether (x, y) is a batch this step takes as is: float32 CPU inputs of the first
+        layer's width (after flattening) and int64 class labels, one per row. Anything else
+        goes through the eager path, which gives PyTorch's errors for bad input."""
+        if type(x) is not Tensor or type(y) is not Tensor or x._rg or y._rg:
+            return False
+        xd, yd = x._data, y._data
+        return (type(xd) is np.ndarray and xd.dtype is _F32 and xd.ndim >= 2 and len(xd) > 0
+                and xd.size == len(xd) * self._in_features and type(yd) is np.ndarray
+                and yd.dtype == np.int64 and yd.shape == (len(xd),))
+
     def __call__(self, x: Tensor, y: Tensor) -> tuple[float, int]:
         xd, yd = x._data, y._data
         if xd.ndim != 2:
@@ -139,4 +150,4 @@ class FusedTrainStep:
             if pg is None or pg._data is not g:
                 p.grad = _wrap(g)
         self.optimizer.step()
-        return loss, correct
+        return float(np.float32(loss)), correct  # the value a float32 loss tensor's item() gives

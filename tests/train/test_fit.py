@@ -9,6 +9,7 @@ from trainhelpers import blobs, loaders, seeded, small_model, state_arrays
 import fastmlp
 from fastmlp import nn, optim
 from fastmlp.autograd import is_grad_enabled
+from fastmlp.nn.fused import FusedTrainStep
 from fastmlp.train import Callback, ModelCheckpoint, fit
 from fastmlp.utils.data import DataLoader, TensorDataset
 
@@ -32,13 +33,19 @@ def test_history_has_one_record_per_epoch_and_columns():
         h["nope"]
 
 
-def test_fit_equals_the_hand_written_loop():
-    """Same seed, same loader: fit's epoch losses and final weights are exactly those of the tutorial loop."""
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fit_equals_the_hand_written_loop(dropout, monkeypatch):
+    """Same seed, same loader: fit's epoch losses and final weights are exactly those of the tutorial loop
+    (fit runs this Sequential MLP through the native whole-step path; the loop is eager)."""
     x, y = blobs(64)
+    native_steps = []
+    real_call = FusedTrainStep.__call__
+    monkeypatch.setattr(FusedTrainStep, "__call__",
+                        lambda self, *a: native_steps.append(1) or real_call(self, *a))
 
     def setup():
         seeded(7)
-        model = small_model()
+        model = small_model(dropout=dropout)
         opt = optim.Adam(model.parameters(), lr=0.01)
         return model, opt, DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True)
 
@@ -58,7 +65,9 @@ def test_fit_equals_the_hand_written_loop():
     reference = state_arrays(model)
 
     model, opt, loader = setup()
+    assert not native_steps
     h = fit(model, criterion, opt, loader, epochs=3, progress=False)
+    assert len(native_steps) == 3 * len(loader)
     assert h["train_loss"] == expected
     for k, v in state_arrays(model).items():
         np.testing.assert_array_equal(v, reference[k])
