@@ -12,12 +12,12 @@ import argparse
 import sys
 import time
 
-import numpy as np
-
 if __package__:
     from . import common
 else:  # run as a script from a checkout
     import common
+
+import numpy as np  # noqa: E402  (after common, which sets the thread-pool environment)
 
 
 def make_step(lib, x_np: np.ndarray, y_np: np.ndarray):

@@ -16,6 +16,19 @@ from typing import Callable, Optional
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Idle thread pools: after a parallel region, OpenMP (fastmlp's and PyTorch's) and
+# OpenBLAS (NumPy's) keep their threads spinning for a while (OpenBLAS by default
+# for about 2^28 cycles, a tenth of a second). The benchmarks alternate between the
+# libraries, so on a small machine one library's spinning threads would steal the
+# cores from the next one's timed run. These defaults make every pool go to sleep
+# soon after its work, so that each library is timed as if it ran alone. They act
+# only when set before the libraries load: the benchmark scripts import this module
+# first, and `fastmlp bench` starts them in a fresh interpreter. A value already in
+# the environment wins.
+THREAD_POOL_ENV = {"GOMP_SPINCOUNT": "20000", "OPENBLAS_THREAD_TIMEOUT": "4"}
+for _k, _v in THREAD_POOL_ENV.items():
+    os.environ.setdefault(_k, _v)
+
 
 def results_dir() -> str:
     """benchmarks/results in a source checkout; ./fastmlp-bench-results for an installed package."""

@@ -3,7 +3,8 @@
     fastmlp info                       version, CPU kernel set, threads, CUDA status
     fastmlp train [options]            train an MLP on MNIST or Fashion-MNIST
     fastmlp evaluate CHECKPOINT        test accuracy of a saved model, per class
-    fastmlp bench [kernels] [args]     run a benchmark shipped with the package
+    fastmlp bench [NAME] [args]        run a benchmark shipped with the package: kernels
+                                       (default), step or train
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from typing import Optional
 
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 OPTIMIZERS = ("sgd", "adam", "adamw")
-# `fastmlp bench NAME` runs the module fastmlp.benchmarks.<module>, which has a main(argv).
-BENCHMARKS = {"kernels": "bench_kernels"}
+# `fastmlp bench NAME` runs the script fastmlp/benchmarks/<module>.py (benchmarks/ in a checkout)
+# in a fresh interpreter.
+BENCHMARKS = {"kernels": "bench_kernels", "step": "bench_step", "train": "bench_train"}
 MNIST_MEAN_STD = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 
 
@@ -245,10 +247,24 @@ def _benchmarks_package():
     return module
 
 
+_BENCH_CHILD = "FASTMLP_BENCH_CHILD"
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.name not in BENCHMARKS:
         raise CommandError(f"unknown benchmark {args.name!r}; choose from {', '.join(BENCHMARKS)}")
-    _benchmarks_package()
+    pkg = _benchmarks_package()
+    if not os.environ.get(_BENCH_CHILD):
+        # NumPy (and its thread pool) is loaded by now; the benchmark's thread-pool
+        # settings (benchmarks/common.py) only act in a fresh interpreter, so run it there.
+        import subprocess
+
+        common = importlib.import_module("fastmlp.benchmarks.common")
+        env = dict(os.environ, **{_BENCH_CHILD: "1"})
+        for k, v in common.THREAD_POOL_ENV.items():
+            env.setdefault(k, v)
+        script = os.path.join(os.path.dirname(pkg.__file__), BENCHMARKS[args.name] + ".py")
+        return subprocess.call([sys.executable, script, *args.args], env=env)
     module = importlib.import_module(f"fastmlp.benchmarks.{BENCHMARKS[args.name]}")
     rc = module.main(list(args.args))
     return int(rc or 0)

@@ -196,13 +196,24 @@ def test_ctrl_c_keeps_the_checkpoint_and_still_reports(mnist_dir, tmp_path, caps
     assert fastmlp.load(tmp_path / "ck.pt")["epoch"] == 1
 
 
-def test_bench_dispatches_to_the_benchmark_module(capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["bench", "kernels", "--help"])
-    assert e.value.code == 0
-    assert "--quick" in capsys.readouterr().out
+@pytest.mark.parametrize("name,option", [("kernels", "--quick"), ("step", "--steps"), ("train", "--configs")])
+def test_bench_runs_the_benchmark_script(capfd, name, option):
+    """`fastmlp bench NAME` runs the benchmark in a fresh interpreter with the thread-pool settings."""
+    assert cli.main(["bench", name, "--help"]) == 0
+    assert option in capfd.readouterr().out
+
+
+def test_bench_unknown_name(capsys):
     assert cli.main(["bench", "nope"]) == 2
-    assert "unknown benchmark 'nope'; choose from kernels" in capsys.readouterr().err
+    assert "unknown benchmark 'nope'; choose from kernels, step, train" in capsys.readouterr().err
+
+
+def test_benchmarks_set_quiet_thread_pools():
+    code = "import common, os; print(os.environ['GOMP_SPINCOUNT'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT")}
+    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    out = subprocess.run([sys.executable, "-c", code], cwd=bench_dir, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["20000", "4"], out.stderr
 
 
 def test_python_dash_m_fastmlp_train(mnist_dir, tmp_path):
