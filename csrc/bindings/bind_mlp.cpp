@@ -68,9 +68,84 @@ PyMlpStepper* make_stepper(py::sequence layers, index_t max_batch) {
   return new PyMlpStepper{cpu::MlpStepper(std::move(out), max_batch), std::move(keep)};
 }
 
+// Whether the whole of [p, p + n) lies in the flat buffer v.
+bool inside(const float* p, index_t n, const View& v) {
+  const float* base = v.f32();
+  return p >= base && p + n <= base + v.shape[0];
+}
+
+// The optimizer update from Python:
+//   ("sgd", param, grad, momentum_buf or None, lr, momentum, dampening, weight_decay, nesterov, maximize,
+//    first_step)
+//   ("adam", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq or None, lr, beta1, beta2, eps, weight_decay,
+//    step, amsgrad, maximize, decoupled_weight_decay)
+// param and grad are the flat buffers every layer's W, b, dW, db must lie in at equal offsets; the
+// state buffers are float32 vectors of the same length. `keep` holds the checked views.
+cpu::MlpUpdate parse_update(py::handle obj, const cpu::MlpStepper& s, std::vector<View>& keep) {
+  const char* fn = "MlpStepper.train_step";
+  cpu::MlpUpdate u;
+  if (obj.is_none()) return u;
+  if (!py::isinstance<py::tuple>(obj) || py::len(obj) < 1)
+    type_error(fn, "update", "a tuple ('sgd' or 'adam', ...) or None", obj);
+  py::tuple t = py::reinterpret_borrow<py::tuple>(obj);
+  const std::string kind = py::cast<std::string>(t[0]);
+  const bool adam = kind == "adam";
+  if (!adam && kind != "sgd") value_error(str_cat(fn, ": update kind must be 'sgd' or 'adam'; got '", kind, "'"));
+  const size_t want = adam ? 15 : 11;
+  if (py::len(t) != want) value_error(str_cat(fn, ": a '", kind, "' update has ", want, " fields; got ", py::len(t)));
+  const int states = adam ? 3 : 1;
+  static const char* const names[] = {"update.param", "update.grad", "update.state0", "update.state1",
+                                      "update.state2"};
+  keep.clear();
+  for (int i = 0; i < 2 + states; ++i) {
+    const bool optional = i == 1 + states;  // momentum buffer (SGD) or max_exp_avg_sq (Adam)
+    View v = optional ? optional_contiguous(t[1 + i], fn, names[i], Dtype::F32, true)
+                      : contiguous(t[1 + i], fn, names[i], Dtype::F32, true);
+    if (!v.is_none()) {
+      if (v.shape.size() != 1) value_error(str_cat(fn, ": ", names[i], " must be 1-D; got ", shape_str(v.shape)));
+      if (i > 0) require_shape(v, keep[0].shape, fn, names[i]);
+      for (const View& other : keep)
+        if (!other.is_none()) require_no_overlap(v, other, fn, names[i], "another update buffer", false);
+    }
+    keep.push_back(v);
+  }
+  const View& param = keep[0];
+  const View& grad = keep[1];
+  for (size_t i = 0; i < s.layers().size(); ++i) {
+    const cpu::MlpLayer& L = s.layers()[i];
+    const index_t nw = L.out * L.in;
+    const bool ok = inside(L.W, nw, param) && L.dW - grad.f32() == L.W - param.f32() &&
+                    (!L.b || (inside(L.b, L.out, param) && L.db - grad.f32() == L.b - param.f32()));
+    if (!ok)
+      value_error(str_cat(fn, ": layer ", i, "'s parameters and gradients do not lie at matching offsets in "
+                          "update.param and update.grad"));
+  }
+  u.param = param.f32();
+  u.grad = grad.f32();
+  for (int i = 0; i < states; ++i) u.state[i] = keep[2 + i].is_none() ? nullptr : keep[2 + i].f32();
+  if (adam) {
+    u.kind = cpu::MlpUpdate::Kind::Adam;
+    u.adam = cpu::AdamOptions{py::cast<float>(t[6]),  py::cast<float>(t[7]),  py::cast<float>(t[8]),
+                              py::cast<float>(t[9]),  py::cast<float>(t[10]), py::cast<bool>(t[14]),
+                              py::cast<bool>(t[12]), py::cast<bool>(t[13]), py::cast<std::int64_t>(t[11])};
+    if (u.adam.amsgrad != (u.state[2] != nullptr))
+      value_error(str_cat(fn, ": update.state2 (max_exp_avg_sq) must be given exactly when amsgrad is on"));
+    if (u.adam.step < 1) value_error(str_cat(fn, ": update step must be >= 1; got ", u.adam.step));
+  } else {
+    u.kind = cpu::MlpUpdate::Kind::Sgd;
+    u.sgd = cpu::SgdOptions{py::cast<float>(t[4]), py::cast<float>(t[5]), py::cast<float>(t[6]),
+                            py::cast<float>(t[7]), py::cast<bool>(t[8]), py::cast<bool>(t[9]),
+                            py::cast<bool>(t[10])};
+    if (u.sgd.momentum != 0.0f && !u.state[0])
+      value_error(str_cat(fn, ": SGD with momentum needs update.state0 (the momentum buffer)"));
+    if (u.sgd.momentum == 0.0f) u.state[0] = nullptr;
+  }
+  return u;
+}
+
 py::tuple train_step(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, const std::vector<std::uint64_t>& seeds,
                      const std::vector<std::uint64_t>& offsets, py::handle weight_obj, std::int64_t ignore_index,
-                     float label_smoothing) {
+                     float label_smoothing, py::handle update_obj) {
   const char* fn = "MlpStepper.train_step";
   const cpu::MlpStepper& s = self.stepper;
   const index_t in0 = s.layers().front().in, classes = s.layers().back().out;
@@ -91,10 +166,12 @@ py::tuple train_step(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, con
   if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
     value_error(str_cat(fn, ": label_smoothing must be in [0, 1]; got ", label_smoothing));
   cpu::MlpLoss loss{w.is_none() ? nullptr : w.f32(), ignore_index, label_smoothing};
+  std::vector<View> update_views;
+  const cpu::MlpUpdate update = parse_update(update_obj, s, update_views);
   cpu::MlpStepResult r;
   {
     py::gil_scoped_release nogil;
-    r = self.stepper.train_step(x.f32(), y.i64(), batch, seeds.data(), offsets.data(), loss);
+    r = self.stepper.train_step(x.f32(), y.i64(), batch, seeds.data(), offsets.data(), loss, update);
   }
   return py::make_tuple(r.loss, r.correct);
 }
@@ -109,7 +186,10 @@ void bind_mlp(py::module_& m) {
            "layers: [(W, b, dW, db, act, act_param, dropout), ...] float32 arrays (b/db may be None).")
       .def("train_step", &train_step, py::arg("x"), py::arg("target"), py::arg("seeds"), py::arg("offsets"),
            py::arg("weight") = py::none(), py::arg("ignore_index") = -100, py::arg("label_smoothing") = 0.0f,
-           "One forward/backward on a batch; returns (mean loss, number of rows predicted right).")
+           py::arg("update") = py::none(),
+           "One forward/backward on a batch, and with `update` (an SGD or Adam step over the flat "
+           "parameter buffer, see parse_update) the optimizer step too; returns (mean loss, number of "
+           "rows predicted right).")
       .def_property_readonly("max_batch", [](const PyMlpStepper& s) { return s.stepper.max_batch(); })
       .def_property_readonly("dropout_layers", [](const PyMlpStepper& s) { return s.stepper.dropout_layers(); });
 }

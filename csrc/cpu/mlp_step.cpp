@@ -1,6 +1,7 @@
 #include "cpu/mlp_step.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <limits>
 
 namespace fastmlp::cpu {
@@ -39,9 +40,36 @@ int MlpStepper::dropout_layers() const {
 // forward:  h_{i+1} = drop(act(h_i·W_iᵀ + b_i))      logits = h_L·W_Lᵀ + b_L
 // loss:     softmax cross-entropy, mean over the batch, gradient dlogits in the same pass
 // backward: dz = g·act'(·) (g after the dropout mask); dW_i = dzᵀ·h_i; db_i = Σ dz; g = dz·W_i
+namespace {
+
+// The optimizer update of one layer's weight and bias (see MlpUpdate).
+void update_layer(const KernelTable& k, const MlpUpdate& u, const MlpLayer& L) {
+  float* params[2];
+  const float* grads[2];
+  float* states[3][2];
+  index_t sizes[2];
+  index_t count = 0;
+  auto add = [&](const float* p, index_t size) {
+    const std::ptrdiff_t off = p - u.param;
+    params[count] = u.param + off;
+    grads[count] = u.grad + off;
+    for (int s = 0; s < 3; ++s) states[s][count] = u.state[s] ? u.state[s] + off : nullptr;
+    sizes[count] = size;
+    ++count;
+  };
+  add(L.W, L.out * L.in);
+  if (L.b) add(L.b, L.out);
+  if (u.kind == MlpUpdate::Kind::Adam)
+    k.adam_step(params, states[0], states[1], u.state[2] ? states[2] : nullptr, grads, sizes, count, u.adam);
+  else
+    k.sgd_step(params, u.state[0] ? states[0] : nullptr, grads, sizes, count, u.sgd);
+}
+
+}  // namespace
+
 MlpStepResult MlpStepper::train_step(const float* x, const std::int64_t* labels, index_t batch,
                                      const std::uint64_t* seeds, const std::uint64_t* offsets,
-                                     const MlpLoss& loss) {
+                                     const MlpLoss& loss, const MlpUpdate& update) {
   const KernelTable& k = kernels();
   const size_t n = layers_.size();
   std::vector<const float*> inputs(n);
@@ -96,12 +124,15 @@ MlpStepResult MlpStepper::train_step(const float* x, const std::int64_t* labels,
     }
     k.gemm(L.dW, L.in, dz, L.out, inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, 0.0f, GemmEpilogue{});
     if (L.db) k.colsum(L.db, dz, batch, L.out, L.out, false);
-    if (ii == 0) break;
-    // gradient w.r.t. this layer's input = the previous layer's (dropped) output
-    const MlpLayer& P = layers_[ii - 1];
-    float* gp = grad_[ii - 1].data();
-    k.gemm(gp, P.out, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
-    if (P.dropout > 0.0f) k.dropout_backward(gp, gp, mask_[ii - 1].data(), batch * P.out, P.dropout, false);
+    float* gp = nullptr;
+    if (ii > 0) {
+      // gradient w.r.t. this layer's input = the previous layer's (dropped) output
+      const MlpLayer& P = layers_[ii - 1];
+      gp = grad_[ii - 1].data();
+      k.gemm(gp, P.out, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
+      if (P.dropout > 0.0f) k.dropout_backward(gp, gp, mask_[ii - 1].data(), batch * P.out, P.dropout, false);
+    }
+    if (update.kind != MlpUpdate::Kind::None) update_layer(k, update, L);  // W is not read again
     g = gp;
   }
   return result;

@@ -28,6 +28,22 @@ struct MlpLoss {
   float label_smoothing = 0.0f;
 };
 
+// An optimizer update applied inside the step, layer by layer as soon as a layer's
+// gradients are final (after its input gradient is computed, the last use of its
+// weights). The layers' W, b, dW and db point into the flat `param` and `grad`
+// buffers (the optimizer's, see fastmlp/optim/optimizer.py), and each state buffer
+// has the same layout. Adam/SGD are elementwise, so this gives bitwise the result
+// of one update over the whole flat buffer after the backward pass.
+struct MlpUpdate {
+  enum class Kind { None, Sgd, Adam };
+  Kind kind = Kind::None;
+  float* param = nullptr;
+  float* grad = nullptr;
+  float* state[3] = {nullptr, nullptr, nullptr};  // SGD: momentum (or null); Adam: m, v, vmax (or null)
+  SgdOptions sgd{};
+  AdamOptions adam{};
+};
+
 struct MlpStepResult {
   double loss;          // mean loss (weighted mean with class weights)
   std::int64_t correct; // rows whose argmax equals the label
@@ -39,8 +55,10 @@ class MlpStepper {
 
   // One step on x [batch, in0] with labels [batch]; dropout layer j (in order) uses
   // Philox stream (seeds[j], offsets[j]). Writes dW/db of every layer.
+  // With an update (kind != None), also applies it to every layer's parameters.
   MlpStepResult train_step(const float* x, const std::int64_t* labels, index_t batch,
-                           const std::uint64_t* seeds, const std::uint64_t* offsets, const MlpLoss& loss);
+                           const std::uint64_t* seeds, const std::uint64_t* offsets, const MlpLoss& loss,
+                           const MlpUpdate& update = MlpUpdate{});
 
   index_t max_batch() const { return max_batch_; }
   const std::vector<MlpLayer>& layers() const { return layers_; }

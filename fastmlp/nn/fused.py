@@ -8,7 +8,9 @@ tensors — or None for anything else, and the caller keeps the eager loop.
 
 A step runs forward, loss and backward in C++ (``fastmlp._C.MlpStepper``) with
 buffers reused across steps, writing the gradients straight into the optimizer's
-flat gradient buffer, then calls ``optimizer.step()``. It issues the same kernels in
+flat gradient buffer; for SGD, Adam and AdamW the same native call then applies
+the optimizer's update, layer by layer while the layer is still in cache (other
+optimizers: ``optimizer.step()`` after the call). It issues the same kernels in
 the same order as the eager path, with dropout masks drawn from the same
 generator offsets, so its results are bitwise those of
 ``zero_grad(); loss_fn(model(x), y).backward(); step()``.
@@ -25,6 +27,8 @@ from ..backend.acts import IDENTITY
 from ..tensor import Tensor, _wrap
 from .container import Sequential
 from .layers import Dropout, Flatten, Identity, Linear, _Activation
+from ..optim.adam import Adam, AdamW
+from ..optim.sgd import SGD
 from .loss import CrossEntropyLoss
 
 _F32 = np.dtype(np.float32)
@@ -70,6 +74,9 @@ class FusedTrainStep:
         self._stepper = None
         self._bound: list = []
         self._in_features = plan[0][0].in_features
+        # SGD, Adam and AdamW themselves (not subclasses, which may change step()) with one
+        # parameter group are updated inside the native step, layer by layer.
+        self._native_update = type(optimizer) in (SGD, Adam, AdamW) and len(optimizer.param_groups) == 1
 
     @classmethod
     def build(cls, model, loss_fn, optimizer) -> Optional["FusedTrainStep"]:
@@ -142,12 +149,18 @@ class FusedTrainStep:
             s, o = gen.philox()
             seeds.append(s)
             offsets.append(o)
-        lf = self.loss_fn
-        loss, correct = st.train_step(xd, yd, seeds, offsets, None if lf.weight is None else lf.weight._data,
-                                      lf.ignore_index, float(lf.label_smoothing))
-        for p, _, g in self._bound:
+        for p, _, g in self._bound:  # the gradients this step writes are the parameters' .grad
             pg = p.grad
             if pg is None or pg._data is not g:
                 p.grad = _wrap(g)
-        self.optimizer.step()
+        opt = self.optimizer
+        group = opt.param_groups[0]
+        update = opt._flat_update(group) if self._native_update else None
+        lf = self.loss_fn
+        loss, correct = st.train_step(xd, yd, seeds, offsets, None if lf.weight is None else lf.weight._data,
+                                      lf.ignore_index, float(lf.label_smoothing), update)
+        if update is None:
+            opt.step()
+        else:
+            opt._flat_update_done(group, update)
         return float(np.float32(loss)), correct  # the value a float32 loss tensor's item() gives

@@ -7,6 +7,8 @@ Update (PyTorch's documented algorithm), per parameter p with gradient g at step
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from ..backend import for_array
 from .optimizer import Optimizer, _check_lr
 
@@ -33,24 +35,43 @@ class Adam(Optimizer):
             self._decoupled = True
         super().__init__(params, defaults)
 
+    def _flat_update(self, group: dict) -> Optional[tuple]:
+        """This group's update over its flat buffers, as MlpStepper.train_step takes it, or None:
+        ("adam", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq or None, lr, beta1, beta2, eps,
+        weight_decay, step, amsgrad, maximize, decoupled)."""
+        params = group["params"]
+        flat = self._flat_for(group)
+        if flat is None or not flat.intact(params):
+            return None
+        steps = {self.state[p].get("step", 0) for p in params}
+        if len(steps) != 1:
+            return None
+        beta1, beta2 = group["betas"]
+        amsgrad = bool(group["amsgrad"])
+        vmax = flat.ensure_state(self, params, "max_exp_avg_sq") if amsgrad else None
+        return ("adam", flat.param, flat.grad, flat.ensure_state(self, params, "exp_avg"),
+                flat.ensure_state(self, params, "exp_avg_sq"), vmax, float(group["lr"]), float(beta1),
+                float(beta2), float(group["eps"]), float(group["weight_decay"]), steps.pop() + 1, amsgrad,
+                bool(group["maximize"]), self._decoupled)
+
+    def _flat_update_done(self, group: dict, update: tuple) -> None:
+        step = update[11]
+        state = self.state
+        for p in group["params"]:
+            state[p]["step"] = step
+
     def _step_group(self, group: dict) -> None:
         params = group["params"]
         beta1, beta2 = group["betas"]
         amsgrad = bool(group["amsgrad"])
         hyper = (float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]))
         flags = (amsgrad, bool(group["maximize"]), self._decoupled)
-        flat = self._flat_for(group)
-        if flat is not None and flat.intact(params):
-            steps = {self.state[p].get("step", 0) for p in params}
-            if len(steps) == 1:
-                step = steps.pop() + 1
-                m = flat.ensure_state(self, params, "exp_avg")
-                v = flat.ensure_state(self, params, "exp_avg_sq")
-                vmax = [flat.ensure_state(self, params, "max_exp_avg_sq")] if amsgrad else None
-                for_array(flat.param).adam_step([flat.param], [flat.grad], [m], [v], vmax, *hyper, step, *flags)
-                for p in params:
-                    self.state[p]["step"] = step
-                return
+        u = self._flat_update(group)
+        if u is not None:
+            for_array(u[1]).adam_step([u[1]], [u[2]], [u[3]], [u[4]], None if u[5] is None else [u[5]], *u[6:11],
+                                      u[11], *u[12:])
+            self._flat_update_done(group, u)
+            return
         live = self._with_grads(group)
         if not live:
             return

@@ -204,6 +204,14 @@ class Optimizer:
     def _step_group(self, group: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _flat_update(self, group: dict) -> Optional[tuple]:
+        """The group's next update as one native call over its flat buffers (see SGD and Adam), for
+        code that runs it itself (fastmlp.nn.fused), or None when this optimizer has none."""
+        return None
+
+    def _flat_update_done(self, group: dict, update: tuple) -> None:
+        """Bookkeeping after `update` (from _flat_update) was applied (step counts)."""
+
     def _flat_for(self, group: dict, force: bool = False) -> Optional[_FlatGroup]:
         """The group's flat layout, made on first use when its parameters share dtype and device.
 

@@ -5,6 +5,8 @@ Update (PyTorch's documented algorithm), per parameter p with gradient g:
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from ..backend import for_array
 from .optimizer import Optimizer, _check_lr, required
 
@@ -24,22 +26,36 @@ class SGD(Optimizer):
                         maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
+    def _flat_update(self, group: dict) -> Optional[tuple]:
+        """This group's update over its flat buffers, as MlpStepper.train_step takes it, or None:
+        ("sgd", param, grad, momentum_buffer or None, lr, momentum, dampening, weight_decay, nesterov,
+        maximize, first_step)."""
+        params = group["params"]
+        flat = self._flat_for(group)
+        if flat is None or not flat.intact(params):
+            return None
+        mom = float(group["momentum"])
+        buf, first = None, False
+        if mom != 0:
+            have = [("momentum_buffer" in self.state[p]) for p in params]
+            if not (all(have) or not any(have)):
+                return None
+            buf, first = flat.ensure_state(self, params, "momentum_buffer"), not any(have)
+        return ("sgd", flat.param, flat.grad, buf, float(group["lr"]), mom, float(group["dampening"]),
+                float(group["weight_decay"]), bool(group["nesterov"]), bool(group["maximize"]), first)
+
+    def _flat_update_done(self, group: dict, update: tuple) -> None:
+        pass  # the momentum buffers were registered by _flat_update
+
     def _step_group(self, group: dict) -> None:
         params = group["params"]
         lr, mom = float(group["lr"]), float(group["momentum"])
         args = (lr, mom, float(group["dampening"]), float(group["weight_decay"]), bool(group["nesterov"]),
                 bool(group["maximize"]))
-        flat = self._flat_for(group)
-        if flat is not None and flat.intact(params):
-            be = for_array(flat.param)
-            if mom == 0:
-                be.sgd_step([flat.param], [flat.grad], None, *args, False)
-                return
-            have = [("momentum_buffer" in self.state[p]) for p in params]
-            if all(have) or not any(have):
-                buf = flat.ensure_state(self, params, "momentum_buffer")
-                be.sgd_step([flat.param], [flat.grad], [buf], *args, not any(have))
-                return
+        u = self._flat_update(group)
+        if u is not None:
+            for_array(u[1]).sgd_step([u[1]], [u[2]], None if u[3] is None else [u[3]], *u[4:])
+            return
         live = self._with_grads(group)
         if not live:
             return

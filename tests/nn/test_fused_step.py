@@ -24,8 +24,20 @@ def make(arch: str):
     raise KeyError(arch)
 
 
+class SlowAdam(optim.Adam):
+    """A subclass: its step() is not assumed to be Adam's, so the fused step calls it."""
+
+    def step(self, closure=None):
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().step(closure)
+
+
 OPTS = {"sgd": lambda p: optim.SGD(p, lr=0.05, momentum=0.9), "adam": lambda p: optim.Adam(p, lr=1e-3),
-        "adamw": lambda p: optim.AdamW(p, lr=1e-3, weight_decay=0.01)}
+        "adamw": lambda p: optim.AdamW(p, lr=1e-3, weight_decay=0.01),
+        "sgd-plain": lambda p: optim.SGD(p, lr=0.05),
+        "sgd-nesterov-wd": lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+        "adam-amsgrad-max": lambda p: optim.Adam(p, lr=1e-3, amsgrad=True, maximize=True, weight_decay=1e-3),
+        "subclass": lambda p: SlowAdam(p, lr=1e-3)}
 
 
 @pytest.mark.parametrize("opt_name", list(OPTS))
@@ -43,7 +55,9 @@ def test_fused_step_equals_eager_step(arch, opt_name, loss_kw):
         step = FusedTrainStep.build(model, crit, opt) if fused else None
         assert (step is not None) == fused
         trace = []
-        for x, y in batches:
+        for i, (x, y) in enumerate(batches):
+            if i == 2:  # a scheduler (or the user) changing the learning rate between steps
+                opt.param_groups[0]["lr"] *= 0.5
             xt = fastmlp.tensor(x) if arch == "seed001" else fastmlp.tensor(x.reshape(len(x), -1))
             yt = fastmlp.tensor(y)
             if fused:
@@ -59,6 +73,8 @@ def test_fused_step_equals_eager_step(arch, opt_name, loss_kw):
             trace.append((loss, correct, [p.detach().numpy().copy() for p in model.parameters()],
                           [p.grad.numpy().copy() for p in model.parameters()]))
         results.append(trace)
+        if opt_name == "subclass":
+            assert opt.calls == len(batches)
     for (l0, c0, p0, g0), (l1, c1, p1, g1) in zip(*results):
         assert l0 == l1 and c0 == c1
         for a, b in zip(g0, g1):
@@ -89,3 +105,41 @@ def test_fused_step_checks_labels():
         step(fastmlp.randn(2, 4), fastmlp.tensor([0, 7]))
     with pytest.raises(ValueError, match=r"x must be \[batch, 4\]"):
         step(fastmlp.randn(2, 5), fastmlp.tensor([0, 1]))
+
+
+def test_optimizer_update_runs_inside_the_native_step(monkeypatch):
+    """SGD/Adam/AdamW with one group: no separate optimizer.step() call, state kept as the eager step keeps it."""
+    fastmlp.manual_seed(0)
+    model = make("seed004")
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    step = FusedTrainStep.build(model, nn.CrossEntropyLoss(), opt)
+    monkeypatch.setattr(opt, "step", lambda *a: pytest.fail("optimizer.step() called"))
+    x = fastmlp.rand(8, 784)
+    y = fastmlp.randint(0, 10, (8,))
+    for _ in range(3):
+        step(x, y)
+    assert all(opt.state[p]["step"] == 3 for p in model.parameters())
+    assert set(opt.state_dict()["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def test_native_update_checks_its_buffers():
+    fastmlp.manual_seed(0)
+    model = make("seed004")
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step = FusedTrainStep.build(model, nn.CrossEntropyLoss(), opt)
+    x = fastmlp.rand(4, 784)
+    y = fastmlp.randint(0, 10, (4,))
+    step(x, y)
+    st = step._stepper
+    upd = opt._flat_update(opt.param_groups[0])
+    xd, yd = x.numpy(), y.numpy()
+    with pytest.raises(ValueError, match="update.state0"):
+        st.train_step(xd, yd, [1, 1], [0, 0], update=upd[:3] + (np.zeros(5, np.float32),) + upd[4:])
+    with pytest.raises(ValueError, match="matching offsets"):
+        st.train_step(xd, yd, [1, 1], [0, 0], update=(upd[0], upd[1].copy()) + upd[2:])
+    with pytest.raises(ValueError, match="11 fields"):
+        st.train_step(xd, yd, [1, 1], [0, 0], update=upd[:5])
+    with pytest.raises(ValueError, match="'sgd' or 'adam'"):
+        st.train_step(xd, yd, [1, 1], [0, 0], update=("lbfgs",) + upd[1:])
+    with pytest.raises(TypeError, match="update"):
+        st.train_step(xd, yd, [1, 1], [0, 0], update=[1, 2])
