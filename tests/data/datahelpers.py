@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pytest
+from realdata import real_mnist_root, require_real_mnist  # noqa: F401  (re-exported)
 
 TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
               np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
@@ -49,26 +48,3 @@ def write_fake_mnist(folder: Path, gz: bool = True, arrays: Optional[dict] = Non
     for name, a in arrays.items():
         write_file(folder / (name + (".gz" if gz else "")), idx_bytes(a), gz=gz)
     return arrays
-
-
-def real_mnist_root() -> Optional[Path]:
-    """The folder with the real MNIST files: $FASTMLP_DATA if it holds them, else ../shared/data/mnist."""
-    candidates = []
-    if os.environ.get("FASTMLP_DATA"):
-        candidates.append(Path(os.environ["FASTMLP_DATA"]))
-    repo = Path(__file__).resolve().parents[2]
-    # ../shared/data/mnist beside the repository (or beside one of its parent folders)
-    candidates += [up / "shared" / "data" / "mnist" for up in repo.parents]
-    for c in candidates:
-        for sub in (c, c / "MNIST" / "raw", c / "MNIST"):
-            if any((sub / n).exists() for n in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")):
-                return c
-    return None
-
-
-def require_real_mnist() -> Path:
-    root = real_mnist_root()
-    if root is None:
-        pytest.skip("real MNIST not found: set FASTMLP_DATA to a folder with the four MNIST idx files "
-                    "(or provide ../shared/data/mnist next to the repository)")
-    return root

@@ -1,12 +1,10 @@
 """Helpers for the training tests: a small learnable problem, and where real MNIST lives."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
-import pytest
+from realdata import real_mnist_root, require_real_mnist  # noqa: F401  (re-exported)
 
 import fastmlp
 from fastmlp import nn
@@ -41,26 +39,6 @@ def state_arrays(model: nn.Module) -> dict:
     return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
-def real_mnist_root() -> Optional[Path]:
-    """$FASTMLP_DATA if it holds MNIST, else ../shared/data/mnist beside the repository."""
-    candidates = []
-    if os.environ.get("FASTMLP_DATA"):
-        candidates.append(Path(os.environ["FASTMLP_DATA"]))
-    repo = Path(__file__).resolve().parents[2]
-    candidates += [up / "shared" / "data" / "mnist" for up in repo.parents]
-    for c in candidates:
-        for sub in (c, c / "MNIST" / "raw", c / "MNIST"):
-            if any((sub / n).exists() for n in ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte")):
-                return c
-    return None
-
-
-def require_real_mnist() -> Path:
-    root = real_mnist_root()
-    if root is None:
-        pytest.skip("real MNIST not found: set FASTMLP_DATA to a folder with the four MNIST idx files "
-                    "(or provide ../shared/data/mnist next to the repository)")
-    return root
 
 
 def seeded(seed: int = 0) -> None:
