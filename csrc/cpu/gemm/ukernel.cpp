@@ -19,10 +19,13 @@ constexpr index_t kPrefetchRows = 8;
 // C[MR, nv] = epilogue(acc), acc[i][j] = Σ_k a[k·MR + i] · b[k·b_ks + j]   (j < kNR)
 // a: packed A panel (MR rows per k); b: kNR contiguous columns per k; c_next: the
 // tile of C the next call writes (only prefetched).
-template <int MR>
+template <int MR, bool Plain>
 void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, index_t b_ks,
              float* c, index_t ldc, const float* c_next, float* z, index_t ldz,
-             const float* bias, int nv, const TileEpilogue& e) {
+             const float* bias, int nv, const TileEpilogue& epi) {
+  // A local copy: stores to C cannot alias it, so its fields stay in registers
+  // instead of being reloaded after every store of the epilogue.
+  const TileEpilogue e = epi;
   vf acc[MR][kNV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
@@ -50,21 +53,43 @@ void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, i
     a += MR;
     b += b_ks;
   }
+  if constexpr (Plain) {  // C = acc: no scaling, no C to read, nothing to add or keep
+    (void)z, (void)ldz, (void)bias;
+    if (nv == kNR) {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < kNV; ++j) vstore(c + i * ldc + j * kW, acc[i][j]);
+      return;
+    }
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
     store_row<kNV>(c + i * ldc, z ? z + i * ldz : nullptr, bias, acc[i], nv, e);
   if (e.final && e.mode == ActMode::Pass) act_rows(c, ldc, MR, nv, e.act, e.act_param);
 }
 
+// Whether a block's epilogue is a plain store of the accumulators (the weight
+// gradients of a Linear layer, for one): then the kernel skips its checks.
+inline bool plain_epilogue(const PackedBlock& k) {
+  const TileEpilogue& e = k.epi;
+  return e.alpha == 1.0f && !e.read_c &&
+         (!e.final || (!k.bias && !k.z && e.mode == ActMode::None));
+}
+
 // The kernel for a panel of h rows, 1 <= h <= kMR.
-template <int H = kMR>
+template <bool Plain, int H = kMR>
 UkernelFn ukernel_for(index_t h) {
   if constexpr (H == 1) {
     (void)h;
-    return ukernel<1>;
+    return ukernel<1, Plain>;
   } else {
-    return h == H ? ukernel<H> : ukernel_for<H - 1>(h);
+    return h == H ? ukernel<H, Plain> : ukernel_for<Plain, H - 1>(h);
   }
+}
+
+UkernelFn ukernel_for(index_t h, bool plain) {
+  return plain ? ukernel_for<true>(h) : ukernel_for<false>(h);
 }
 
 }  // namespace
@@ -73,8 +98,9 @@ void macro_kernel(const PackedBlock& k) {
   const index_t q_count = (k.nc + kNR - 1) / kNR;
   // Panel heights differ by at most one: two kernels serve the whole block.
   const index_t h_lo = k.mc / k.panels;
-  const UkernelFn f_lo = ukernel_for(h_lo);
-  const UkernelFn f_hi = h_lo < kMR ? ukernel_for(h_lo + 1) : f_lo;
+  const bool plain = plain_epilogue(k);
+  const UkernelFn f_lo = ukernel_for(h_lo, plain);
+  const UkernelFn f_hi = h_lo < kMR ? ukernel_for(h_lo + 1, plain) : f_lo;
   const index_t outer = k.rows_outer ? k.panels : q_count;
   const index_t inner = k.rows_outer ? q_count : k.panels;
   for (index_t o = 0; o < outer; ++o) {
