@@ -73,6 +73,12 @@ class FusedTrainStep:
         self.params = [p for lin, *_ in plan for p in ((lin.weight, lin.bias) if lin.bias is not None else (lin.weight,))]
         self._stepper = None
         self._bound: list = []
+        self._dropouts = 0
+        # A held run (see hold()): the update the next step reuses, and the last applied one
+        # whose bookkeeping (step counts) is still to be written.
+        self._holding = False
+        self._next: Optional[tuple] = None
+        self._pending: Optional[tuple] = None
         self._in_features = plan[0][0].in_features
         # SGD, Adam and AdamW themselves (not subclasses, which may change step()) with one
         # parameter group are updated inside the native step, layer by layer.
@@ -129,6 +135,19 @@ class FusedTrainStep:
                 and xd.size == len(xd) * self._in_features and type(yd) is np.ndarray
                 and yd.dtype == np.int64 and yd.shape == (len(xd),))
 
+    def hold(self) -> "_Held":
+        """Context for a run of steps with nothing else touching the model or optimizer between
+        them (fit's epoch loop): each step after the first reuses the first one's checks and
+        update arguments, and the optimizer's step counts are written once, at the end (or at
+        ``flush()``, before anything else steps the optimizer)."""
+        return _Held(self)
+
+    def flush(self) -> None:
+        """Write the deferred step bookkeeping of a held run and drop what it reused."""
+        pending, self._pending, self._next = self._pending, None, None
+        if pending is not None:
+            self.optimizer._flat_update_done(self.optimizer.param_groups[0], pending)
+
     def __call__(self, x: Tensor, y: Tensor) -> tuple[float, int]:
         xd, yd = x._data, y._data
         if xd.ndim != 2:
@@ -139,9 +158,9 @@ class FusedTrainStep:
             yd = np.ascontiguousarray(yd, dtype=np.int64)
         batch = xd.shape[0]
         st = self._stepper
-        if st is None or batch > st.max_batch or any(p._data is not d or p._grad_buf is not g
-                                                     for p, d, g in self._bound):
-            self._bind(batch)
+        update = self._next
+        if update is None or batch > st.max_batch:
+            update = self._prepare(batch)
             st = self._stepper
         gen = _random.default_generator
         seeds, offsets = [], []
@@ -149,18 +168,44 @@ class FusedTrainStep:
             s, o = gen.philox()
             seeds.append(s)
             offsets.append(o)
+        lf = self.loss_fn
+        loss, correct = st.train_step(xd, yd, seeds, offsets, None if lf.weight is None else lf.weight._data,
+                                      lf.ignore_index, float(lf.label_smoothing), update)
+        opt = self.optimizer
+        if update is None:
+            opt.step()
+        elif self._holding:
+            self._pending = update
+            self._next = opt._flat_update_next(opt.param_groups[0], update)
+        else:
+            opt._flat_update_done(opt.param_groups[0], update)
+        return float(np.float32(loss)), correct  # the value a float32 loss tensor's item() gives
+
+    def _prepare(self, batch: int) -> Optional[tuple]:
+        """Check (and if needed rebind) the stepper against the parameters as they are now, make the
+        gradient buffers the parameters' .grad, and return the optimizer's update (None: none native)."""
+        self.flush()
+        st = self._stepper
+        if st is None or batch > st.max_batch or any(p._data is not d or p._grad_buf is not g
+                                                     for p, d, g in self._bound):
+            self._bind(batch)
         for p, _, g in self._bound:  # the gradients this step writes are the parameters' .grad
             pg = p.grad
             if pg is None or pg._data is not g:
                 p.grad = _wrap(g)
-        opt = self.optimizer
-        group = opt.param_groups[0]
-        update = opt._flat_update(group) if self._native_update else None
-        lf = self.loss_fn
-        loss, correct = st.train_step(xd, yd, seeds, offsets, None if lf.weight is None else lf.weight._data,
-                                      lf.ignore_index, float(lf.label_smoothing), update)
-        if update is None:
-            opt.step()
-        else:
-            opt._flat_update_done(group, update)
-        return float(np.float32(loss)), correct  # the value a float32 loss tensor's item() gives
+        return self.optimizer._flat_update(self.optimizer.param_groups[0]) if self._native_update else None
+
+
+class _Held:
+    def __init__(self, step: FusedTrainStep):
+        self.step = step
+
+    def __enter__(self) -> FusedTrainStep:
+        self.step.flush()
+        self.step._holding = True
+        return self.step
+
+    def __exit__(self, *exc) -> bool:
+        self.step._holding = False
+        self.step.flush()
+        return False

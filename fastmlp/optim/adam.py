@@ -60,6 +60,9 @@ class Adam(Optimizer):
         for p in group["params"]:
             state[p]["step"] = step
 
+    def _flat_update_next(self, group: dict, update: tuple) -> Optional[tuple]:
+        return update[:11] + (update[11] + 1,) + update[12:]
+
     def _step_group(self, group: dict) -> None:
         params = group["params"]
         beta1, beta2 = group["betas"]

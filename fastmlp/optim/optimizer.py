@@ -212,6 +212,11 @@ class Optimizer:
     def _flat_update_done(self, group: dict, update: tuple) -> None:
         """Bookkeeping after `update` (from _flat_update) was applied (step counts)."""
 
+    def _flat_update_next(self, group: dict, update: tuple) -> Optional[tuple]:
+        """The update that follows `update` when nothing else touched the group in between (a
+        held run of fastmlp.nn.fused), without re-checking the group; None: ask _flat_update."""
+        return None
+
     def _flat_for(self, group: dict, force: bool = False) -> Optional[_FlatGroup]:
         """The group's flat layout, made on first use when its parameters share dtype and device.
 

@@ -47,6 +47,9 @@ class SGD(Optimizer):
     def _flat_update_done(self, group: dict, update: tuple) -> None:
         pass  # the momentum buffers were registered by _flat_update
 
+    def _flat_update_next(self, group: dict, update: tuple) -> Optional[tuple]:
+        return update[:-1] + (False,)  # momentum buffers exist after the first step
+
     def _step_group(self, group: dict) -> None:
         params = group["params"]
         lr, mom = float(group["lr"]), float(group["momentum"])

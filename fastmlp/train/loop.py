@@ -18,6 +18,7 @@ checkpoint written is intact, since checkpoints are saved atomically.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Callable, Iterable, Optional
@@ -46,24 +47,29 @@ def _train_epoch(model, loss_fn: Callable, optimizer, loader: Iterable, device, 
     loss_sum = 0.0
     samples = 0
     steps = 0
-    for batch in loader:
-        inputs, targets = _pair(batch, "fit")
-        if fused is not None and fused.accepts(inputs, targets):
-            value = fused(inputs, targets)[0]
-        else:
-            if device is not None:
-                inputs = inputs.to(device)
-                targets = targets.to(device)
-            zero_grad()
-            loss = loss_fn(model(inputs), targets)
-            loss.backward()
-            step()
-            value = loss.item()
-        n = len(inputs)
-        loss_sum += value * n
-        samples += n
-        steps += 1
-        update(steps, loss_sum, samples)
+    # Between two native steps only the loader and the bar run, so the native steps are held:
+    # each reuses the checks of the one before (flushed before any eager step, and at the end).
+    with fused.hold() if fused is not None else contextlib.nullcontext():
+        for batch in loader:
+            inputs, targets = _pair(batch, "fit")
+            if fused is not None and fused.accepts(inputs, targets):
+                value = fused(inputs, targets)[0]
+            else:
+                if fused is not None:
+                    fused.flush()
+                if device is not None:
+                    inputs = inputs.to(device)
+                    targets = targets.to(device)
+                zero_grad()
+                loss = loss_fn(model(inputs), targets)
+                loss.backward()
+                step()
+                value = loss.item()
+            n = len(inputs)
+            loss_sum += value * n
+            samples += n
+            steps += 1
+            update(steps, loss_sum, samples)
     return loss_sum, samples, steps
 
 

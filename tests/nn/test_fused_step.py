@@ -43,7 +43,8 @@ OPTS = {"sgd": lambda p: optim.SGD(p, lr=0.05, momentum=0.9), "adam": lambda p: 
 @pytest.mark.parametrize("opt_name", list(OPTS))
 @pytest.mark.parametrize("arch", ["seed001", "seed004", "mixed"])
 @pytest.mark.parametrize("loss_kw", [{}, {"label_smoothing": 0.1}])
-def test_fused_step_equals_eager_step(arch, opt_name, loss_kw):
+@pytest.mark.parametrize("held", [False, True], ids=["each", "held"])
+def test_fused_step_equals_eager_step(arch, opt_name, loss_kw, held):
     rng = np.random.default_rng(0)
     batches = [(rng.random((b, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, b)) for b in (20, 20, 7, 20)]
     results = []
@@ -55,8 +56,13 @@ def test_fused_step_equals_eager_step(arch, opt_name, loss_kw):
         step = FusedTrainStep.build(model, crit, opt) if fused else None
         assert (step is not None) == fused
         trace = []
+        hold = step.hold() if fused and held else None
+        if hold is not None:
+            hold.__enter__()
         for i, (x, y) in enumerate(batches):
             if i == 2:  # a scheduler (or the user) changing the learning rate between steps
+                if hold is not None:
+                    step.flush()  # a held run must be flushed before anything else touches it
                 opt.param_groups[0]["lr"] *= 0.5
             xt = fastmlp.tensor(x) if arch == "seed001" else fastmlp.tensor(x.reshape(len(x), -1))
             yt = fastmlp.tensor(y)
@@ -72,9 +78,18 @@ def test_fused_step_equals_eager_step(arch, opt_name, loss_kw):
                 correct = int((out.detach().numpy().argmax(1) == y).sum())
             trace.append((loss, correct, [p.detach().numpy().copy() for p in model.parameters()],
                           [p.grad.numpy().copy() for p in model.parameters()]))
+        if hold is not None:
+            hold.__exit__(None, None, None)
         results.append(trace)
+        results[-1].append(opt.state_dict()["state"])
         if opt_name == "subclass":
             assert opt.calls == len(batches)
+    s0, s1 = results[0].pop(), results[1].pop()  # optimizer state after the run, step counts included
+    assert s0.keys() == s1.keys()
+    for k in s0:
+        assert s0[k].keys() == s1[k].keys()
+        for name in s0[k]:
+            np.testing.assert_array_equal(np.asarray(s0[k][name]), np.asarray(s1[k][name]))
     for (l0, c0, p0, g0), (l1, c1, p1, g1) in zip(*results):
         assert l0 == l1 and c0 == c1
         for a, b in zip(g0, g1):
