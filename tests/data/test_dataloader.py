@@ -175,6 +175,75 @@ def test_vectorised_and_per_sample_paths_agree():
         assert b.dtype == d.dtype == fastmlp.int64
 
 
+class Doubled(TensorDataset):
+    """A TensorDataset whose samples are changed by an overridden __getitem__ (and no batch method)."""
+
+    calls = 0
+
+    def __getitem__(self, index):
+        Doubled.calls += 1
+        x, y = super().__getitem__(index)
+        return x * 2, y + 100
+
+
+def test_overridden_getitem_of_a_tensor_dataset_is_used():
+    x, y = arrays(n=10)
+    Doubled.calls = 0
+    xb, yb = next(iter(DataLoader(Doubled(x, y), batch_size=4)))
+    np.testing.assert_array_equal(xb.numpy(), 2 * x[:4])
+    np.testing.assert_array_equal(yb.numpy(), y[:4] + 100)
+    assert Doubled.calls == 4
+
+
+def test_overridden_getitem_below_a_subset_is_used():
+    x, y = arrays(n=10)
+    sub = Subset(Doubled(x, y), [7, 2, 5])
+    (xb, yb), = list(DataLoader(sub, batch_size=3))
+    np.testing.assert_array_equal(xb.numpy(), 2 * x[[7, 2, 5]])
+    np.testing.assert_array_equal(yb.numpy(), y[[7, 2, 5]] + 100)
+    np.testing.assert_array_equal(sub.__getbatch__(np.array([1]))[1].numpy(), [y[2] + 100])
+
+
+def test_overridden_getitem_of_a_subset_is_used():
+    class Shifted(Subset):
+        def __getitem__(self, idx):
+            x, y = super().__getitem__(idx)
+            return x, y + 1
+
+    x, y = arrays(n=10)
+    (xb, yb), = list(DataLoader(Shifted(TensorDataset(x, y), [4, 0]), batch_size=2))
+    np.testing.assert_array_equal(yb.numpy(), y[[4, 0]] + 1)
+
+
+def test_overridden_getitems_of_a_tensor_dataset_is_used():
+    class Reversed(TensorDataset):
+        def __getitems__(self, keys):
+            return [self[k] for k in reversed(keys)]
+
+    x, y = arrays(n=6)
+    xb, yb = next(iter(DataLoader(Reversed(x, y), batch_size=3)))
+    np.testing.assert_array_equal(yb.numpy(), y[[2, 1, 0]])
+
+
+def test_subclass_with_its_own_batch_method_keeps_the_vectorised_path():
+    class Negated(TensorDataset):
+        def __getitem__(self, index):
+            raise AssertionError("the batch method should be used")
+
+        def __getbatch__(self, indices):
+            x, y = super().__getbatch__(indices)
+            return -x, y
+
+    class Plain(TensorDataset):
+        pass
+
+    x, y = arrays(n=8)
+    xb, _ = next(iter(DataLoader(Negated(x, y), batch_size=8)))
+    np.testing.assert_array_equal(xb.numpy(), -x)
+    assert fastmlp.utils.data.dataset.batch_fn(Plain(x, y)) is not None
+    assert fastmlp.utils.data.dataset.batch_fn(Doubled(x, y)) is None
+
+
 def test_tensor_dataset_checks():
     with pytest.raises(ValueError, match=r"Size mismatch between tensors.*tensor 0 has 5 rows, tensor 1 has 4"):
         TensorDataset(fastmlp.zeros(5, 2), fastmlp.zeros(4))

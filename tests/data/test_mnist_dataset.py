@@ -96,6 +96,22 @@ def test_loader_over_mnist_and_its_subset(tmp_path):
     np.testing.assert_array_equal(xb.numpy()[:, 0], arrays["train-images-idx3-ubyte"][[11, 1]] / np.float32(255))
 
 
+def test_loader_uses_an_overridden_getitem_of_an_mnist_subclass(tmp_path):
+    arrays = write_fake_mnist(tmp_path)
+
+    class Inverted(MNIST):
+        def __getitem__(self, index):
+            img, label = super().__getitem__(index)
+            return 1 - img, label * 10
+
+    ds = Inverted(tmp_path, transform=transforms.ToTensor())
+    for loader in (DataLoader(ds, batch_size=4), DataLoader(Subset(ds, [0, 1, 2, 3]), batch_size=4)):
+        xb, yb = next(iter(loader))
+        np.testing.assert_allclose(xb.numpy()[:, 0], 1 - arrays["train-images-idx3-ubyte"][:4] / np.float32(255),
+                                   rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(yb.numpy(), arrays["train-labels-idx1-ubyte"][:4] * 10)
+
+
 def test_changing_the_transform_after_construction(tmp_path):
     write_fake_mnist(tmp_path)
     ds = MNIST(tmp_path)

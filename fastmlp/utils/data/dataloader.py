@@ -3,7 +3,10 @@
 Same arguments, defaults and argument checks as PyTorch's. How a batch is made:
 
 * If the dataset defines ``__getbatch__`` (TensorDataset, the MNIST datasets, a
-  Subset of them) and the default collate function is used, the batch's indices
+  Subset of them), its class does not override ``__getitem__`` (or
+  ``__getitems__``) below the class that provides ``__getbatch__`` (see
+  ``dataset.batch_fn``; decided once per iteration), and the default collate
+  function is used, the batch's indices
   go to it as one int64 array and it gathers the whole batch with one vectorised
   index operation. The epoch's order comes from the sampler as one array, so the
   per-batch cost is a slice, the gather and two tensor wrappers.
@@ -30,7 +33,7 @@ import numpy as np
 
 from ...random import Generator
 from .collate import collate, default_collate, default_convert
-from .dataset import Dataset, IterableDataset
+from .dataset import Dataset, IterableDataset, batch_fn
 from .sampler import BatchSampler, RandomSampler, SequentialSampler, _check_positive_int, index_batches
 
 __all__ = ["DataLoader", "get_worker_info"]
@@ -160,8 +163,8 @@ class DataLoader(Generic[T_co]):
                 yield convert(ds[i])
             return
         batches = index_batches(self.batch_sampler)
-        getbatch = getattr(ds, "__getbatch__", None)
-        if getbatch is not None and self.collate_fn is default_collate:
+        getbatch = batch_fn(ds) if self.collate_fn is default_collate else None
+        if getbatch is not None:
             yield from self._vectorised(batches, getbatch)
             return
         fetch = self._fetcher()

@@ -7,13 +7,19 @@ returns exactly what ``default_collate([self[i] for i in indices])`` would, but
 with one vectorised gather instead of one call per sample. The DataLoader uses it
 whenever it collates with the default collate function. TensorDataset, Subset
 (of such a dataset) and the MNIST datasets define it.
+
+A subclass that overrides ``__getitem__`` (or ``__getitems__``) but not
+``__getbatch__`` changes what a sample is, and the inherited batch method would
+not see that; ``batch_fn`` then answers None and the DataLoader collates sample
+by sample, as PyTorch does. A subclass that defines its own ``__getbatch__``
+beside its ``__getitem__`` keeps the vectorised path.
 """
 from __future__ import annotations
 
 import bisect
 import math
 import numbers
-from typing import Generic, Iterator, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Generic, Iterator, List, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -25,6 +31,37 @@ from .collate import collate
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split"]
 
 T_co = TypeVar("T_co", covariant=True)
+
+_SAMPLE_METHODS = ("__getitem__", "__getitems__")
+
+
+def _rank(cls: type, name: str) -> Optional[int]:
+    """Position in ``cls.__mro__`` of the class that defines `name` (None when none does)."""
+    for i, klass in enumerate(cls.__mro__):
+        if name in klass.__dict__:
+            return i
+    return None
+
+
+def batch_fn(dataset: Any) -> Optional[Callable[[np.ndarray], Any]]:
+    """The whole-batch function to use for `dataset`, or None to collate sample by sample.
+
+    It is the dataset's ``__getbatch__`` unless the dataset's class overrides
+    ``__getitem__`` or ``__getitems__`` below the class that provides
+    ``__getbatch__`` (so the batch method would bypass the override). For a
+    Subset, the inner dataset is resolved once here, not once per batch.
+    """
+    cls = type(dataset)
+    provider = _rank(cls, "__getbatch__")
+    if provider is None:
+        return None
+    for name in _SAMPLE_METHODS:
+        definer = _rank(cls, name)
+        if definer is not None and definer < provider:
+            return None
+    if cls.__getbatch__ is Subset.__getbatch__:
+        return dataset._batch_fn()
+    return dataset.__getbatch__
 
 
 class Dataset(Generic[T_co]):
@@ -110,11 +147,23 @@ class Subset(Dataset[T_co]):
         return self.dataset[int(self._indices[idx])]
 
     def __getbatch__(self, indices: np.ndarray):
-        inner = self._indices[indices]
-        fetch = getattr(self.dataset, "__getbatch__", None)
-        if fetch is not None:
-            return fetch(inner)
-        return collate([self.dataset[int(i)] for i in inner], inner)
+        return self._batch_fn()(indices)
+
+    def _batch_fn(self) -> Callable[[np.ndarray], Any]:
+        """Indices into the subset -> the collated batch, through the inner dataset's batch function when
+        it has one that agrees with its samples (see ``batch_fn``), else one ``dataset[i]`` per sample."""
+        positions = self._indices
+        dataset = self.dataset
+        inner = batch_fn(dataset)
+        if inner is not None:
+            def gather(indices: np.ndarray):
+                return inner(positions[indices])
+            return gather
+
+        def one_by_one(indices: np.ndarray):
+            keys = positions[indices].tolist()
+            return collate([dataset[i] for i in keys], keys)
+        return one_by_one
 
     def __len__(self) -> int:
         return len(self._indices)
