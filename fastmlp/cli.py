@@ -273,7 +273,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # ---- parser -------------------------------------------------------------------------------------
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="DIR", default=None,
-                   help="folder with the idx files (default: $FASTMLP_DATA, else ~/.cache/fastmlp)")
+                   help="data folder: MNIST's idx files in DIR/MNIST/raw or DIR itself, Fashion-MNIST's in "
+                        "DIR/FashionMNIST/raw (default: $FASTMLP_DATA, else ~/.cache/fastmlp)")
     p.add_argument("--no-download", action="store_true", help="do not download missing files")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 

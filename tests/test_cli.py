@@ -118,6 +118,24 @@ def test_fashion_mnist_report_uses_class_names(tmp_path, capsys):
     assert "Test Accuracy of Ankle boot: " in out and FashionMNIST.classes[0] in out
 
 
+def test_fashion_mnist_on_a_folder_of_mnist_files_is_a_clear_error(mnist_dir, tmp_path, capsys, monkeypatch):
+    import hashlib
+
+    monkeypatch.setattr(MNIST, "resources", {p.name: ((hashlib.md5(p.read_bytes()).hexdigest(),), ())
+                                             for p in mnist_dir.iterdir()})
+    args = train_args(mnist_dir, tmp_path, "--dataset", "fashion-mnist", "--no-plot")
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastmlp train: error: FashionMNIST training images not found: "
+                          f"'{mnist_dir / 'train-images-idx3-ubyte.gz'}' is MNIST's file")
+    assert str(mnist_dir / "FashionMNIST" / "raw") in err
+    assert cli.main(train_args(mnist_dir, tmp_path, "--epochs", "1", "--no-plot")) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "ck.pt"), "--data", str(mnist_dir), "--no-download",
+                     "--dataset", "fashion-mnist"]) == 2
+    assert "FashionMNIST test images not found: " in capsys.readouterr().err
+
+
 def test_missing_data_explains_how_to_provide_it(tmp_path, capsys):
     rc = cli.main(["train", "--data", str(tmp_path / "empty"), "--no-download", "--epochs", "1"])
     assert rc == 2

@@ -7,6 +7,13 @@ where ``<Name>`` is ``MNIST`` or ``FashionMNIST``; each file may be gzip-compres
 folder (``$XDG_CACHE_HOME/fastmlp`` or ``~/.cache/fastmlp``). ``download=True``
 fetches missing files into ``root/<Name>/raw`` from the public mirrors.
 
+The two datasets use the same file names, so a file directly in ``root`` (a
+folder they may share) is only taken when it is not the other dataset's: its
+md5 (or that of its decompressed content) is compared with the other dataset's
+published checksums. FashionMNIST therefore never reads MNIST's files from a
+folder of MNIST files: it says so and where its own files go (``download=True``
+fetches them there), and MNIST likewise refuses Fashion-MNIST's archives.
+
 A sample is ``(image, label)``: a float32 tensor [1, 28, 28] in [0, 1] (what
 ``ToTensor()`` gives) and an int. A custom ``transform`` receives the image as a
 uint8 NumPy array [28, 28]. ``.data`` (uint8 [N, 28, 28]) and ``.targets``
@@ -21,7 +28,8 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any, Callable, Optional, Union
+import zlib
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -29,7 +37,7 @@ from ..tensor import Tensor, _wrap
 from ..transforms import ToTensor, batch_plan
 from ..utils.data.collate import collate
 from ..utils.data.dataset import Dataset
-from .download import DownloadError, download_file
+from .download import DownloadError, download_file, file_md5
 from .idx import IdxError, read_idx
 from .paths import DATA_ENV, default_root
 
@@ -42,6 +50,10 @@ _ALL_FILES = _SPLIT_FILES[True] + _SPLIT_FILES[False]
 # Decoded arrays, shared between dataset objects that read the same file; an entry
 # lives as long as some dataset holds its array.
 _decoded: "weakref.WeakValueDictionary[tuple, np.ndarray]" = weakref.WeakValueDictionary()
+
+
+# (file key, dataset class name) -> the name of the other dataset the file belongs to, or None
+_ownership: dict = {}
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -77,6 +89,7 @@ class MNIST(Dataset):
         "t10k-images-idx3-ubyte.gz": (("9fb629c4189551a2d022fa330f9573f3",), ("2646ac647ad5339dbf082846283269ea",)),
         "t10k-labels-idx1-ubyte.gz": (("ec29112dd5afa0611ce80d1b7f02629c",), ("27ae3e4e09519cfbb04c329615203637",)),
     }
+    _lookalikes: tuple = ()  # set below the classes: the datasets whose files share these names
     classes = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
                "8 - eight", "9 - nine"]
     image_size = (28, 28)
@@ -107,14 +120,41 @@ class MNIST(Dataset):
     def _search_dirs(self) -> list:
         return [self.raw_folder, os.path.join(self.root, type(self).__name__), self.root]
 
-    def _find(self, name: str) -> Optional[str]:
+    def _candidates(self, name: str) -> Iterator[tuple[str, bool]]:
+        """Existing files for `name`, in search order, each with whether it lies in the shared ``root``."""
         variants = (name, name + ".gz", name.replace("-idx", ".idx"), name.replace("-idx", ".idx") + ".gz")
-        for folder in self._search_dirs():
+        dirs = self._search_dirs()
+        for i, folder in enumerate(dirs):
             for v in variants:
                 p = os.path.join(folder, v)
                 if os.path.isfile(p):
-                    return p
+                    yield p, i == len(dirs) - 1
+
+    def _find(self, name: str) -> Optional[str]:
+        """The first file for `name` that is this dataset's (files in ``root`` that are another's are skipped)."""
+        for path, shared in self._candidates(name):
+            if not shared or self._owner_of(path) is None:
+                return path
         return None
+
+    def _owner_of(self, path: str) -> Optional[str]:
+        """The name of the look-alike dataset whose published checksum `path` has, or None."""
+        key = (_file_key(path, "checksum"), type(self).__name__)
+        if key in _ownership:
+            return _ownership[key]
+        owner = None
+        gz = _is_gzip(path)
+        for other in self._lookalikes:
+            md5s = {m for archive, _ in other.resources.values() for m in archive}
+            content_md5s = {m for _, content in other.resources.values() for m in content}
+            if gz and (file_md5(path) in md5s or (content_md5s and _content_md5(path) in content_md5s)):
+                owner = other.__name__
+            elif not gz and content_md5s and file_md5(path) in content_md5s:
+                owner = other.__name__
+            if owner is not None:
+                break
+        _ownership[key] = owner
+        return owner
 
     def _how_to_provide(self, offer_download: bool = True) -> str:
         files = ", ".join(f + ".gz" for f in _ALL_FILES)
@@ -132,8 +172,18 @@ class MNIST(Dataset):
         if path is None:
             split = "training" if self.train else "test"
             kind = "images" if "images" in name else "labels"
+            me = type(self).__name__
+            for other_path, shared in self._candidates(name):
+                owner = self._owner_of(other_path) if shared else None
+                if owner is not None:
+                    raise DatasetNotFoundError(
+                        f"{me} {split} {kind} not found: '{other_path}' is {owner}'s file, not {me}'s (its "
+                        f"checksum is {owner}'s published one; the two datasets use the same file names). "
+                        f"{me}'s files go in their own folder, '{self.raw_folder}' (torchvision's layout) or "
+                        f"'{os.path.join(self.root, me)}'; download=True (on the command line: leave out "
+                        f"--no-download) fetches them into '{self.raw_folder}'.")
             looked = "\n".join(f"  {d}" for d in self._search_dirs())
-            raise DatasetNotFoundError(f"{type(self).__name__} {split} {kind} not found: no {name} or {name}.gz in\n"
+            raise DatasetNotFoundError(f"{me} {split} {kind} not found: no {name} or {name}.gz in\n"
                                        f"{looked}\n{self._how_to_provide()}")
         return path
 
@@ -288,6 +338,24 @@ class FashionMNIST(MNIST):
     }
     classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                "Ankle boot"]
+
+
+# Datasets whose files have the same names: a file in the shared root that has the other's checksum is not taken.
+MNIST._lookalikes = (FashionMNIST,)
+FashionMNIST._lookalikes = (MNIST,)
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _content_md5(path: str) -> Optional[str]:
+    """md5 of the decompressed content of a gzip file; None when it can't be decompressed."""
+    try:
+        return file_md5(path, decompress=True)
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
 class _NotSet:

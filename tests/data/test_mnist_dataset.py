@@ -138,6 +138,86 @@ def test_fashion_mnist_uses_its_own_folder(tmp_path):
         MNIST(tmp_path)
 
 
+def _md5(path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _publish(monkeypatch, cls, folder):
+    """Make the fake files in `folder` look like `cls`'s published files (their md5s become its checksums)."""
+    resources = {p.name if p.name.endswith(".gz") else p.name + ".gz":
+                 (((_md5(p),), ()) if p.name.endswith(".gz") else ((), (_md5(p),)))
+                 for p in folder.iterdir() if p.is_file()}
+    monkeypatch.setattr(cls, "resources", resources)
+
+
+def test_fashion_mnist_refuses_mnist_files_in_a_shared_root(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path)
+    _publish(monkeypatch, MNIST, tmp_path)
+    assert len(MNIST(tmp_path)) == 12
+    with pytest.raises(DatasetNotFoundError) as e:
+        FashionMNIST(tmp_path)
+    msg = str(e.value)
+    assert f"'{tmp_path / 'train-images-idx3-ubyte.gz'}' is MNIST's file, not FashionMNIST's" in msg
+    assert str(tmp_path / "FashionMNIST" / "raw") in msg and "download=True" in msg
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="is MNIST's file"):
+        FashionMNIST(None, train=False)
+
+
+def test_fashion_mnist_refuses_uncompressed_mnist_files_by_content(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path, gz=False)
+    _publish(monkeypatch, MNIST, tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="t10k-images-idx3-ubyte' is MNIST's file"):
+        FashionMNIST(tmp_path, train=False)
+
+
+def test_fashion_mnist_takes_its_own_files_in_root_and_its_folder_first(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path)
+    assert len(FashionMNIST(tmp_path)) == 12  # not MNIST's checksums: Fashion-MNIST files in root are fine
+    _publish(monkeypatch, MNIST, tmp_path)
+    write_fake_mnist(tmp_path / "FashionMNIST" / "raw", arrays=fake_mnist(n_train=5, n_test=3, seed=1))
+    assert len(FashionMNIST(tmp_path)) == 5 and len(MNIST(tmp_path)) == 12
+
+
+def test_mnist_refuses_fashion_mnist_archives_in_a_shared_root(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path)
+    _publish(monkeypatch, FashionMNIST, tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="is FashionMNIST's file, not MNIST's"):
+        MNIST(tmp_path)
+
+
+def test_fashion_mnist_download_beside_mnist_files_goes_to_its_own_folder(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path / "data")
+    _publish(monkeypatch, MNIST, tmp_path / "data")
+    mirror = tmp_path / "mirror"
+    arrays = write_fake_mnist(mirror, arrays=fake_mnist(n_train=4, n_test=2, seed=3))
+    monkeypatch.setattr(FashionMNIST, "mirrors", [mirror.as_uri() + "/"])
+    monkeypatch.setattr(FashionMNIST, "resources", {p.name: ((_md5(p),), ()) for p in mirror.iterdir()})
+    ds = FashionMNIST(tmp_path / "data", train=False, download=True)
+    assert sorted(p.name for p in (tmp_path / "data" / "FashionMNIST" / "raw").iterdir()) == sorted(
+        n + ".gz" for n in arrays)
+    np.testing.assert_array_equal(ds.targets.numpy(), arrays["t10k-labels-idx1-ubyte"])
+
+
+def test_fashion_mnist_refuses_the_real_mnist(tmp_path, monkeypatch):
+    root = require_real_mnist()
+    for sub in (root, root / "MNIST" / "raw", root / "MNIST"):
+        if (sub / "train-images-idx3-ubyte.gz").exists():
+            break
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (tmp_path / name).symlink_to(sub / name)
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="train-images-idx3-ubyte.gz' is MNIST's file"):
+        FashionMNIST(None)
+    write_fake_mnist(tmp_path / "FashionMNIST" / "raw", arrays=fake_mnist(n_train=3))
+    (tmp_path / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetNotFoundError, match="train-labels-idx1-ubyte.gz' is MNIST's file"):
+        FashionMNIST(None)
+    assert len(MNIST(None)) == 60000
+
+
 # ---- where files are looked for when root is None --------------------------------------------------
 def test_root_none_reads_fastmlp_data(tmp_path, monkeypatch):
     write_fake_mnist(tmp_path / "d")
