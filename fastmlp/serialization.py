@@ -5,13 +5,22 @@ header describing each tensor (dtype, shape, byte range), then the raw tensor
 bytes. Everything that is not a tensor (nesting of dicts and lists, numbers,
 strings, the optimizer's hyper-parameters) is stored as JSON in the header's
 ``__metadata__``, together with a CRC-32 of the tensor bytes. Loading therefore
-never runs code, and a truncated or corrupted file raises ValueError naming the
-file and the problem. Saving writes a temporary file beside the target, syncs it
-to disk and renames it over the target, so a crash mid-save leaves the previous
-file intact.
+never runs code, and a truncated or corrupted file — or one with bytes after the
+data its header declares — raises ``CheckpointError`` (a ValueError) naming the
+file and the problem. A PyTorch checkpoint (``torch.save``'s zip archive or a
+legacy pickle) is recognised and refused with a note on converting it: unpickling
+can run arbitrary code. Saving to a path writes a temporary file beside the
+target, syncs it to disk and renames it over the target, so a crash mid-save
+leaves the previous file intact.
+
+As with ``torch.save``/``torch.load``, `f` is a path or a binary file object
+(``write`` for saving, ``read`` for loading, e.g. ``io.BytesIO`` or ``open(path,
+"rb")``); a file object is written or read from its current position, and its
+saves are not atomic.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -27,13 +36,24 @@ from ._files import new_file_mode
 from ._device import as_device
 from .tensor import Tensor, _wrap
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "CheckpointError"]
 
 _CODES = {"float16": "F16", "float32": "F32", "float64": "F64", "uint8": "U8", "int8": "I8", "int16": "I16",
           "int32": "I32", "int64": "I64", "bool": "BOOL"}
 _FROM_CODE = {v: getattr(_dtype, k if k != "bool" else "bool_") for k, v in _CODES.items()}
 _FORMAT = "fastmlp"
 _MAX_HEADER = 100 * 1024 * 1024
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80  # a pickle of protocol 2 or later starts with PROTO, then the protocol number
+
+
+class CheckpointError(ValueError):
+    """A file that ``fastmlp.load`` can't read: truncated, corrupted, trailing data, or not a fastmlp /
+    safetensors file (a PyTorch pickle checkpoint, for example). The message names the file."""
+
+
+def _is_path(f: Any) -> bool:
+    return isinstance(f, (str, bytes, os.PathLike))
 
 
 def _encode(obj: Any, tensors: dict, path: str) -> Any:
@@ -82,7 +102,8 @@ def _decode(obj: Any, tensors: dict, where: str) -> Any:
         if "__tensor__" in obj:
             name = obj["__tensor__"]
             if name not in tensors:
-                raise ValueError(f"{where}: the structure refers to a tensor '{name}' that the file does not hold")
+                raise CheckpointError(f"{where}: the structure refers to a tensor '{name}' that the file does not "
+                                      "hold")
             t = tensors[name]
             if obj.get("parameter"):
                 from .nn.module import Parameter
@@ -96,15 +117,14 @@ def _decode(obj: Any, tensors: dict, where: str) -> Any:
         for key, cls in (("__odict__", OrderedDict), ("__dict__", dict)):
             if key in obj:
                 return cls((k, _decode(v, tensors, where)) for k, v in obj[key])
-        raise ValueError(f"{where}: unrecognised structure entry {sorted(obj)}")
+        raise CheckpointError(f"{where}: unrecognised structure entry {sorted(obj)}")
     if isinstance(obj, list):
         return [_decode(v, tensors, where) for v in obj]
     return obj
 
 
-def save(obj: Any, f) -> None:
-    """Write obj (a tensor, or dicts/lists of tensors and plain values, e.g. a state_dict) to path `f`."""
-    path = os.fspath(f)
+def _serialize(obj: Any) -> list:
+    """The file's contents as a list of byte strings: length field, header, tensor data."""
     tensors: dict[str, Tensor] = {}
     structure = _encode(obj, tensors, "obj")
     header: dict[str, Any] = {}
@@ -124,15 +144,30 @@ def save(obj: Any, f) -> None:
     header["__metadata__"] = {"format": _FORMAT, "structure": json.dumps(structure), "crc32": str(crc)}
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
+    return [struct.pack("<Q", len(raw)), raw, *blobs]
+
+
+def save(obj: Any, f) -> None:
+    """Write obj (a tensor, or dicts/lists of tensors and plain values, e.g. a state_dict) to `f`
+    (``torch.save``): a path (saved atomically) or a binary file object with ``write``."""
+    if not _is_path(f):
+        if isinstance(f, io.TextIOBase) or not callable(getattr(f, "write", None)):
+            raise TypeError(f"fastmlp.save: f must be a path or a binary file object with write() (opened 'wb', "
+                            f"or io.BytesIO); got {type(f).__name__}")
+        for chunk in _serialize(obj):
+            f.write(chunk)
+        if callable(getattr(f, "flush", None)):
+            f.flush()
+        return
+    path = os.fsdecode(f)
+    chunks = _serialize(obj)
     directory = os.path.dirname(os.path.abspath(path)) or "."
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         os.chmod(tmp, new_file_mode(path))
         with os.fdopen(fd, "wb") as out:
-            out.write(struct.pack("<Q", len(raw)))
-            out.write(raw)
-            for b in blobs:
-                out.write(b)
+            for chunk in chunks:
+                out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -150,31 +185,74 @@ def save(obj: Any, f) -> None:
         pass
 
 
-def load(f, map_location=None, weights_only: bool = True, mmap: bool = False) -> Any:
-    """Read what save() wrote (or any safetensors file: a dict of tensors). Never executes code."""
-    path = os.fspath(f)
+def _read(f) -> tuple[bytes, str, str]:
+    """The bytes of `f` (a path, or a binary file object read from its position), "fastmlp.load(...)" for
+    messages, and a name to put in a conversion command."""
+    if not _is_path(f):
+        if not callable(getattr(f, "read", None)):
+            raise TypeError(f"fastmlp.load: f must be a path or a binary file object with read() (opened 'rb', "
+                            f"or io.BytesIO); got {type(f).__name__}")
+        name = getattr(f, "name", None)
+        label = repr(name) if isinstance(name, str) else f"<{type(f).__name__}>"
+        blob = f.read()
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise TypeError(f"fastmlp.load({label}): the file object gave {type(blob).__name__}, not bytes; open "
+                            "the file in binary mode ('rb')")
+        return bytes(blob), f"fastmlp.load({label})", name if isinstance(name, str) else "checkpoint.pt"
+    path = os.fsdecode(f)
     try:
         with open(path, "rb") as fh:
             blob = fh.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"fastmlp.load: no such file: '{path}'") from None
-    where = f"fastmlp.load('{path}')"
+    return blob, f"fastmlp.load('{path}')", path
+
+
+def _pickle_kind(blob: bytes) -> str:
+    """What kind of PyTorch/pickle file `blob` is, or '' when it is neither."""
+    if blob[:4] == _ZIP_MAGIC:
+        return "a zip archive, the format of torch.save (a PyTorch checkpoint holding pickled objects)"
+    if len(blob) >= 2 and blob[0] == _PICKLE_PROTO and 2 <= blob[1] <= 5:
+        return "a Python pickle (what pickle.dump and the legacy torch.save format write)"
+    return ""
+
+
+def _refuse_pickle(where: str, kind: str, name: str) -> CheckpointError:
+    stem = os.path.splitext(os.path.basename(name))[0] or "checkpoint"
+    return CheckpointError(
+        f"{where}: the file is {kind}. fastmlp does not load pickle files, because unpickling can run arbitrary "
+        f"code. Convert it once where PyTorch and safetensors are installed, e.g. for a state_dict:\n"
+        f"  python -c \"import torch; from safetensors.torch import save_file; "
+        f"sd = torch.load({name!r}, weights_only=True); "
+        f"save_file({{k: v.contiguous() for k, v in sd.items()}}, {stem + '.safetensors'!r})\"\n"
+        f"then fastmlp.load({stem + '.safetensors'!r}) reads it.")
+
+
+def load(f, map_location=None, weights_only: bool = True, mmap: bool = False) -> Any:
+    """Read what save() wrote (or any safetensors file: a dict of tensors) from `f` (``torch.load``): a path
+    or a binary file object with ``read``. Never executes code: pickle files are refused."""
+    blob, where, name = _read(f)
+    looks_safetensors = len(blob) >= 9 and blob[8:9] == b"{"
+    kind = "" if looks_safetensors else _pickle_kind(blob)
+    if kind:
+        raise _refuse_pickle(where, kind, name)
     if len(blob) < 8:
-        raise ValueError(f"{where}: the file is truncated or not a checkpoint ({len(blob)} bytes; a header needs 8)")
+        raise CheckpointError(f"{where}: the file is truncated or not a checkpoint ({len(blob)} bytes; a header "
+                              "needs 8)")
     (n,) = struct.unpack("<Q", blob[:8])
     if n > _MAX_HEADER or 8 + n > len(blob):
-        raise ValueError(f"{where}: the file is truncated or corrupted: its header claims {n} bytes but the file has "
-                         f"{len(blob) - 8} after the length field")
+        raise CheckpointError(f"{where}: the file is truncated or corrupted: its header claims {n} bytes but the "
+                              f"file has {len(blob) - 8} after the length field")
     try:
         header = json.loads(blob[8:8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{where}: the header is corrupted (not valid JSON: {e})") from None
+        raise CheckpointError(f"{where}: the header is corrupted (not valid JSON: {e})") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{where}: the header is corrupted (expected a JSON object)")
+        raise CheckpointError(f"{where}: the header is corrupted (expected a JSON object)")
     data = memoryview(blob)[8 + n:]
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict):
-        raise ValueError(f"{where}: the header's __metadata__ is corrupted")
+        raise CheckpointError(f"{where}: the header's __metadata__ is corrupted")
     dev = as_device(map_location) if map_location is not None and not callable(map_location) else None
     tensors: dict[str, Tensor] = {}
     ranges = []
@@ -184,14 +262,14 @@ def load(f, map_location=None, weights_only: bool = True, mmap: bool = False) ->
             shape = tuple(int(s) for s in info["shape"])
             begin, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{where}: the entry for tensor '{name}' is corrupted: {info!r}") from None
+            raise CheckpointError(f"{where}: the entry for tensor '{name}' is corrupted: {info!r}") from None
         count = int(np.prod(shape)) if shape else 1
         if any(s < 0 for s in shape) or begin < 0 or end < begin or end - begin != count * dt.itemsize:
-            raise ValueError(f"{where}: tensor '{name}' has inconsistent shape {list(shape)}, dtype {info['dtype']} "
-                             f"and byte range [{begin}, {end})")
+            raise CheckpointError(f"{where}: tensor '{name}' has inconsistent shape {list(shape)}, dtype "
+                                  f"{info['dtype']} and byte range [{begin}, {end})")
         if end > len(data):
-            raise ValueError(f"{where}: the file is truncated: tensor '{name}' needs bytes up to {end} but the data "
-                             f"section has {len(data)}")
+            raise CheckpointError(f"{where}: the file is truncated: tensor '{name}' needs bytes up to {end} but "
+                                  f"the data section has {len(data)}")
         ranges.append((begin, end, name))
         arr = np.frombuffer(data[begin:end], dtype=dt.np).reshape(shape).copy()
         t = _wrap(arr)
@@ -201,17 +279,22 @@ def load(f, map_location=None, weights_only: bool = True, mmap: bool = False) ->
     ranges.sort()
     for (b0, e0, n0), (b1, e1, n1) in zip(ranges, ranges[1:]):
         if b1 < e0:
-            raise ValueError(f"{where}: tensors '{n0}' and '{n1}' overlap in the data section (corrupted header)")
+            raise CheckpointError(f"{where}: tensors '{n0}' and '{n1}' overlap in the data section (corrupted "
+                                  "header)")
+    declared = max((e for _, e, _ in ranges), default=0)
+    if len(data) > declared:
+        raise CheckpointError(f"{where}: the file is corrupted or has trailing data: {len(data) - declared} bytes "
+                              f"follow the {declared} bytes of tensor data its header declares")
     if "crc32" in meta:
         crc = 0
         for b, e, _ in ranges:
             crc = zlib.crc32(data[b:e], crc)
         if str(crc) != str(meta["crc32"]):
-            raise ValueError(f"{where}: the tensor data is corrupted (checksum mismatch)")
+            raise CheckpointError(f"{where}: the tensor data is corrupted (checksum mismatch)")
     if meta.get("format") == _FORMAT and "structure" in meta:
         try:
             structure = json.loads(meta["structure"])
         except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: the stored structure is corrupted ({e})") from None
+            raise CheckpointError(f"{where}: the stored structure is corrupted ({e})") from None
         return _decode(structure, tensors, where)
     return OrderedDict((name, tensors[name]) for name in header)

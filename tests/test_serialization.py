@@ -127,3 +127,131 @@ def test_saved_file_gets_the_usual_mode(tmp_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o604
     finally:
         os.umask(old)
+
+
+# ---- file objects, trailing data, PyTorch checkpoints ------------------------------------------------
+def test_file_objects_round_trip_like_torch(tmp_path):
+    import io
+
+    sd = make_model().state_dict()
+    buf = io.BytesIO()
+    fastmlp.save({"model": sd, "epoch": 2}, buf)
+    buf.seek(0)
+    back = fastmlp.load(buf)
+    assert back["epoch"] == 2 and list(back["model"]) == list(sd)
+    for a, b in zip(sd.values(), back["model"].values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with open(tmp_path / "f.pt", "wb") as f:
+        f.write(b"prefix")
+        fastmlp.save(fastmlp.arange(4), f)
+    with open(tmp_path / "f.pt", "rb") as f:
+        assert f.read(6) == b"prefix"
+        assert fastmlp.load(f).tolist() == [0, 1, 2, 3]  # read from the file's position, as torch.load does
+    assert (tmp_path / "f.pt").read_bytes()[6:] == _bytes_of(fastmlp.arange(4))
+
+
+def _bytes_of(obj) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fastmlp.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_file_objects_must_be_binary(tmp_path):
+    with open(tmp_path / "t.txt", "w") as f:
+        with pytest.raises(TypeError, match="binary file object"):
+            fastmlp.save(fastmlp.ones(2), f)
+    (tmp_path / "t.txt").write_bytes(_bytes_of(fastmlp.ones(2)))
+    with open(tmp_path / "t.txt", "r", encoding="latin-1") as f:
+        with pytest.raises(TypeError, match="binary mode"):
+            fastmlp.load(f)
+    with pytest.raises(TypeError, match="a path or a binary file object"):
+        fastmlp.load(42)
+
+
+def test_trailing_data_is_an_error(tmp_path):
+    import io
+
+    path = tmp_path / "ckpt.pt"
+    fastmlp.save({"w": fastmlp.ones(3)}, path)
+    path.write_bytes(path.read_bytes() + b"\0\0\0\0")
+    with pytest.raises(fastmlp.serialization.CheckpointError,
+                       match=r"ckpt.pt.*corrupted or has trailing data: 4 bytes follow the 12 bytes"):
+        fastmlp.load(path)
+    two = _bytes_of({"w": fastmlp.ones(3)}) + _bytes_of({"w": fastmlp.zeros(3)})
+    with pytest.raises(ValueError, match="trailing data"):
+        fastmlp.load(io.BytesIO(two))
+    with pytest.raises(ValueError, match="trailing data"):
+        fastmlp.load(io.BytesIO(_bytes_of({}) + b"x"))
+
+
+def test_header_length_that_starts_like_a_pickle_still_loads(tmp_path):
+    """A safetensors header of 128 (+256k) bytes makes the file start with byte 0x80, like a pickle."""
+    import json
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    header += b" " * (128 - len(header))
+    raw = struct.pack("<Q", 128) + header + np.array([1.5, 2.5], np.float32).tobytes()
+    assert raw[0] == 0x80
+    (tmp_path / "x.safetensors").write_bytes(raw)
+    assert fastmlp.load(tmp_path / "x.safetensors")["w"].tolist() == [1.5, 2.5]
+
+
+class _RunsCode:
+    """Unpickling this would create a file; loading must never do it."""
+
+    target = ""
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_pickle_files_are_refused_without_running_them(tmp_path, protocol):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    _RunsCode.target = str(marker)
+    path = tmp_path / "legacy.pt"
+    path.write_bytes(pickle.dumps({"w": _RunsCode()}, protocol=protocol))
+    with pytest.raises(fastmlp.serialization.CheckpointError) as e:
+        fastmlp.load(path)
+    msg = str(e.value)
+    assert "legacy.pt" in msg and "pickle" in msg and "can run arbitrary code" in msg
+    assert "safetensors" in msg and "torch.load" in msg
+    assert not marker.exists()
+
+
+def test_pytorch_zip_checkpoint_is_refused_with_a_conversion_hint(tmp_path):
+    import zipfile
+
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    with pytest.raises(ValueError) as e:
+        fastmlp.load(path)
+    msg = str(e.value)
+    assert f"fastmlp.load('{path}')" in msg and "torch.save" in msg and "can run arbitrary code" in msg
+    assert "save_file" in msg and "'model.safetensors'" in msg
+
+
+def test_a_real_torch_save_file_is_refused_and_the_hint_converts_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(3, 2)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    torch.save(model.state_dict(), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    for name in ("m.pt", "old.pt"):
+        with pytest.raises(ValueError, match="fastmlp does not load pickle files"):
+            fastmlp.load(tmp_path / name)
+    with open(tmp_path / "m.pt", "rb") as f:
+        with pytest.raises(ValueError, match="a zip archive, the format of torch.save"):
+            fastmlp.load(f)
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        return
+    sd = torch.load(tmp_path / "m.pt", weights_only=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "m.safetensors"))
+    back = fastmlp.load(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(back["weight"].numpy(), model.weight.detach().numpy())
