@@ -38,7 +38,7 @@ def act_derivative(name: str, x: np.ndarray, slope: float = 0.01) -> np.ndarray:
     if name == "identity":
         return np.ones_like(x)
     if name == "relu":
-        return (x > 0).astype(np.float64)
+        return (~(x <= 0)).astype(np.float64)  # 1 at NaN, as torch's threshold_backward
     if name == "leaky_relu":
         return np.where(x > 0, 1.0, slope)
     if name == "sigmoid":

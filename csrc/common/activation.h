@@ -2,7 +2,7 @@
 // the CPU kernels (inside vectorized loops), the GEMM epilogue and the CUDA kernels.
 //
 //   identity  y = x
-//   relu      y = max(x, 0)                         dy/dx = [y > 0]        (needs y)
+//   relu      y = max(x, 0), NaN kept               dy/dx = [not y <= 0]   (needs y)
 //   leaky     y = x if x > 0 else a·x               dy/dx = 1 or a          (needs x)
 //   sigmoid   y = 1 / (1 + e^-x)                    dy/dx = y·(1 - y)       (needs y)
 //   tanh      y = tanh x                            dy/dx = 1 - y²          (needs y)
@@ -21,7 +21,7 @@ FASTMLP_HD bool act_backward_needs_input(Act act) { return act == Act::LeakyReLU
 
 FASTMLP_HD float act_forward(Act act, float x, float param) {
   switch (act) {
-    case Act::ReLU: return x > 0.0f ? x : 0.0f;
+    case Act::ReLU: return x < 0.0f ? 0.0f : x;  // NaN stays NaN (and -0 stays -0), as torch.relu
     case Act::LeakyReLU: return x > 0.0f ? x : x * param;
     case Act::Sigmoid: return fm_sigmoid(x);
     case Act::Tanh: return fm_tanh(x);
@@ -33,7 +33,7 @@ FASTMLP_HD float act_forward(Act act, float x, float param) {
 // dx = dy · act'(·), where `saved` is x or y as act_backward_needs_input says.
 FASTMLP_HD float act_backward(Act act, float dy, float saved, float param) {
   switch (act) {
-    case Act::ReLU: return saved > 0.0f ? dy : 0.0f;
+    case Act::ReLU: return saved <= 0.0f ? 0.0f : dy;  // a NaN output passes dy on, as in torch
     case Act::LeakyReLU: return saved > 0.0f ? dy : dy * param;
     case Act::Sigmoid: return dy * saved * (1.0f - saved);
     case Act::Tanh: return dy * (1.0f - saved * saved);

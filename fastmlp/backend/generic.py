@@ -46,7 +46,7 @@ def act_backward(xp, dy, saved, act: int, param: float):
     if act == IDENTITY:
         return dy.copy()
     if act == RELU:
-        return dy * (saved > 0)
+        return xp.where(saved <= 0, 0, dy).astype(dy.dtype, copy=False)  # NaN outputs pass dy on, as torch
     if act == LEAKY_RELU:
         return xp.where(saved > 0, dy, dy * param)
     if act == SIGMOID:

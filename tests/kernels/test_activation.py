@@ -72,8 +72,32 @@ def test_forward_in_place(isa):
 
 def test_nan_propagates(isa):
     x = np.array([np.nan, 1.0], dtype=np.float32)
-    for name in ("sigmoid", "tanh", "gelu"):
+    for name in ("relu", "leaky_relu", "sigmoid", "tanh", "gelu"):
         assert np.isnan(_C.act_forward(x, ACTS[name])[0]), name
+
+
+def test_relu_keeps_nan_and_negative_zero_as_torch(isa):
+    """torch.relu(nan) is nan and relu(-0.) is -0.; its backward passes dy where the output is
+    not <= 0, so a NaN output passes the gradient on (a diverging run stays visible)."""
+    x = np.array([np.nan, -0.0, -1.0, 2.0, 0.0] * 5, dtype=np.float32)  # long enough for the SIMD body
+    y = _C.act_forward(x, ACTS["relu"])
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(x))
+    np.testing.assert_array_equal(np.signbit(y[1::5]), True)
+    np.testing.assert_array_equal(y[2::5], 0.0)
+    dy = np.full_like(x, 3.0)
+    dx = _C.act_backward(dy, y, ACTS["relu"])
+    np.testing.assert_array_equal(dx[:5], [3.0, 0.0, 0.0, 3.0, 0.0])
+
+
+def test_gemm_relu_epilogue_keeps_nan(isa):
+    a = np.ones((3, 40), dtype=np.float32)
+    a[1, 5] = np.nan
+    w = np.ones((20, 40), dtype=np.float32)
+    for trans_b, b in ((True, w), (False, np.ascontiguousarray(w.T))):
+        c = np.empty((3, 20), dtype=np.float32)
+        _C.gemm(a, b, c, False, trans_b, act=ACTS["relu"])
+        np.testing.assert_array_equal(np.isnan(c).any(axis=1), [False, True, False])
+        np.testing.assert_array_equal(c[0], 40.0)
 
 
 def test_every_thread_count_gives_identical_results(isa, rng):

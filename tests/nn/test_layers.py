@@ -288,3 +288,20 @@ def test_activation_of_a_temporary_linear_output_fuses_without_changing_results(
     assert type(node).__name__ == "LinearBackward"
     for a, b in zip(fused, unfused):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [fastmlp.float32, fastmlp.float64])
+def test_relu_keeps_nan_through_every_path(dtype):
+    """nn.ReLU, F.relu, Tensor.relu and a Linear+ReLU fused in Sequential all keep NaN, as torch
+    does, and pass the gradient on at a NaN output (torch's threshold_backward)."""
+    x = fastmlp.tensor([[float("nan"), 1.0, -1.0]], dtype=dtype, requires_grad=True)
+    for fn in (nn.ReLU(), F.relu, lambda t: t.relu()):
+        x.grad = None
+        y = fn(x)
+        np.testing.assert_array_equal(np.isnan(y.detach().numpy()), [[True, False, False]])
+        y.sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 1.0, 0.0]])
+    lin = nn.Linear(3, 2).to(dtype)
+    seq = nn.Sequential(lin, nn.ReLU())
+    out = seq(x)
+    assert np.isnan(out.detach().numpy()).all()

@@ -28,7 +28,8 @@ inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }  // a·b + c
 // x > 0 ? x : 0 (NaN gives 0, as act_forward does). The zero-masking forms used
 // with a full mask are the plain instructions, minus a false GCC 12 warning.
-inline vf vrelu(vf x) { return _mm512_maskz_max_ps(0xFFFF, x, _mm512_setzero_ps()); }
+// max(0, x): MAXPS returns its second operand when either is NaN, so NaN (and -0) pass as x.
+inline vf vrelu(vf x) { return _mm512_maskz_max_ps(0xFFFF, _mm512_setzero_ps(), x); }
 // x > 0 ? x : a·x
 inline vf vleaky(vf x, vf a) {
   const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
@@ -51,7 +52,7 @@ inline void vstore(float* p, vf x) { _mm256_storeu_ps(p, x); }
 inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
-inline vf vrelu(vf x) { return _mm256_max_ps(x, _mm256_setzero_ps()); }
+inline vf vrelu(vf x) { return _mm256_max_ps(_mm256_setzero_ps(), x); }  // NaN and -0 pass as x
 inline vf vleaky(vf x, vf a) {
   const vf pos = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ);
   return _mm256_blendv_ps(_mm256_mul_ps(x, a), x, pos);
@@ -87,7 +88,7 @@ inline vf vmul(vf a, vf b) { return a * b; }
 inline vf vfma(vf a, vf b, vf c) { return a * b + c; }
 inline vf vrelu(vf x) {
   const vf zero = vzero();
-  return x > zero ? x : zero;
+  return x < zero ? zero : x;
 }
 inline vf vleaky(vf x, vf a) {
   const vf zero = vzero();
