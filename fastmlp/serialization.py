@@ -208,6 +208,11 @@ def _read(f) -> tuple[bytes, str, str]:
     return blob, f"fastmlp.load('{path}')", path
 
 
+def _header_length(blob: bytes) -> int:
+    (n,) = struct.unpack("<Q", blob[:8])
+    return n
+
+
 def _pickle_kind(blob: bytes) -> str:
     """What kind of PyTorch/pickle file `blob` is, or '' when it is neither."""
     if blob[:4] == _ZIP_MAGIC:
@@ -232,14 +237,15 @@ def load(f, map_location=None, weights_only: bool = True, mmap: bool = False) ->
     """Read what save() wrote (or any safetensors file: a dict of tensors) from `f` (``torch.load``): a path
     or a binary file object with ``read``. Never executes code: pickle files are refused."""
     blob, where, name = _read(f)
-    looks_safetensors = len(blob) >= 9 and blob[8:9] == b"{"
+    # a safetensors length field can begin with byte 0x80 too: only a file that is not plausibly one is checked
+    looks_safetensors = len(blob) >= 9 and blob[8:9] == b"{" and _header_length(blob) <= len(blob) - 8
     kind = "" if looks_safetensors else _pickle_kind(blob)
     if kind:
         raise _refuse_pickle(where, kind, name)
     if len(blob) < 8:
         raise CheckpointError(f"{where}: the file is truncated or not a checkpoint ({len(blob)} bytes; a header "
                               "needs 8)")
-    (n,) = struct.unpack("<Q", blob[:8])
+    n = _header_length(blob)
     if n > _MAX_HEADER or 8 + n > len(blob):
         raise CheckpointError(f"{where}: the file is truncated or corrupted: its header claims {n} bytes but the "
                               f"file has {len(blob) - 8} after the length field")
