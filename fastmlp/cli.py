@@ -3,8 +3,8 @@
     fastmlp info                       version, CPU kernel set, threads, CUDA status
     fastmlp train [options]            train an MLP on MNIST or Fashion-MNIST
     fastmlp evaluate CHECKPOINT        test accuracy of a saved model, per class
-    fastmlp bench [NAME] [args]        run a benchmark shipped with the package: kernels
-                                       (default), step or train
+    fastmlp bench [NAME] [args]        run a benchmark shipped with the package: kernels,
+                                       step, train, or all three; without NAME, list them
 """
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 # `fastmlp bench NAME` runs the script fastmlp/benchmarks/<module>.py (benchmarks/ in a checkout)
 # in a fresh interpreter.
 BENCHMARKS = {"kernels": "bench_kernels", "step": "bench_step", "train": "bench_train"}
+BENCHMARK_HELP = {
+    "kernels": "each kernel against the plain NumPy way of computing the same thing (--quick, --only gemm,...)",
+    "step": "one training step of seed 001's network written like its loop, fastmlp against PyTorch",
+    "train": "one MNIST epoch per configuration: fastmlp (loop and fit), NumPy and PyTorch (--configs, --repeat)",
+}
 MNIST_MEAN_STD = {"mnist": (0.1307, 0.3081), "fashion-mnist": (0.2860, 0.3530)}
 
 
@@ -191,15 +196,26 @@ def _report_with(result, classes) -> str:
 # ---- evaluate ----------------------------------------------------------------------------------
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from . import nn
+    from .serialization import CheckpointError
     from .train import evaluate, format_class_report, plot_confusion_matrix
-    from .train.mlp import load_mlp_checkpoint
+    from .train.mlp import CheckpointMismatchError, load_mlp_checkpoint
     from .utils.data import DataLoader
 
     if not os.path.isfile(args.checkpoint):
         raise CommandError(f"no such checkpoint: '{args.checkpoint}'")
     _check_device(args.device)
     arch = {"activation": args.activation} if args.activation else None
-    model, info = load_mlp_checkpoint(args.checkpoint, arch)
+    try:
+        model, info = load_mlp_checkpoint(args.checkpoint, arch)
+    except CheckpointMismatchError:
+        raise
+    except CheckpointError as e:  # truncated, corrupted, a PyTorch pickle...; the message names the file
+        raise CommandError(str(e)) from None
+    except OSError as e:
+        raise CommandError(f"can't read checkpoint '{args.checkpoint}': {e.strerror or e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise CommandError(f"checkpoint '{args.checkpoint}' does not describe an MLP fastmlp can rebuild "
+                           f"({type(e).__name__}: {e})") from None
     dataset = args.dataset or info.get("dataset") or "mnist"
     if dataset not in DATASETS:
         raise CommandError(f"the checkpoint names an unknown dataset {dataset!r}; pass --dataset")
@@ -250,10 +266,14 @@ def _benchmarks_package():
 _BENCH_CHILD = "FASTMLP_BENCH_CHILD"
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.name not in BENCHMARKS:
-        raise CommandError(f"unknown benchmark {args.name!r}; choose from {', '.join(BENCHMARKS)}")
-    pkg = _benchmarks_package()
+def _benchmark_list() -> str:
+    width = max(len(n) for n in BENCHMARKS)
+    lines = [f"  {name:<{width}}  {BENCHMARK_HELP[name]}" for name in BENCHMARKS]
+    lines.append(f"  {'all':<{width}}  the three in turn, with their default settings")
+    return "\n".join(lines)
+
+
+def _run_benchmark(pkg, name: str, argv: list) -> int:
     if not os.environ.get(_BENCH_CHILD):
         # NumPy (and its thread pool) is loaded by now; the benchmark's thread-pool
         # settings (benchmarks/common.py) only act in a fresh interpreter, so run it there.
@@ -263,11 +283,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         env = dict(os.environ, **{_BENCH_CHILD: "1"})
         for k, v in common.THREAD_POOL_ENV.items():
             env.setdefault(k, v)
-        script = os.path.join(os.path.dirname(pkg.__file__), BENCHMARKS[args.name] + ".py")
-        return subprocess.call([sys.executable, script, *args.args], env=env)
-    module = importlib.import_module(f"fastmlp.benchmarks.{BENCHMARKS[args.name]}")
-    rc = module.main(list(args.args))
+        script = os.path.join(os.path.dirname(pkg.__file__), BENCHMARKS[name] + ".py")
+        return subprocess.call([sys.executable, script, *argv], env=env)
+    module = importlib.import_module(f"fastmlp.benchmarks.{BENCHMARKS[name]}")
+    rc = module.main(list(argv))
     return int(rc or 0)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.name is None:
+        print("Benchmarks (fastmlp bench NAME [args]; fastmlp bench NAME --help for its options):")
+        print(_benchmark_list())
+        return 0
+    if args.name != "all" and args.name not in BENCHMARKS:
+        raise CommandError(f"unknown benchmark {args.name!r}; choose from {', '.join(BENCHMARKS)} (or all)")
+    if args.name == "all" and args.args:
+        raise CommandError("bench all runs each benchmark with its default settings and takes no arguments; "
+                           "pass options to one benchmark at a time (fastmlp bench NAME --help)")
+    pkg = _benchmarks_package()
+    if args.name != "all":
+        return _run_benchmark(pkg, args.name, list(args.args))
+    worst = 0
+    for name in BENCHMARKS:
+        print(f"== fastmlp bench {name} ==", flush=True)
+        rc = _run_benchmark(pkg, name, [])
+        worst = worst or rc
+    return worst
 
 
 # ---- parser -------------------------------------------------------------------------------------
@@ -286,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an MLP on MNIST or Fashion-MNIST",
                        description="Train an MLP classifier (defaults: the dropout MLP of the MNIST tutorial: "
-                                   "784-512-512-10, ReLU, dropout 0.2, SGD lr 0.01, batch 20, 20%% validation), "
+                                   "784-512-512-10, ReLU, dropout 0.2, SGD lr 0.01, batch 20, 20% validation), "
                                    "keep the checkpoint with the best validation loss, and report test accuracy "
                                    "per class.")
     t.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
@@ -326,9 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", default=None, metavar="PNG", help="also write the confusion matrix as a PNG")
     e.set_defaults(func=_cmd_evaluate)
 
-    b = sub.add_parser("bench", help="run a benchmark: " + ", ".join(BENCHMARKS))
-    b.add_argument("name", nargs="?", default="kernels", help="which benchmark (default: kernels)")
-    b.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark (see NAME --help)")
+    b = sub.add_parser("bench", help="run a benchmark: " + ", ".join(BENCHMARKS) + " or all",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run a benchmark shipped with fastmlp in a fresh interpreter; it prints a table "
+                                   "and writes CSV files.\n\nbenchmarks:\n" + _benchmark_list())
+    b.add_argument("name", nargs="?", default=None, metavar="NAME",
+                   help=f"{', '.join(BENCHMARKS)} or all; without NAME, list the benchmarks")
+    b.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark (see fastmlp bench NAME "
+                   "--help)")
     b.set_defaults(func=_cmd_bench)
     return p
 

@@ -190,6 +190,39 @@ def test_unusable_device_is_a_clear_error(mnist_dir, tmp_path, capsys):
         assert "--device cuda: CUDA is not available" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("damage", ["truncated", "trailing", "pytorch", "empty"])
+def test_evaluate_unreadable_checkpoint_is_a_clean_error(mnist_dir, tmp_path, capsys, damage):
+    path = tmp_path / "bad.pt"
+    fastmlp.save({**mlp_checkpoint_extra({"in_features": 784, "hidden": [8], "out_features": 10}),
+                  "state_dict": build_mlp(784, [8], 10).state_dict()}, path)
+    raw = path.read_bytes()
+    path.write_bytes({"truncated": raw[:len(raw) // 2], "trailing": raw + b"junk", "empty": b"",
+                      "pytorch": b"PK\x03\x04" + raw[4:]}[damage])
+    assert cli.main(["evaluate", str(path), "--data", str(mnist_dir), "--no-download"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastmlp evaluate: error: fastmlp.load('{path}'): ")
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3
+    expected = {"truncated": "truncated", "trailing": "trailing data", "empty": "truncated",
+                "pytorch": "does not load pickle files"}[damage]
+    assert expected in err
+
+
+def test_evaluate_checkpoint_without_a_usable_architecture(mnist_dir, tmp_path, capsys):
+    fastmlp.save({"format": "fastmlp.mlp/1", "arch": {"hidden": [8], "out_features": 10},
+                  "state_dict": build_mlp(784, [8], 10).state_dict()}, tmp_path / "odd.pt")
+    assert cli.main(["evaluate", str(tmp_path / "odd.pt"), "--data", str(mnist_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastmlp evaluate: error: checkpoint '{tmp_path / 'odd.pt'}' does not describe an MLP")
+
+
+def test_train_help_shows_a_single_percent_sign(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "%%" not in out and "20% validation" in " ".join(out.split())
+
+
 def test_evaluate_missing_checkpoint(tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path / "nope.pt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
@@ -224,6 +257,33 @@ def test_bench_runs_the_benchmark_script(capfd, name, option):
 def test_bench_unknown_name(capsys):
     assert cli.main(["bench", "nope"]) == 2
     assert "unknown benchmark 'nope'; choose from kernels, step, train" in capsys.readouterr().err
+    assert cli.main(["bench", "all", "--quick"]) == 2
+    assert "bench all runs each benchmark with its default settings" in capsys.readouterr().err
+
+
+def test_bench_without_a_name_lists_the_benchmarks(capsys):
+    assert cli.main(["bench"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert names == ["kernels", "step", "train", "all"]
+    assert "fastmlp bench NAME --help" in out
+
+
+def test_bench_help_lists_the_names(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    out = capsys.readouterr().out
+    for name in ("kernels", "step", "train", "all"):
+        assert any(line.split()[:1] == [name] for line in out.splitlines()), name
+
+
+def test_bench_all_runs_each_benchmark_in_turn(capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(cli, "_benchmarks_package", lambda: None)
+    monkeypatch.setattr(cli, "_run_benchmark", lambda pkg, name, argv: ran.append((name, argv)) or 0)
+    assert cli.main(["bench", "all"]) == 0
+    assert ran == [("kernels", []), ("step", []), ("train", [])]
+    assert "== fastmlp bench step ==" in capsys.readouterr().out
 
 
 def test_benchmarks_set_quiet_thread_pools():
