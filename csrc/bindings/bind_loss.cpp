@@ -1,6 +1,7 @@
 // softmax / log_softmax, cross entropy, NLL and element-wise loss bindings.
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "bindings/args.h"
 #include "bindings/families.h"
@@ -125,7 +126,9 @@ py::tuple pointwise_loss(py::handle input_obj, py::handle target_obj, int kind_c
     const float* x = input.f32();
     for (index_t i = 0; i < input.size; ++i)
       if (!(x[i] >= 0.0f && x[i] <= 1.0f))
-        value_error(str_cat(fn, ": all elements of input should be between 0 and 1; input[", i, "] = ", x[i]));
+        // A value error in the data, not the call: RuntimeError, as torch raises.
+        throw std::runtime_error(
+            str_cat(fn, ": all elements of input should be between 0 and 1; input[", i, "] = ", x[i]));
   }
   py::array_t<float> elem;
   float* elem_p = nullptr;

@@ -14,6 +14,7 @@
 //  - binary_cross_entropy checks that every input lies in [0, 1] (ValueError).
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "cuda/device_args.h"
 
@@ -201,7 +202,8 @@ py::tuple pointwise_loss_binding(py::handle input_obj, py::handle target_obj, in
     if (first_bad != kNoBadIndex) {
       float value = 0.0f;
       call.read_back(&value, input.f32() + first_bad, sizeof value);
-      value_error(str_cat(fn, ": all elements of input should be between 0 and 1; input[", first_bad, "] = ", value));
+      throw std::runtime_error(  // RuntimeError, as torch raises
+          str_cat(fn, ": all elements of input should be between 0 and 1; input[", first_bad, "] = ", value));
     }
   }
   DevView elem, grad, loss;

@@ -154,7 +154,7 @@ def pointwise_loss(xp, x, t, kind, weight, reduction, want_grad, grad_scale):
         elem, g = xp.abs(x - t), xp.sign(x - t)
     elif kind == 2:
         if x.size and (float(x.min()) < 0 or float(x.max()) > 1):
-            raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1")
+            raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1")
         with np.errstate(divide="ignore"):
             elem = -(t * xp.maximum(xp.log(x), -100) + (1 - t) * xp.maximum(xp.log1p(-x), -100))
         g = (x - t) / xp.maximum((1 - x) * x, 1e-12)

@@ -521,7 +521,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     (``torch.nn.functional.cross_entropy``), fused natively with its gradient."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     if isinstance(target, Tensor) and target._data.dtype.kind == "f":
         return _soft_cross_entropy(input, target, weight, reduction, label_smoothing)
     return _class_loss("xent", input, target, weight, ignore_index, reduction, label_smoothing)
@@ -530,8 +530,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
 def _soft_cross_entropy(input, target, weight, reduction, label_smoothing):
     """Cross entropy against class probabilities (same shape as input), from differentiable ops."""
     if target.shape != input.shape:
-        raise ValueError(f"cross_entropy: probability targets must have the input's shape {list(input.shape)}; "
-                         f"got {list(target.shape)}")
+        raise RuntimeError(f"cross_entropy: a {target.dtype} target holds class probabilities and must have the "
+                           f"input's shape {list(input.shape)}; got {list(target.shape)} (class-index targets "
+                           f"must be int64)")
     c = input.shape[1] if input.dim() > 1 else input.shape[0]
     cls_dim = 1 if input.dim() > 1 else 0
     if label_smoothing:

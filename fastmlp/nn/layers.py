@@ -206,7 +206,7 @@ class BatchNorm1d(Module):
         if input.dim() not in (2, 3):
             raise ValueError(f"expected 2D or 3D input (got {input.dim()}D input)")
         if input.shape[1] != self.num_features:
-            raise ValueError(f"BatchNorm1d({self.num_features}) got input with {input.shape[1]} features "
+            raise RuntimeError(f"BatchNorm1d({self.num_features}) got input with {input.shape[1]} features "
                              f"(shape {list(input.shape)})")
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:

@@ -166,8 +166,18 @@ def test_weighted_bce_and_pos_weight():
 
 
 def test_bce_rejects_probabilities_outside_unit_interval():
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        F.binary_cross_entropy(fastmlp.tensor([0.5, 1.5]), fastmlp.tensor([0.0, 1.0]))
+    for dtype in (fastmlp.float32, fastmlp.float64):  # native kernel and NumPy backend alike
+        with pytest.raises(RuntimeError, match="between 0 and 1"):
+            F.binary_cross_entropy(fastmlp.tensor([0.5, 1.5], dtype=dtype), fastmlp.tensor([0.0, 1.0], dtype=dtype))
+
+
+def test_data_errors_are_runtime_errors_as_in_torch():
+    with pytest.raises(RuntimeError, match="label_smoothing must be between 0.0 and 1.0. Got: 1.5"):
+        F.cross_entropy(fastmlp.randn(3, 4), fastmlp.tensor([0, 1, 2]), label_smoothing=1.5)
+    with pytest.raises(RuntimeError, match=r"class probabilities .* shape \[3, 4\]; got \[3\]"):
+        F.cross_entropy(fastmlp.randn(3, 4), fastmlp.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(RuntimeError, match=r"BatchNorm1d\(4\) got input with 5 features"):
+        nn.BatchNorm1d(4)(fastmlp.randn(3, 5))
 
 
 def test_mse_target_gradient():
