@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from ..serialization import save
-from .history import History, _maximise
+from .history import History, _maximise, _resolve
 
 __all__ = ["FitState", "Callback", "EarlyStopping", "ModelCheckpoint", "LRSchedulerCallback", "EpochLogger"]
 
@@ -52,14 +52,15 @@ class Callback:
 
 
 def _check_monitor(owner: str, monitor: str, state: FitState) -> None:
-    if state.metrics and monitor not in state.metrics:
+    """`monitor` (or the alias History accepts for it, e.g. val_acc for val_accuracy) must be a metric of the run."""
+    if state.metrics and _resolve(monitor, state.metrics) not in state.metrics:
         hint = " (pass val_loader to fit to get validation metrics)" if monitor.startswith("val_") else ""
         raise ValueError(f"{owner}: monitor={monitor!r} is not a metric of this run; the metrics are "
                          f"{state.metrics}{hint}")
 
 
 def _current(owner: str, monitor: str, logs: dict) -> float:
-    value = logs.get(monitor)
+    value = logs.get(_resolve(monitor, logs))
     if value is None:
         raise ValueError(f"{owner}: the epoch's logs have no value for {monitor!r} (they have "
                          f"{sorted(k for k, v in logs.items() if v is not None)})")
@@ -87,7 +88,8 @@ class EarlyStopping(Callback):
     """Stop when `monitor` has not improved for `patience` epochs (``keras.callbacks.EarlyStopping``).
 
     Args:
-        monitor: the metric to watch ("val_loss", "val_accuracy", "train_loss", ...).
+        monitor: the metric to watch ("val_loss", "val_accuracy", "train_loss", ...; the aliases History
+            accepts work too: "val_acc", "loss").
         patience: epochs without improvement after which training stops.
         min_delta: the smallest change that counts as an improvement.
         mode: "min", "max", or "auto" (max for accuracies, min otherwise).
@@ -156,7 +158,8 @@ class ModelCheckpoint(Callback):
     With ``save_best_only`` (the default) it saves only when `monitor` improves —
     "save the model if validation loss has decreased". `path` may contain format
     fields filled from the epoch's logs, e.g. ``"model-{epoch:02d}.pt"``. Saving is
-    atomic, so an interrupted run leaves the last checkpoint intact.
+    atomic, so an interrupted run leaves the last checkpoint intact. `monitor` takes
+    the metric names of the logs and the aliases History accepts ("val_acc", "loss").
 
     The file holds the plain state_dict, unless `extra` is given: then it holds
     ``{"state_dict": ..., "epoch": ..., "metrics": {...}, **extra}`` (e.g. the
@@ -222,7 +225,8 @@ class LRSchedulerCallback(Callback):
 
     def on_epoch_end(self, state: FitState, logs: dict) -> None:
         if self._needs_metric():
-            key = self.monitor if logs.get(self.monitor) is not None else "train_loss"
+            key = _resolve(self.monitor, logs)
+            key = key if logs.get(key) is not None else "train_loss"
             self.scheduler.step(_current("LRSchedulerCallback", key, logs))
         else:
             self.scheduler.step()

@@ -18,6 +18,20 @@ _ALIASES = {"loss": "train_loss", "val_acc": "val_accuracy", "accuracy": "train_
             "learning_rate": "lr"}
 
 
+def _resolve(key: str, names) -> str:
+    """The name under which metric `key` appears in `names`, through the aliases above in either direction
+    (``val_acc`` finds ``val_accuracy``, ``train_loss`` finds Keras's ``loss``); `key` itself when none does."""
+    if key in names:
+        return key
+    alias = _ALIASES.get(key)
+    if alias is not None and alias in names:
+        return alias
+    for short, full in _ALIASES.items():
+        if full == key and short in names:
+            return short
+    return key
+
+
 class History:
     """Per-epoch records of a training run."""
 

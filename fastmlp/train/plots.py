@@ -7,11 +7,14 @@ global backend.
 """
 from __future__ import annotations
 
+import collections.abc
 import os
 import sys
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+
+from .history import History, _resolve
 
 __all__ = ["plot_history", "plot_confusion_matrix"]
 
@@ -40,19 +43,66 @@ def _finite(values: Sequence) -> list:
     return [np.nan if v is None else float(v) for v in values]
 
 
+def _history_columns(history: Any) -> dict:
+    """The columns of `history` as a dict of lists: a History, its ``.history`` dict (Keras-style names such
+    as ``loss`` and ``val_acc`` included), or any object whose ``.history`` is such a dict (Keras's History)."""
+    if isinstance(history, History):
+        return history.history
+    if isinstance(history, collections.abc.Mapping):
+        columns = history
+    elif isinstance(getattr(history, "history", None), collections.abc.Mapping):
+        columns = history.history
+    else:
+        raise TypeError(f"plot_history: expected a History or a dict of per-epoch lists (history.history); got "
+                        f"{type(history).__name__}")
+    out = {}
+    for name, values in columns.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, collections.abc.Iterable):
+            raise TypeError(f"plot_history: the column {name!r} must be a list of per-epoch values; got "
+                            f"{type(values).__name__}")
+        out[str(name)] = list(values)
+    lengths = {name: len(v) for name, v in out.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"plot_history: the columns have different numbers of epochs: {lengths}")
+    return out
+
+
+def _present(columns: dict, name: str) -> Optional[str]:
+    """The key of metric `name` in `columns` (through History's aliases) when it has some value, else None."""
+    key = _resolve(name, columns)
+    if key in columns and any(v is not None for v in columns[key]):
+        return key
+    return None
+
+
 def plot_history(history, path: Union[str, os.PathLike], title: Optional[str] = None) -> Optional[str]:
-    """Write loss curves (train and validation) and, when present, validation accuracy to a PNG at `path`."""
-    if len(history) == 0:
+    """Write loss curves (train and validation) and, when present, accuracy curves to a PNG at `path`.
+
+    `history` is what ``fit`` returns, or its dict form ``history.history`` — also with
+    Keras's names (``{"loss": [...], "val_loss": [...], "val_acc": [...]}``) or a Keras
+    History object; without an ``epoch`` column the epochs are numbered from 1.
+    """
+    columns = _history_columns(history)
+    n = len(next(iter(columns.values()))) if columns else 0
+    if n == 0:
         raise ValueError("plot_history: the history has no epochs to plot")
-    has_acc = "val_accuracy" in history.columns and any(v is not None for v in history["val_accuracy"])
+    train_loss = _present(columns, "train_loss")
+    val_loss = _present(columns, "val_loss")
+    if train_loss is None and val_loss is None:
+        raise ValueError(f"plot_history: the history has no loss to plot (train_loss or loss, val_loss); it has "
+                         f"{list(columns)}")
+    val_acc = _present(columns, "val_accuracy")
+    train_acc = _present(columns, "train_accuracy")
+    has_acc = val_acc is not None or train_acc is not None
     fig = _figure((11, 4) if has_acc else (6, 4))
     if fig is None:
         return None
-    epochs = history["epoch"]
+    epochs = columns["epoch"] if _present(columns, "epoch") else list(range(1, n + 1))
     ax = fig.add_subplot(1, 2 if has_acc else 1, 1)
-    ax.plot(epochs, _finite(history["train_loss"]), marker="o", label="training loss")
-    if "val_loss" in history.columns:
-        ax.plot(epochs, _finite(history["val_loss"]), marker="o", label="validation loss")
+    if train_loss is not None:
+        ax.plot(epochs, _finite(columns[train_loss]), marker="o", label="training loss")
+    if val_loss is not None:
+        ax.plot(epochs, _finite(columns[val_loss]), marker="o", label="validation loss")
     _integer_epochs(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
@@ -61,8 +111,12 @@ def plot_history(history, path: Union[str, os.PathLike], title: Optional[str] = 
     ax.legend()
     if has_acc:
         ax2 = fig.add_subplot(1, 2, 2)
-        ax2.plot(epochs, [100 * v for v in _finite(history["val_accuracy"])], marker="o", color="tab:green",
-                 label="validation accuracy")
+        if train_acc is not None:
+            ax2.plot(epochs, [100 * v for v in _finite(columns[train_acc])], marker="o", color="tab:blue",
+                     label="training accuracy")
+        if val_acc is not None:
+            ax2.plot(epochs, [100 * v for v in _finite(columns[val_acc])], marker="o", color="tab:green",
+                     label="validation accuracy")
         _integer_epochs(ax2)
         ax2.set_xlabel("epoch")
         ax2.set_ylabel("accuracy (%)")

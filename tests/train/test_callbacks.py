@@ -164,3 +164,44 @@ def test_checkpoint_inside_fit_then_reload_like_the_tutorial(tmp_path):
     assert ck.best_epoch == h.best("val_loss")["epoch"]
     fresh = small_model()
     fresh.load_state_dict(fastmlp.load(tmp_path / "model.pt"))
+
+
+# ---- the aliases History accepts ------------------------------------------------------------------
+def test_early_stopping_accepts_val_acc_for_val_accuracy():
+    es = EarlyStopping(monitor="val_acc", patience=1)
+    _, ran = run(es, [0.5, 0.6, 0.7, 0.65, 0.9], monitor="val_accuracy")
+    assert ran == 4 and es.best == 0.7 and es.best_epoch == 3  # maximised, as an accuracy
+
+
+def test_early_stopping_accepts_keras_loss_for_train_loss():
+    es = EarlyStopping(monitor="loss")
+    state = FitState(model=None, optimizer=None, epochs=1, history=History(), metrics=METRICS)
+    es.on_train_begin(state)
+    state.epoch = 1
+    es.on_epoch_end(state, {"epoch": 1, "train_loss": 0.3})
+    assert es.best == 0.3
+
+
+def test_checkpoint_accepts_val_acc(tmp_path, capsys):
+    ck = ModelCheckpoint(tmp_path / "m.pt", monitor="val_acc", verbose=True)
+    run(ck, [0.8, 0.7, 0.9], monitor="val_accuracy")
+    assert ck.best_epoch == 3
+    assert capsys.readouterr().out.splitlines()[-1] == "val_acc increased (0.800000 --> 0.900000). Saving model ..."
+
+
+def test_val_acc_inside_fit(tmp_path):
+    seeded(0)
+    train, val = loaders()
+    model = small_model()
+    ck = ModelCheckpoint(tmp_path / "best.pt", monitor="val_acc")
+    es = EarlyStopping(monitor="val_acc", patience=5)
+    h = fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), train, val, epochs=3,
+            progress=False, callbacks=[ck, es])
+    assert ck.best_epoch == h.best("val_acc")["epoch"] == es.best_epoch
+    assert (tmp_path / "best.pt").exists()
+
+
+def test_an_unknown_alias_is_still_an_error():
+    state = FitState(model=None, optimizer=None, epochs=1, history=History(), metrics=["epoch", "train_loss"])
+    with pytest.raises(ValueError, match="monitor='val_acc' is not a metric of this run.*pass val_loader"):
+        ModelCheckpoint("m.pt", monitor="val_acc").on_train_begin(state)

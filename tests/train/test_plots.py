@@ -58,3 +58,65 @@ def test_without_matplotlib_a_note_and_no_file(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["matplotlib is not installed; skipping the plot (pip install 'fastmlp[plot]' to get plots)"] * 2
     assert not list(tmp_path.iterdir())
+
+
+def _capture_figure(monkeypatch):
+    """Keep the figure plot_history draws, to look at its lines."""
+    from fastmlp.train import plots
+
+    figures = []
+    real = plots._figure
+
+    def keep(size):
+        fig = real(size)
+        figures.append(fig)
+        return fig
+
+    monkeypatch.setattr(plots, "_figure", keep)
+    return figures
+
+
+def _lines(fig) -> dict:
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for ax in fig.axes
+            for line in ax.get_lines()}
+
+
+def test_history_dict_form_gives_the_same_plot(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    figures = _capture_figure(monkeypatch)
+    h = history()
+    plot_history(h, tmp_path / "a.png")
+    plot_history(h.history, tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes()[:8] == PNG
+    assert _lines(figures[0]) == _lines(figures[1])
+    assert set(_lines(figures[1])) == {"training loss", "validation loss", "validation accuracy"}
+
+
+def test_keras_style_dict_and_history_object(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    figures = _capture_figure(monkeypatch)
+    keras = {"loss": [0.9, 0.5, 0.4], "accuracy": [0.6, 0.8, 0.85], "val_loss": [1.0, 0.6, 0.5],
+             "val_acc": [0.55, 0.75, 0.8]}
+    assert plot_history(keras, tmp_path / "k.png") == str(tmp_path / "k.png")
+    lines = _lines(figures[-1])
+    assert lines["training loss"] == ([1, 2, 3], [0.9, 0.5, 0.4])
+    assert lines["validation accuracy"][1] == pytest.approx([55, 75, 80])
+    assert lines["training accuracy"][1] == pytest.approx([60, 80, 85])
+
+    class KerasHistory:
+        def __init__(self, history):
+            self.history = history
+
+    plot_history(KerasHistory({"loss": [0.3, 0.2]}), tmp_path / "o.png")
+    assert _lines(figures[-1]) == {"training loss": ([1, 2], [0.3, 0.2])}
+
+
+def test_bad_dict_forms():
+    with pytest.raises(ValueError, match="no epochs"):
+        plot_history({"loss": []}, "x.png")
+    with pytest.raises(ValueError, match="different numbers of epochs"):
+        plot_history({"loss": [1.0, 0.5], "val_loss": [1.0]}, "x.png")
+    with pytest.raises(ValueError, match="no loss to plot"):
+        plot_history({"val_acc": [0.5]}, "x.png")
+    with pytest.raises(TypeError, match="expected a History or a dict"):
+        plot_history([0.5, 0.4], "x.png")
