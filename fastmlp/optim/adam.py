@@ -14,8 +14,6 @@ from .optimizer import Optimizer, _check_lr
 
 
 class Adam(Optimizer):
-    _decoupled = False
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0,
                  amsgrad: bool = False, *, foreach=None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused=None, decoupled_weight_decay: bool = False):
@@ -30,9 +28,7 @@ class Adam(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
-                        fused=fused)
-        if decoupled_weight_decay:
-            self._decoupled = True
+                        fused=fused, decoupled_weight_decay=bool(decoupled_weight_decay))
         super().__init__(params, defaults)
 
     def _flat_update(self, group: dict) -> Optional[tuple]:
@@ -52,7 +48,7 @@ class Adam(Optimizer):
         return ("adam", flat.param, flat.grad, flat.ensure_state(self, params, "exp_avg"),
                 flat.ensure_state(self, params, "exp_avg_sq"), vmax, float(group["lr"]), float(beta1),
                 float(beta2), float(group["eps"]), float(group["weight_decay"]), steps.pop() + 1, amsgrad,
-                bool(group["maximize"]), self._decoupled)
+                bool(group["maximize"]), bool(group["decoupled_weight_decay"]))
 
     def _flat_update_done(self, group: dict, update: tuple) -> None:
         step = update[11]
@@ -68,7 +64,7 @@ class Adam(Optimizer):
         beta1, beta2 = group["betas"]
         amsgrad = bool(group["amsgrad"])
         hyper = (float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]))
-        flags = (amsgrad, bool(group["maximize"]), self._decoupled)
+        flags = (amsgrad, bool(group["maximize"]), bool(group["decoupled_weight_decay"]))
         u = self._flat_update(group)
         if u is not None:
             for_array(u[1]).adam_step([u[1]], [u[2]], [u[3]], [u[4]], None if u[5] is None else [u[5]], *u[6:11],
@@ -94,10 +90,9 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay (default weight_decay=1e-2, as ``torch.optim.AdamW``)."""
 
-    _decoupled = True
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
                  amsgrad: bool = False, *, maximize: bool = False, foreach=None, capturable: bool = False,
                  differentiable: bool = False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
-                         capturable=capturable, differentiable=differentiable, fused=fused)
+                         capturable=capturable, differentiable=differentiable, fused=fused,
+                         decoupled_weight_decay=True)

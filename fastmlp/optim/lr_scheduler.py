@@ -29,6 +29,7 @@ class LRScheduler:
                                    "optimizer")
         self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         self.last_epoch = last_epoch
+        self._step_count = 0  # step() calls, the one made here included (as torch's)
         self.step()
 
     def get_lr(self) -> list:  # pragma: no cover - abstract
@@ -38,6 +39,7 @@ class LRScheduler:
         return self._last_lr
 
     def step(self, epoch: Optional[int] = None) -> None:
+        self._step_count += 1
         self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         for g, lr in zip(self.optimizer.param_groups, self.get_lr()):
             g["lr"] = lr

@@ -219,3 +219,39 @@ def test_lr_schedules_closed_forms():
     for metric in [1.0, 0.9, 0.95, 0.95, 0.95]:
         plateau.step(metric)
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_group_keys_and_scheduler_state_match_torch_2_13():
+    """The hyper-parameter keys a torch 2.13 script reads from param_groups, and the scheduler's
+    step count in its state_dict."""
+    p = [fastmlp.zeros(2, requires_grad=True)]
+    adam, adamw = optim.Adam(p), optim.AdamW(p)
+    assert adam.param_groups[0]["decoupled_weight_decay"] is False
+    assert adamw.param_groups[0]["decoupled_weight_decay"] is True
+    assert optim.Adam(p, decoupled_weight_decay=True).param_groups[0]["decoupled_weight_decay"] is True
+    sched = optim.lr_scheduler.StepLR(optim.SGD(p, lr=0.1), 2)
+    assert sched.state_dict()["_step_count"] == 1
+    sched.step()
+    assert sched.state_dict()["_step_count"] == 2
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_adam_with_decoupled_weight_decay_is_adamw(flat):
+    """Adam(decoupled_weight_decay=True) steps exactly as AdamW, on the flat path and per tensor
+    (float64 parameters run the per-tensor NumPy path)."""
+    dtype = fastmlp.float32 if flat else fastmlp.float64
+    out = []
+    for make in (lambda q: optim.Adam(q, lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+                 lambda q: optim.AdamW(q, lr=0.01, weight_decay=0.1)):
+        fastmlp.manual_seed(0)
+        w = fastmlp.randn(5, 3, dtype=dtype, requires_grad=True)
+        opt = make([w])
+        for _ in range(3):
+            opt.zero_grad()
+            (w * w).sum().backward()
+            opt.step()
+        out.append(w.detach().numpy().copy())
+    np.testing.assert_array_equal(out[0], out[1])
+    fastmlp.manual_seed(0)
+    w = fastmlp.randn(5, 3, dtype=dtype, requires_grad=True)
+    assert not np.array_equal(out[0], w.detach().numpy())
