@@ -12,7 +12,9 @@ Gradients travel as raw arrays (NumPy or CuPy); only leaves see Tensors.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
+import weakref
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 __all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "Node", "backward", "grad"]
@@ -28,7 +30,11 @@ def is_grad_enabled() -> bool:
 
 
 class _GradModeContext:
-    """Base of the grad-mode switches: a context manager and a function decorator."""
+    """Base of the grad-mode switches: a context manager and a function decorator.
+
+    As a decorator it sets the mode around every call of the function (around every
+    step of a generator function), then restores the mode the caller had.
+    """
 
     _target: bool
 
@@ -43,6 +49,8 @@ class _GradModeContext:
 
     def __call__(self, fn: Callable) -> Callable:
         target = self._target
+        if inspect.isgeneratorfunction(fn):
+            return _generator_in_mode(fn, target)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -56,20 +64,65 @@ class _GradModeContext:
         return wrapper
 
 
-class no_grad(_GradModeContext):
-    """Disable graph recording: ``with fastmlp.no_grad(): ...`` or ``@fastmlp.no_grad()``."""
+def _generator_in_mode(fn: Callable, target: bool) -> Callable:
+    """Wrap a generator function so that its body runs with grad mode `target` (the caller's mode
+    is restored whenever the generator yields, as PyTorch's decorators do)."""
+
+    def in_mode(method: Callable, *arg):
+        previous = _GradMode.enabled
+        _GradMode.enabled = target
+        try:
+            return method(*arg)
+        finally:
+            _GradMode.enabled = previous
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        gen = fn(*args, **kwargs)
+        try:
+            response = in_mode(gen.send, None)
+            while True:
+                try:
+                    request = yield response
+                except GeneratorExit:
+                    in_mode(gen.close)
+                    raise
+                except BaseException as exc:
+                    response = in_mode(gen.throw, exc)
+                else:
+                    response = in_mode(gen.send, request)
+        except StopIteration as stop:
+            return stop.value
+
+    return wrapper
+
+
+class _NoArgDecorator(_GradModeContext):
+    """A switch that also decorates without parentheses: ``@no_grad`` as well as ``@no_grad()``."""
+
+    def __new__(cls, orig_func: Optional[Callable] = None):
+        if orig_func is None:
+            return super().__new__(cls)
+        return cls()(orig_func)
+
+
+class no_grad(_NoArgDecorator):
+    """Disable graph recording: ``with fastmlp.no_grad(): ...``, ``@fastmlp.no_grad`` or
+    ``@fastmlp.no_grad()`` (``torch.no_grad``)."""
 
     _target = False
 
 
-class enable_grad(_GradModeContext):
-    """Re-enable graph recording inside a ``no_grad`` block (``torch.enable_grad``)."""
+class enable_grad(_NoArgDecorator):
+    """Re-enable graph recording inside a ``no_grad`` block (``torch.enable_grad``), also as a decorator."""
 
     _target = True
 
 
 class set_grad_enabled(_GradModeContext):
-    """``set_grad_enabled(mode)``: sets grad mode now, and as a context restores it on exit."""
+    """``set_grad_enabled(mode)`` (``torch.set_grad_enabled``): sets grad mode now; as a context it
+    restores the previous mode on exit, and as a decorator it restores it at once and sets `mode`
+    only around each call of the decorated function."""
 
     def __init__(self, mode: bool):
         self._target = bool(mode)
@@ -77,7 +130,12 @@ class set_grad_enabled(_GradModeContext):
         _GradMode.enabled = self._target
 
     def __enter__(self):
+        _GradMode.enabled = self._target
         return None
+
+    def __call__(self, fn: Callable) -> Callable:
+        _GradMode.enabled = self._previous
+        return super().__call__(fn)
 
 
 _FREED_MESSAGE = (

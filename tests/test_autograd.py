@@ -168,6 +168,78 @@ def test_no_grad_context_and_decorator():
     assert fastmlp.is_grad_enabled()
 
 
+def test_set_grad_enabled_as_decorator_leaves_the_mode_alone_until_called():
+    # PyTorch: set_grad_enabled(mode).__call__ restores the mode saved in __init__, then wraps
+    x = fastmlp.tensor([1.0], requires_grad=True)
+
+    @fastmlp.set_grad_enabled(False)
+    def f(t):
+        assert not fastmlp.is_grad_enabled()
+        return t * 2
+
+    assert fastmlp.is_grad_enabled()
+    assert (x * 2).requires_grad
+    assert not f(x).requires_grad
+    assert fastmlp.is_grad_enabled()
+    with fastmlp.no_grad():
+        @fastmlp.set_grad_enabled(True)
+        def g(t):
+            return t * 2
+
+        assert not fastmlp.is_grad_enabled()
+        assert g(x).requires_grad
+        assert not fastmlp.is_grad_enabled()
+
+
+def test_no_grad_and_enable_grad_decorate_without_parentheses():
+    x = fastmlp.tensor([1.0], requires_grad=True)
+
+    @fastmlp.no_grad
+    def f(t):
+        return t * 2
+
+    @fastmlp.enable_grad
+    def g(t):
+        return t * 2
+
+    assert f.__name__ == "f" and g.__name__ == "g"
+    assert not f(x).requires_grad
+    assert fastmlp.is_grad_enabled()
+    with fastmlp.no_grad():
+        assert g(x).requires_grad
+        assert not fastmlp.is_grad_enabled()
+    assert isinstance(fastmlp.no_grad(), fastmlp.no_grad)
+
+
+def test_grad_mode_decorators_cover_generator_bodies():
+    @fastmlp.no_grad
+    def modes():
+        yield fastmlp.is_grad_enabled()
+        yield fastmlp.is_grad_enabled()
+
+    it = modes()
+    assert next(it) is False
+    assert fastmlp.is_grad_enabled()  # the caller's mode between steps
+    assert next(it) is False
+    with pytest.raises(StopIteration):
+        next(it)
+    assert fastmlp.is_grad_enabled()
+
+
+def test_grad_mode_decorators_match_torch():
+    torch = pytest.importorskip("torch")
+    for lib in (torch, fastmlp):
+        @lib.set_grad_enabled(False)
+        def f():
+            return lib.is_grad_enabled()
+
+        @lib.no_grad
+        def h():
+            return lib.is_grad_enabled()
+
+        assert (lib.is_grad_enabled(), f(), h(), lib.is_grad_enabled()) == (True, False, False, True)
+
+
 def test_detach_and_leaf_flags():
     x = fastmlp.tensor([1.0], requires_grad=True)
     y = x * 2
