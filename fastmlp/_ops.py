@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import _dtype
-from .autograd import Node, _GradMode
+from .autograd import Node, _GradMode, bump
 from .backend import for_array, for_device
 from .tensor import Size, Tensor, _norm_dim, _result, _wrap
 
@@ -153,6 +153,7 @@ class SubBackward0(Node):
 class MulBackward0(Node):
     __slots__ = ("a", "b", "sa", "sb")
     SAVES = True
+    SAVED_TENSORS = (("a", 1), ("b", 0))
 
     def backward(self, g):
         return (unbroadcast(g * self.b, self.sa) if self.next[0] is not None else None,
@@ -165,6 +166,7 @@ class MulBackward0(Node):
 class DivBackward0(Node):
     __slots__ = ("a", "b", "sa", "sb")
     SAVES = True
+    SAVED_TENSORS = (("a", 1), ("b", -1))
 
     def backward(self, g):
         ga = unbroadcast(g / self.b, self.sa) if self.next[0] is not None else None
@@ -236,6 +238,7 @@ class PowBackward0(Node):
 
     __slots__ = ("a", "e")
     SAVES = True
+    SAVED_TENSORS = (("a", -1),)
 
     def backward(self, g):
         if self.e == 0:
@@ -251,6 +254,7 @@ class PowBackward1(Node):
 
     __slots__ = ("a", "b", "out", "sa", "sb")
     SAVES = True
+    SAVED_TENSORS = (("a", -1), ("b", 0), ("out", 1))
 
     def backward(self, g):
         xp = for_array(g).xp
@@ -291,6 +295,7 @@ def pow(a, b):
 class MmBackward0(Node):
     __slots__ = ("a", "b")
     SAVES = True
+    SAVED_TENSORS = (("a", 1), ("b", 0))
 
     def backward(self, g):
         a, b = self.a, self.b
@@ -352,6 +357,7 @@ class NegBackward0(Node):
 class ExpBackward0(Node):
     __slots__ = ("out",)
     SAVES = True
+    SAVED_TENSORS = (("out", -1),)
 
     def backward(self, g):
         return (g * self.out,)
@@ -363,6 +369,7 @@ class ExpBackward0(Node):
 class LogBackward0(Node):
     __slots__ = ("a",)
     SAVES = True
+    SAVED_TENSORS = (("a", -1),)
 
     def backward(self, g):
         return (g / self.a,)
@@ -374,6 +381,7 @@ class LogBackward0(Node):
 class SqrtBackward0(Node):
     __slots__ = ("out",)
     SAVES = True
+    SAVED_TENSORS = (("out", -1),)
 
     def backward(self, g):
         return (g / (2 * self.out),)
@@ -385,6 +393,7 @@ class SqrtBackward0(Node):
 class AbsBackward0(Node):
     __slots__ = ("a",)
     SAVES = True
+    SAVED_TENSORS = (("a", -1),)
 
     def backward(self, g):
         return (g * for_array(g).xp.sign(self.a),)
@@ -684,6 +693,7 @@ def min(a: Tensor, dim=None, keepdim: bool = False):
 class MaximumBackward0(Node):
     __slots__ = ("a", "b", "sa", "sb")
     SAVES = True
+    SAVED_TENSORS = (("a", -1), ("b", -1))
 
     def backward(self, g):
         xp = for_array(g).xp
@@ -1030,6 +1040,7 @@ def _is_advanced(idx) -> bool:
 class IndexBackward0(Node):
     __slots__ = ("shape", "index", "advanced")
     SAVES = True
+    SAVED_TENSORS = (("index", -1),)
 
     def backward(self, g):
         xp = for_array(g).xp
@@ -1083,6 +1094,7 @@ def getitem(a: Tensor, idx) -> Tensor:
 class IndexPutBackward0(Node):
     __slots__ = ("index", "vshape", "advanced")
     SAVES = True
+    SAVED_TENSORS = (("index", -1),)
 
     def backward(self, g):
         ga = gv = None
@@ -1097,14 +1109,21 @@ class IndexPutBackward0(Node):
         self.index = None
 
 
-def _check_inplace(a: Tensor, op: str) -> None:
+def _check_leaf_inplace(a: Tensor, op: str) -> None:
     if _GradMode.enabled and a._rg and a.grad_fn is None:
         raise RuntimeError(f"a leaf Variable that requires grad is being used in an in-place operation ({op}); "
                            "wrap it in `with fastmlp.no_grad():` if you mean to change the leaf's values")
 
 
+def _check_inplace(a: Tensor, op: str) -> None:
+    """Checks for an in-place op on a whose caller writes a's array right after (and has recorded
+    its own node already): raises for a leaf that requires grad, and counts the modification."""
+    _check_leaf_inplace(a, op)
+    bump(a._data)
+
+
 def setitem(a: Tensor, idx, value) -> None:
-    _check_inplace(a, "index assignment")
+    _check_leaf_inplace(a, "index assignment")
     d = a._data
     idx = _convert_index(idx)
     vt = value if isinstance(value, Tensor) else None
@@ -1118,6 +1137,7 @@ def setitem(a: Tensor, idx, value) -> None:
         node = _record(IndexPutBackward0, (a if a._rg else None, vt), index=idx,
                        vshape=vt._data.shape if vt is not None else (), advanced=_is_advanced(idx))
     d[idx] = vd
+    bump(d)
     if track:
         a.grad_fn = node
         a._rg = True
@@ -1126,7 +1146,7 @@ def setitem(a: Tensor, idx, value) -> None:
 # ---- in-place arithmetic ------------------------------------------------------------------------
 def _inplace(a: Tensor, other, fn, opname: str) -> Tensor:
     """a op= other: in place on the data; with autograd, records the out-of-place op and rebases a."""
-    _check_inplace(a, opname)
+    _check_leaf_inplace(a, opname)
     track = _needs_grad(a, other if isinstance(other, Tensor) else None)
     if not track:
         ad, bd, _, _ = _binary_arrays(a, other, true_div=opname == "div_")
@@ -1138,6 +1158,7 @@ def _inplace(a: Tensor, other, fn, opname: str) -> Tensor:
                                f"desired output type {_dtype.from_numpy_dtype(a._data.dtype).name}")
         res = fn(ad, bd)
         a._data[...] = res
+        bump(a._data)
         return a
     # The op reads a snapshot of a, so the node it records keeps the old values
     # while a's own storage (and every view of it) receives the result.
@@ -1147,6 +1168,7 @@ def _inplace(a: Tensor, other, fn, opname: str) -> Tensor:
         raise RuntimeError(f"output with shape {list(a._data.shape)} doesn't match the broadcast shape "
                            f"{list(out._data.shape)}")
     a._data[...] = out._data
+    bump(a._data)
     a.grad_fn = out.grad_fn
     a._rg = True
     return a
@@ -1298,8 +1320,9 @@ def _new_full(s: Tensor, size, value, dtype) -> Tensor:
 
 
 def _assign_inplace(a: Tensor, value: Tensor, op: str) -> Tensor:
-    _check_inplace(a, op)
+    _check_leaf_inplace(a, op)
     a._data[...] = value._data
+    bump(a._data)
     return a
 
 
@@ -1324,19 +1347,21 @@ def resize_(a: Tensor, *sizes) -> Tensor:
 
 
 def zero_(a: Tensor) -> Tensor:
-    _check_inplace(a, "zero_")
+    _check_leaf_inplace(a, "zero_")
     a._data[...] = 0
+    bump(a._data)
     return a
 
 
 def fill_(a: Tensor, value) -> Tensor:
-    _check_inplace(a, "fill_")
+    _check_leaf_inplace(a, "fill_")
     a._data[...] = value.item() if isinstance(value, Tensor) else value
+    bump(a._data)
     return a
 
 
 def copy_(a: Tensor, src, non_blocking: bool = False) -> Tensor:
-    _check_inplace(a, "copy_")
+    _check_leaf_inplace(a, "copy_")
     if isinstance(src, Tensor):
         sd = src._data
         if type(sd) is not type(a._data):
@@ -1344,24 +1369,27 @@ def copy_(a: Tensor, src, non_blocking: bool = False) -> Tensor:
     else:
         sd = src
     a._data[...] = sd
+    bump(a._data)
     return a
 
 
 def normal_(a: Tensor, mean: float = 0.0, std: float = 1.0, generator=None) -> Tensor:
     from . import random as _random
 
-    _check_inplace(a, "normal_")
+    _check_leaf_inplace(a, "normal_")
     vals = _random.normal_array(mean, std, a._data.shape, a._data.dtype, generator)
     a._data[...] = vals if type(a._data) is _ndarray else for_array(a._data).from_numpy(vals)
+    bump(a._data)
     return a
 
 
 def uniform_(a: Tensor, from_: float = 0.0, to: float = 1.0, generator=None) -> Tensor:
     from . import random as _random
 
-    _check_inplace(a, "uniform_")
+    _check_leaf_inplace(a, "uniform_")
     vals = _random.uniform_array(from_, to, a._data.shape, a._data.dtype, generator)
     a._data[...] = vals if type(a._data) is _ndarray else for_array(a._data).from_numpy(vals)
+    bump(a._data)
     return a
 
 
@@ -1399,6 +1427,7 @@ def topk(a: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = 
 class GatherBackward0(Node):
     __slots__ = ("shape", "idx", "dim")
     SAVES = True
+    SAVED_TENSORS = (("idx", -1),)
 
     def backward(self, g):
         xp = for_array(g).xp
@@ -1444,6 +1473,7 @@ def unique(a: Tensor, sorted: bool = True, return_counts: bool = False):
 class WhereBackward0(Node):
     __slots__ = ("cond", "sa", "sb")
     SAVES = True
+    SAVED_TENSORS = (("cond", -1),)
 
     def backward(self, g):
         ga = unbroadcast(g * self.cond, self.sa) if self.next[0] is not None else None

@@ -17,7 +17,12 @@ import sys
 import weakref
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+import numpy as np
+
 __all__ = ["no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "Node", "backward", "grad"]
+
+
+_ndarray = np.ndarray
 
 
 class _GradMode:
@@ -138,6 +143,109 @@ class set_grad_enabled(_GradModeContext):
         return super().__call__(fn)
 
 
+# ---- version counters ------------------------------------------------------------------------
+class _Versions:
+    # In-place modifications of any storage so far. A node records this count; when it
+    # is unchanged at backward (the usual case) no saved tensor can have been modified.
+    bumps = 0
+
+
+class _StorageVersion:
+    """The version counter of one storage (``Tensor._version``): the array owning the memory,
+    weakly referenced; ``last`` is the value of _Versions.bumps at its latest modification."""
+
+    __slots__ = ("version", "last", "ref", "__weakref__")
+
+    def __init__(self, ref):
+        self.version = 0
+        self.last = 0
+        self.ref = ref
+
+
+_STORAGE_VERSIONS: dict = {}  # id(owning array) -> _StorageVersion, for storages modified in place
+
+
+def storage_of(a):
+    """The array that owns a's memory: a tensor, its views and every tensor sharing its array
+    lead to the same one, so they share one version counter."""
+    b = a.base
+    while b is not None and (type(b) is type(a) or isinstance(b, _ndarray)):
+        a = b
+        b = a.base
+    return a
+
+
+def _storage_version(owner, create: bool) -> Optional[_StorageVersion]:
+    key = id(owner)
+    entry = _STORAGE_VERSIONS.get(key)
+    if entry is not None and entry.ref() is owner:
+        return entry
+    if not create:
+        return None
+
+    def forget(ref, key=key):
+        current = _STORAGE_VERSIONS.get(key)
+        if current is not None and current.ref is ref:
+            del _STORAGE_VERSIONS[key]
+
+    try:
+        entry = _StorageVersion(weakref.ref(owner, forget))
+    except TypeError:  # an array type without weak references: its versions are not tracked
+        return None
+    _STORAGE_VERSIONS[key] = entry
+    return entry
+
+
+def bump(a) -> None:
+    """Count one in-place modification of array a's storage (call it after the write).
+
+    Every in-place tensor op calls this; writes to raw arrays (optimizer steps, the
+    kernels filling their own outputs) do not, as they are not tensor operations.
+    """
+    entry = _storage_version(storage_of(a), True)
+    n = _Versions.bumps + 1
+    _Versions.bumps = n
+    if entry is not None:
+        entry.version += 1
+        entry.last = n
+
+
+def version(a) -> int:
+    """How many in-place modifications array a's storage has had (``Tensor._version``)."""
+    entry = _storage_version(storage_of(a), False)
+    return 0 if entry is None else entry.version
+
+
+_LEGACY_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor", "int64": "LongTensor",
+                 "int32": "IntTensor", "int16": "ShortTensor", "int8": "CharTensor", "uint8": "ByteTensor",
+                 "bool": "BoolTensor"}
+
+
+def legacy_type_name(a) -> str:
+    """PyTorch's name for the type of a tensor holding array a: fastmlp.FloatTensor, fastmlp.cuda.LongTensor, ..."""
+    name = _LEGACY_NAMES.get(str(a.dtype), "Tensor")
+    return f"fastmlp.{name}" if type(a) is _ndarray else f"fastmlp.cuda.{name}"
+
+
+def _check_saved_versions(node: "Node") -> None:
+    """Raise if a tensor whose data node saved for backward was modified in place since node was recorded."""
+    seq = node.seq
+    for field, edge in node.SAVED_TENSORS:
+        if edge >= 0 and node.next[edge] is None:
+            continue
+        value = getattr(node, field, None)
+        for arr in (value if isinstance(value, tuple) else (value,)):
+            if arr is None or not hasattr(arr, "base") or not hasattr(arr, "dtype"):
+                continue
+            entry = _storage_version(storage_of(arr), False)
+            if entry is not None and entry.last > seq:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an inplace "
+                    f"operation: [{legacy_type_name(arr)} {list(arr.shape)}], which {node.name()} saved for its "
+                    f"backward, is at version {entry.version}, but was modified in place after it was saved. "
+                    "Hint: clone() the tensor before modifying it, or modify it only after backward().")
+
+
 _FREED_MESSAGE = (
     "Trying to backward through the graph a second time: the values this graph saved for its "
     "gradients were freed by the first backward(). Pass retain_graph=True to the first backward() "
@@ -152,10 +260,16 @@ class Node:
     it is a leaf that requires grad, or None when no gradient flows there.
     Subclasses implement ``backward(grad) -> tuple`` (one array or None per edge);
     those that keep arrays for backward set ``SAVES = True`` and implement ``release``.
+
+    ``SAVED_TENSORS`` names the fields holding the data of tensors (inputs or outputs)
+    that backward reads, each with the edge whose gradient needs it (-1: every edge).
+    ``seq`` is the in-place modification count when the node was recorded: backward
+    raises, as PyTorch does, when such a tensor was modified in place since (see bump).
     """
 
-    __slots__ = ("next", "kinds", "freed", "retained", "hooks", "__weakref__")
+    __slots__ = ("next", "kinds", "freed", "retained", "hooks", "seq", "__weakref__")
     SAVES = False
+    SAVED_TENSORS: tuple = ()
 
     def __init__(self, inputs: Sequence[Any]):
         edges = []
@@ -180,6 +294,7 @@ class Node:
         self.freed = False
         self.retained = None
         self.hooks = None
+        self.seq = _Versions.bumps
 
     def backward(self, grad):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -378,6 +493,8 @@ def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
         if cap_nodes and id(node) in cap_nodes:
             tid = cap_nodes[id(node)]
             capture[tid] = g if capture[tid] is None else capture[tid] + g
+        if node.seq != _Versions.bumps and node.SAVED_TENSORS:
+            _check_saved_versions(node)
         grads_in = node.backward(g)
         if not retain_graph and node.SAVES:
             node.release()

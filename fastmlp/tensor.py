@@ -151,6 +151,11 @@ class Tensor:
         return self
 
     @property
+    def _version(self) -> int:
+        """In-place modifications of this tensor's storage so far, shared with its views (``Tensor._version``)."""
+        return _ag.version(self._data)
+
+    @property
     def is_leaf(self) -> bool:
         return self.grad_fn is None
 

@@ -1,0 +1,220 @@
+"""Version counters: every in-place op on a tensor counts a modification of its storage (shared by its
+views), and backward raises, as PyTorch does, when a tensor saved for the gradient was modified after
+it was saved. Expected behaviour is PyTorch's (checked against torch itself where it is installed)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastmlp
+
+MODIFIED = "one of the variables needed for gradient computation has been modified by an inplace operation"
+
+
+def _inplace_ops():
+    def setitem(t):
+        t[0] = 5.0
+
+    def setitem_slice(t):
+        t[1:] = 0.5
+
+    return [
+        ("iadd", lambda t: t.__iadd__(1)),
+        ("isub", lambda t: t.__isub__(1)),
+        ("imul", lambda t: t.__imul__(2)),
+        ("itruediv", lambda t: t.__itruediv__(2)),
+        ("add_", lambda t: t.add_(1)),
+        ("sub_", lambda t: t.sub_(1, alpha=2)),
+        ("mul_", lambda t: t.mul_(3)),
+        ("div_", lambda t: t.div_(3)),
+        ("clamp_", lambda t: t.clamp_(0, 0.5)),
+        ("setitem", setitem),
+        ("setitem_slice", setitem_slice),
+        ("zero_", lambda t: t.zero_()),
+        ("fill_", lambda t: t.fill_(2.0)),
+        ("copy_", lambda t: t.copy_(t * 3)),
+    ]
+
+
+INPLACE = _inplace_ops()
+
+
+@pytest.mark.parametrize("name,modify", INPLACE, ids=[n for n, _ in INPLACE])
+def test_modifying_a_saved_tensor_raises_at_backward(name, modify):
+    w = fastmlp.ones(3, requires_grad=True)
+    y = w * 1
+    z = y * y  # saves y
+    modify(y)
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        z.sum().backward()
+
+
+@pytest.mark.parametrize("name,modify", INPLACE, ids=[n for n, _ in INPLACE])
+def test_modifications_raise_where_torch_raises(name, modify):
+    torch = pytest.importorskip("torch")
+    for lib in (torch, fastmlp):
+        w = lib.ones(3, requires_grad=True)
+        y = w * 1
+        z = y * y
+        modify(y)
+        with pytest.raises(RuntimeError, match=MODIFIED):
+            z.sum().backward()
+
+
+def test_issue_repro_raises_instead_of_a_wrong_gradient():
+    w = fastmlp.ones(3, requires_grad=True)
+    y = w * 1
+    z = y * y
+    y += 1
+    with pytest.raises(RuntimeError, match=MODIFIED + r".*MulBackward0"):
+        z.sum().backward()
+    assert w.grad is None
+
+
+def test_error_names_the_saving_op_and_the_tensor():
+    x = fastmlp.ones(2, 3, requires_grad=True)
+    y = x.exp()  # saves its output
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match=r"\[fastmlp\.FloatTensor \[2, 3\]\], which ExpBackward0 saved"):
+        y.sum().backward()
+
+
+def test_modifying_a_view_counts_for_the_whole_storage():
+    x = fastmlp.ones(4, requires_grad=True)
+    y = x * 1
+    z = y * y
+    y[:2].mul_(2)
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        z.sum().backward()
+    y = x * 1
+    z = y.view(2, 2) @ fastmlp.ones(2, 2, requires_grad=True)  # saves the view for the other's gradient
+    y.add_(1)
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        z.sum().backward()
+
+
+def test_detached_alias_shares_the_counter():
+    x = fastmlp.ones(3, requires_grad=True)
+    y = x * 1
+    z = y * y
+    y.detach().add_(1)
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        z.sum().backward()
+
+
+def test_leaf_modified_under_no_grad_raises():
+    w = fastmlp.ones(3, requires_grad=True)
+    z = w * w
+    with fastmlp.no_grad():
+        w.add_(1)
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        z.sum().backward()
+
+
+def test_constant_operand_modified_raises():
+    w = fastmlp.ones(3, requires_grad=True)
+    c = fastmlp.ones(3)
+    z = w * c  # the gradient of w is c
+    c.add_(1)
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        z.sum().backward()
+
+
+def test_modifying_a_value_the_gradient_does_not_need_is_fine():
+    # w * c saves w only for c's gradient, and c needs none: PyTorch does not complain either
+    w = fastmlp.ones(3, requires_grad=True)
+    c = fastmlp.tensor([1.0, 2.0, 3.0])
+    z = w * c
+    with fastmlp.no_grad():
+        w.add_(1)
+    z.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [1.0, 2.0, 3.0])
+    # nor does modifying a tensor before it is saved, or after the backward that used it
+    x = fastmlp.ones(3, requires_grad=True)
+    y = x * 1
+    y += 1
+    z = y * y
+    z.sum().backward()
+    y += 1
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 4.0, 4.0])
+
+
+def test_inplace_on_the_op_output_itself_is_differentiated():
+    x = fastmlp.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    y *= y  # saves a snapshot of y and y itself as the other operand: PyTorch raises here
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        y.sum().backward()
+    y = x * 2
+    y *= x  # x is not modified
+    y += 1
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 8.0])
+
+
+def test_inplace_activation_after_linear_is_fine():
+    lin = fastmlp.nn.Linear(3, 2)
+    h = lin(fastmlp.ones(4, 3))
+    fastmlp.nn.functional.relu_(h)
+    h.sum().backward()
+    assert lin.weight.grad is not None
+
+
+def test_optimizer_steps_do_not_count_as_modifications():
+    # optimizers update the raw arrays outside autograd: a graph built before a step still backwards
+    w = fastmlp.nn.Parameter(fastmlp.ones(3))
+    opt = fastmlp.optim.SGD([w], lr=0.1)
+    (w * w).sum().backward()
+    z = w * w
+    opt.step()
+    z.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [4.0, 4.0, 4.0])
+    adam = fastmlp.optim.Adam([w], lr=0.1)
+    z = (w * fastmlp.tensor([1.0, 2.0, 3.0])).sum()
+    adam.step()
+    z.backward()
+
+
+def test_index_tensors_and_conditions_saved_for_backward_are_checked():
+    x = fastmlp.ones(4, requires_grad=True)
+    idx = fastmlp.tensor([0, 2])
+    y = x[idx]
+    idx[0] = 1
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        y.sum().backward()
+    cond = fastmlp.tensor([True, False, True, False])
+    y = fastmlp.where(cond, x, fastmlp.zeros(4))
+    cond.fill_(True)
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        y.sum().backward()
+
+
+def test_version_numbers_follow_torch():
+    def script(lib):
+        x = lib.ones(3)
+        seen = [x._version]
+        x.add_(1)
+        seen.append(x._version)
+        v = x[:2]
+        v.zero_()
+        seen += [x._version, v._version]
+        x[0] = 1
+        seen.append(x._version)
+        x.detach().add_(1)
+        seen.append(x._version)
+        x.fill_(2)
+        x.copy_(x)
+        x += 1
+        x.clamp_(0, 1)
+        seen.append(x._version)
+        y = x + 1  # a new storage
+        seen.append(y._version)
+        return seen
+
+    expected = [0, 1, 2, 2, 3, 4, 8, 0]
+    assert script(fastmlp) == expected
+    try:
+        import torch
+    except ImportError:
+        return
+    assert script(torch) == expected
