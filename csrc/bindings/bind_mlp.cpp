@@ -1,6 +1,8 @@
 // MlpStepper binding: whole forward/loss/backward passes of a Sequential MLP in one call.
 #include <pybind11/stl.h>
 
+#include <utility>
+
 #include "bindings/args.h"
 #include "bindings/families.h"
 #include "cpu/mlp_step.h"
@@ -143,37 +145,81 @@ cpu::MlpUpdate parse_update(py::handle obj, const cpu::MlpStepper& s, std::vecto
   return u;
 }
 
-py::tuple train_step(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, const std::vector<std::uint64_t>& seeds,
-                     const std::vector<std::uint64_t>& offsets, py::handle weight_obj, std::int64_t ignore_index,
-                     float label_smoothing, py::handle update_obj) {
-  const char* fn = "MlpStepper.train_step";
+// Runs consecutive steps over the rows of x [rows, in0] and labels [rows]: step i takes the
+// next sizes[i] rows and the dropout streams (seeds, offsets)[i·d .. i·d + d), d = dropout
+// layers. With an update, step i applies it as the i-th of consecutive optimizer steps: Adam's
+// step count advances by one per step, and SGD's first-step flag holds for step 0 only.
+// Returns the per-step (mean loss, rows predicted right) as two arrays.
+std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
+    PyMlpStepper& self, const char* fn, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
+    const std::vector<std::uint64_t>& seeds, const std::vector<std::uint64_t>& offsets, py::handle weight_obj,
+    std::int64_t ignore_index, float label_smoothing, py::handle update_obj) {
   const cpu::MlpStepper& s = self.stepper;
   const index_t in0 = s.layers().front().in, classes = s.layers().back().out;
   View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
   if (x.shape.size() != 2 || x.shape[1] != in0)
     value_error(str_cat(fn, ": x must be [batch, ", in0, "]; got ", describe(x_obj)));
-  const index_t batch = x.shape[0];
-  if (batch < 1 || batch > s.max_batch())
-    value_error(str_cat(fn, ": batch of ", batch, " rows; this stepper takes 1 to ", s.max_batch()));
+  index_t rows = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] < 1 || sizes[i] > s.max_batch())
+      value_error(str_cat(fn, ": batch ", i, " has ", sizes[i], " rows; this stepper takes 1 to ", s.max_batch()));
+    rows += sizes[i];
+  }
+  if (sizes.empty() || rows != x.shape[0])
+    value_error(str_cat(fn, ": the batch sizes must add up to the rows of x (", x.shape[0], "); they add up to ",
+                        rows));
   View y = contiguous(y_obj, fn, "target", Dtype::I64, false);
-  require_labels(y, batch, classes, ignore_index, fn, "target");
-  const int nd = s.dropout_layers();
-  if (static_cast<int>(seeds.size()) != nd || static_cast<int>(offsets.size()) != nd)
-    value_error(str_cat(fn, ": needs one (seed, offset) per dropout layer (", nd, "); got ", seeds.size(), " and ",
-                        offsets.size()));
+  require_labels(y, rows, classes, ignore_index, fn, "target");
+  const index_t nd = s.dropout_layers(), steps = static_cast<index_t>(sizes.size());
+  if (static_cast<index_t>(seeds.size()) != nd * steps || static_cast<index_t>(offsets.size()) != nd * steps)
+    value_error(str_cat(fn, ": needs one (seed, offset) per dropout layer (", nd, ") and step (", steps, "); got ",
+                        seeds.size(), " and ", offsets.size()));
   View w = optional_contiguous(weight_obj, fn, "weight", Dtype::F32, false);
   if (!w.is_none()) require_shape(w, {classes}, fn, "weight");
   if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
     value_error(str_cat(fn, ": label_smoothing must be in [0, 1]; got ", label_smoothing));
   cpu::MlpLoss loss{w.is_none() ? nullptr : w.f32(), ignore_index, label_smoothing};
   std::vector<View> update_views;
-  const cpu::MlpUpdate update = parse_update(update_obj, s, update_views);
-  cpu::MlpStepResult r;
+  cpu::MlpUpdate update = parse_update(update_obj, s, update_views);
+  py::array_t<double> losses(steps);
+  py::array_t<std::int64_t> correct(steps);
+  double* lp = losses.mutable_data();
+  std::int64_t* cp = correct.mutable_data();
   {
     py::gil_scoped_release nogil;
-    r = self.stepper.train_step(x.f32(), y.i64(), batch, seeds.data(), offsets.data(), loss, update);
+    const float* xp = x.f32();
+    const std::int64_t* yp = y.i64();
+    for (index_t i = 0; i < steps; ++i) {
+      const cpu::MlpStepResult r =
+          self.stepper.train_step(xp, yp, sizes[i], seeds.data() + i * nd, offsets.data() + i * nd, loss, update);
+      lp[i] = r.loss;
+      cp[i] = r.correct;
+      xp += sizes[i] * in0;
+      yp += sizes[i];
+      ++update.adam.step;
+      update.sgd.first_step = false;
+    }
   }
-  return py::make_tuple(r.loss, r.correct);
+  return {losses, correct};
+}
+
+py::tuple train_step(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, const std::vector<std::uint64_t>& seeds,
+                     const std::vector<std::uint64_t>& offsets, py::handle weight_obj, std::int64_t ignore_index,
+                     float label_smoothing, py::handle update_obj) {
+  const char* fn = "MlpStepper.train_step";
+  View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
+  const index_t batch = x.shape.size() == 2 ? x.shape[0] : 0;  // run_steps reports any other shape
+  auto r = run_steps(self, fn, x_obj, y_obj, {batch}, seeds, offsets, weight_obj, ignore_index, label_smoothing,
+                     update_obj);
+  return py::make_tuple(r.first.at(0), r.second.at(0));
+}
+
+py::tuple train_steps(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
+                      const std::vector<std::uint64_t>& seeds, const std::vector<std::uint64_t>& offsets,
+                      py::handle weight_obj, std::int64_t ignore_index, float label_smoothing, py::handle update_obj) {
+  auto r = run_steps(self, "MlpStepper.train_steps", x_obj, y_obj, sizes, seeds, offsets, weight_obj, ignore_index,
+                     label_smoothing, update_obj);
+  return py::make_tuple(r.first, r.second);
 }
 
 }  // namespace
@@ -190,6 +236,13 @@ void bind_mlp(py::module_& m) {
            "One forward/backward on a batch, and with `update` (an SGD or Adam step over the flat "
            "parameter buffer, see parse_update) the optimizer step too; returns (mean loss, number of "
            "rows predicted right).")
+      .def("train_steps", &train_steps, py::arg("x"), py::arg("target"), py::arg("sizes"), py::arg("seeds"),
+           py::arg("offsets"), py::arg("weight") = py::none(), py::arg("ignore_index") = -100,
+           py::arg("label_smoothing") = 0.0f, py::arg("update") = py::none(),
+           "Consecutive train_step calls over the rows of x: step i takes the next sizes[i] rows and "
+           "dropout streams (seeds, offsets)[i*d:(i+1)*d]; with `update`, step i is the i-th of "
+           "consecutive optimizer steps (Adam's step count advances, SGD's first_step holds for step 0 "
+           "only). Returns (losses, correct) as arrays, one entry per step.")
       .def_property_readonly("max_batch", [](const PyMlpStepper& s) { return s.stepper.max_batch(); })
       .def_property_readonly("dropout_layers", [](const PyMlpStepper& s) { return s.stepper.dropout_layers(); });
 }

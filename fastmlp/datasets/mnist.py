@@ -36,7 +36,7 @@ import numpy as np
 from ..tensor import Tensor, _wrap
 from ..transforms import ToTensor, batch_plan
 from ..utils.data.collate import collate
-from ..utils.data.dataset import Dataset
+from ..utils.data.dataset import Dataset, rowwise
 from .download import DownloadError, download_file, file_md5
 from .idx import IdxError, read_idx
 from .paths import DATA_ENV, default_root
@@ -263,6 +263,7 @@ class MNIST(Dataset):
             target = self.target_transform(target)
         return img, target
 
+    @rowwise
     def __getbatch__(self, indices: np.ndarray) -> tuple[Any, Any]:
         """The collated batch of `indices` (as default_collate of the samples would give it)."""
         if self.transform is not self._plan_for:

@@ -79,7 +79,8 @@ class FusedTrainStep:
         self._holding = False
         self._next: Optional[tuple] = None
         self._pending: Optional[tuple] = None
-        self._in_features = plan[0][0].in_features
+        self.in_features = plan[0][0].in_features
+        self.classes = plan[-1][0].out_features
         # SGD, Adam and AdamW themselves (not subclasses, which may change step()) with one
         # parameter group are updated inside the native step, layer by layer.
         self._native_update = type(optimizer) in (SGD, Adam, AdamW) and len(optimizer.param_groups) == 1
@@ -132,7 +133,7 @@ class FusedTrainStep:
             return False
         xd, yd = x._data, y._data
         return (type(xd) is np.ndarray and xd.dtype is _F32 and xd.ndim >= 2 and len(xd) > 0
-                and xd.size == len(xd) * self._in_features and type(yd) is np.ndarray
+                and xd.size == len(xd) * self.in_features and type(yd) is np.ndarray
                 and yd.dtype == np.int64 and yd.shape == (len(xd),))
 
     def hold(self) -> "_Held":
@@ -180,6 +181,55 @@ class FusedTrainStep:
         else:
             opt._flat_update_done(opt.param_groups[0], update)
         return float(np.float32(loss)), correct  # the value a float32 loss tensor's item() gives
+
+    def steps(self, x: Tensor, y: Tensor, sizes: list) -> tuple[list, int]:
+        """Consecutive steps over the rows of (x, y), one per entry of `sizes` (the rows of each
+        batch, in order), in one native call: returns each step's loss and the rows predicted
+        right in all. Bitwise the same as calling the step on each batch in turn (which it
+        does when the optimizer is not updated natively). ``accepts(x, y)`` must hold."""
+        xd, yd = x._data, y._data
+        if xd.ndim != 2:
+            xd = xd.reshape(xd.shape[0], -1)
+        if not xd.flags.c_contiguous:
+            xd = np.ascontiguousarray(xd)
+        if not yd.flags.c_contiguous:
+            yd = np.ascontiguousarray(yd)
+        biggest = max(sizes)
+        st = self._stepper
+        update = self._next
+        if update is None or biggest > st.max_batch:
+            update = self._prepare(biggest)
+            st = self._stepper
+        if update is None:  # the optimizer steps outside the native call: one batch at a time
+            losses, correct, at = [], 0, 0
+            for n in sizes:
+                value, right = self(_wrap(xd[at:at + n]), _wrap(yd[at:at + n]))
+                losses.append(value)
+                correct += right
+                at += n
+            return losses, correct
+        gen = _random.default_generator
+        seeds, offsets = [], []
+        for _ in range(self._dropouts * len(sizes)):
+            s, o = gen.philox()
+            seeds.append(s)
+            offsets.append(o)
+        lf = self.loss_fn
+        losses, correct = st.train_steps(xd, yd, sizes, seeds, offsets,
+                                         None if lf.weight is None else lf.weight._data, lf.ignore_index,
+                                         float(lf.label_smoothing), update)
+        opt = self.optimizer
+        group = opt.param_groups[0]
+        last = update  # the update the last of the steps applied
+        for _ in range(len(sizes) - 1):
+            last = opt._flat_update_next(group, last)
+        if self._holding:
+            self._pending = last
+            self._next = opt._flat_update_next(group, last)
+        else:
+            opt._flat_update_done(group, last)
+        # the values a float32 loss tensor's item() gives
+        return losses.astype(np.float32).tolist(), int(correct.sum())
 
     def _prepare(self, batch: int) -> Optional[tuple]:
         """Check (and if needed rebind) the stepper against the parameters as they are now, make the

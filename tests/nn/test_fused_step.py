@@ -158,3 +158,27 @@ def test_native_update_checks_its_buffers():
         st.train_step(xd, yd, [1, 1], [0, 0], update=("lbfgs",) + upd[1:])
     with pytest.raises(TypeError, match="update"):
         st.train_step(xd, yd, [1, 1], [0, 0], update=[1, 2])
+
+
+def test_train_steps_checks_its_batches():
+    fastmlp.manual_seed(0)
+    model = make("seed004")  # two dropout layers
+    step = FusedTrainStep.build(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    x, y = fastmlp.rand(6, 784), fastmlp.randint(0, 10, (6,))
+    step(x[:4], y[:4])
+    st = step._stepper
+    xd, yd = x.numpy(), y.numpy()
+    with pytest.raises(ValueError, match=r"sizes must add up to the rows of x \(6\); they add up to 5"):
+        st.train_steps(xd, yd, [3, 2], [1] * 4, [0] * 4)
+    with pytest.raises(ValueError, match="batch 1 has 0 rows; this stepper takes 1 to 4"):
+        st.train_steps(xd, yd, [4, 0, 2], [1] * 6, [0] * 6)
+    with pytest.raises(ValueError, match="batch 0 has 6 rows; this stepper takes 1 to 4"):
+        st.train_steps(xd, yd, [6], [1] * 2, [0] * 2)
+    with pytest.raises(ValueError, match=r"per dropout layer \(2\) and step \(2\); got 2 and 2"):
+        st.train_steps(xd, yd, [3, 3], [1] * 2, [0] * 2)
+    bad = yd.copy()
+    bad[5] = 10
+    with pytest.raises(IndexError, match=r"target\[5\] = 10 is out of range"):
+        st.train_steps(xd, bad, [3, 3], [1] * 4, [0] * 4)
+    losses, correct = st.train_steps(xd, yd, [3, 3], [1] * 4, [0] * 4)
+    assert losses.shape == (2,) and correct.shape == (2,) and np.isfinite(losses).all()

@@ -39,9 +39,11 @@ def test_fit_equals_the_hand_written_loop(dropout, monkeypatch):
     (fit runs this Sequential MLP through the native whole-step path; the loop is eager)."""
     x, y = blobs(64)
     native_steps = []
-    real_call = FusedTrainStep.__call__
+    real_call, real_steps = FusedTrainStep.__call__, FusedTrainStep.steps
     monkeypatch.setattr(FusedTrainStep, "__call__",
                         lambda self, *a: native_steps.append(1) or real_call(self, *a))
+    monkeypatch.setattr(FusedTrainStep, "steps",
+                        lambda self, x, y, sizes: native_steps.extend([1] * len(sizes)) or real_steps(self, x, y, sizes))
 
     def setup():
         seeded(7)
@@ -260,3 +262,77 @@ def test_regression_with_a_custom_loss_function():
             loader, epochs=4, progress=False)
     assert h["val_accuracy"] == [None] * 4
     assert h["train_loss"][-1] < h["train_loss"][0]
+
+
+class PlainLoader(DataLoader):
+    """A DataLoader subclass: fit iterates it batch by batch (it does not gather runs of batches)."""
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "sgd-momentum"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fit_gathering_runs_of_batches_changes_no_result(opt_name, dropout, monkeypatch):
+    """Over a row-wise dataset fit gathers many batches at once and runs their steps in one native
+    call; history, weights and optimizer state are bitwise those of going batch by batch (the
+    partial last batch and dropout masks included)."""
+    import fastmlp.train.loop as loop
+
+    monkeypatch.setattr(loop, "_CHUNK_FLOATS", 4 * 17)  # 17 rows: runs of three batches of 5
+    runs = []
+    real_steps = FusedTrainStep.steps
+    monkeypatch.setattr(FusedTrainStep, "steps",
+                        lambda self, x, y, sizes: runs.append(list(sizes)) or real_steps(self, x, y, sizes))
+    x, y = blobs(69)  # 14 batches: the last run is [5, 4]
+    results = []
+    for cls in (DataLoader, PlainLoader):
+        seeded(3)
+        model = small_model(dropout=dropout)
+        opt = optim.Adam(model.parameters(), lr=0.01) if opt_name == "adam" else \
+            optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        h = fit(model, nn.CrossEntropyLoss(), opt, cls(TensorDataset(x, y), batch_size=5, shuffle=True), epochs=2,
+                progress=False)
+        results.append((h["train_loss"], state_arrays(model), opt.state_dict()["state"]))
+        if cls is DataLoader:
+            assert runs == [[5, 5, 5]] * 4 + [[5, 4]] + [[5, 5, 5]] * 4 + [[5, 4]]
+            runs.clear()
+        else:
+            assert not runs
+    (l0, s0, o0), (l1, s1, o1) = results
+    assert l0 == l1
+    for k in s0:
+        np.testing.assert_array_equal(s0[k], s1[k])
+    for i in o0:
+        for k in o0[i]:
+            np.testing.assert_array_equal(np.asarray(o0[i][k]), np.asarray(o1[i][k]))
+
+
+def test_a_bad_label_inside_a_run_of_batches_stops_at_its_batch(monkeypatch):
+    """The steps before the batch with the bad label are taken, exactly as going batch by batch."""
+    import fastmlp.train.loop as loop
+
+    monkeypatch.setattr(loop, "_CHUNK_FLOATS", 4 * 40)
+    x, y = blobs(40)
+    y[23] = 7
+    states = []
+    for cls in (DataLoader, PlainLoader):
+        seeded(0)
+        model = small_model()
+        with pytest.raises(IndexError, match="out of range for 3 classes"):
+            fit(model, nn.CrossEntropyLoss(), optim.Adam(model.parameters(), lr=0.01),
+                cls(TensorDataset(x, y), batch_size=4), progress=False)
+        states.append(state_arrays(model))
+    for k in states[0]:
+        np.testing.assert_array_equal(states[0][k], states[1][k])
+
+
+def test_only_row_wise_datasets_are_gathered_in_runs():
+    """A dataset's own __getbatch__ may mix the rows of a batch: fit leaves its batches as they come."""
+    x, y = blobs(20)
+
+    class Mixing(TensorDataset):
+        def __getbatch__(self, indices):
+            a, b = super().__getbatch__(indices)
+            return a - a.mean(0), b
+
+    assert DataLoader(TensorDataset(x, y), batch_size=4)._row_chunks(100) is not None
+    assert DataLoader(Mixing(x, y), batch_size=4)._row_chunks(100) is None
+    assert DataLoader(TensorDataset(x, y), batch_size=4, collate_fn=lambda b: b)._row_chunks(100) is None

@@ -33,7 +33,7 @@ import numpy as np
 
 from ...random import Generator
 from .collate import collate, default_collate, default_convert
-from .dataset import Dataset, IterableDataset, batch_fn
+from .dataset import Dataset, IterableDataset, batch_fn, is_rowwise
 from .sampler import BatchSampler, RandomSampler, SequentialSampler, _check_positive_int, index_batches
 
 __all__ = ["DataLoader", "get_worker_info"]
@@ -173,6 +173,44 @@ class DataLoader(Generic[T_co]):
             return
         for idx in batches:
             yield fetch(idx)
+
+    def _row_chunks(self, max_rows: int) -> Optional[Iterator]:
+        """For ``fastmlp.train.fit``: this pass's batches, several at a time, or None when its batches
+        are not row-wise gathers of fastmlp's (see ``is_rowwise``).
+
+        Yields ``(batch, sizes)``: the collated batch of the concatenated index batches of
+        consecutive steps (at most `max_rows` rows, and always at least one batch), with
+        ``sizes`` the row count of each; the batches are exactly those iteration would
+        give, drawn from the same sampler. A batch of non-integer keys, or an empty one,
+        comes alone with ``sizes`` None.
+        """
+        ds = self.dataset
+        if isinstance(ds, IterableDataset) or self.batch_sampler is None or self.collate_fn is not default_collate:
+            return None
+        if not is_rowwise(ds):
+            return None
+        return self._chunked(index_batches(self.batch_sampler), batch_fn(ds), max_rows)
+
+    def _chunked(self, batches: Iterable, getbatch: Callable, max_rows: int) -> Iterator:
+        fetch = self._fetcher()
+        pending: list = []
+        rows = 0
+        for idx in batches:
+            if type(idx) is not np.ndarray:
+                arr = np.asarray(idx)
+                if arr.ndim == 1 and arr.dtype.kind in "iu":
+                    idx = arr.astype(np.int64, copy=False)
+            alone = type(idx) is not np.ndarray or len(idx) == 0
+            if pending and (alone or rows + len(idx) > max_rows):
+                yield getbatch(np.concatenate(pending)), [len(p) for p in pending]
+                pending, rows = [], 0
+            if alone:
+                yield (getbatch(idx) if type(idx) is np.ndarray else fetch(idx)), None
+                continue
+            pending.append(idx)
+            rows += len(idx)
+        if pending:
+            yield getbatch(np.concatenate(pending)), [len(p) for p in pending]
 
     def _vectorised(self, batches: Iterable, getbatch: Callable) -> Iterator:
         ndarray = np.ndarray

@@ -13,6 +13,11 @@ A subclass that overrides ``__getitem__`` (or ``__getitems__``) but not
 not see that; ``batch_fn`` then answers None and the DataLoader collates sample
 by sample, as PyTorch does. A subclass that defines its own ``__getbatch__``
 beside its ``__getitem__`` keeps the vectorised path.
+
+fastmlp's own batch methods are also row-wise (marked with ``rowwise``): the batch of
+a concatenation of index arrays is the concatenation of their batches, so
+``fastmlp.train.fit`` may gather many batches with one call (``is_rowwise``). A
+user's ``__getbatch__`` is not assumed to be (it may mix the rows of a batch).
 """
 from __future__ import annotations
 
@@ -33,6 +38,21 @@ __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDatas
 T_co = TypeVar("T_co", covariant=True)
 
 _SAMPLE_METHODS = ("__getitem__", "__getitems__")
+
+
+def rowwise(fn: Callable) -> Callable:
+    """Marks a ``__getbatch__`` whose rows depend only on their own index (see the module docstring)."""
+    fn._fastmlp_rowwise = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_rowwise(dataset: Any) -> bool:
+    """Whether the DataLoader's batches of `dataset` come from a row-wise batch method of fastmlp's."""
+    if batch_fn(dataset) is None:
+        return False
+    if type(dataset).__getbatch__ is Subset.__getbatch__:
+        return is_rowwise(dataset.dataset)
+    return getattr(type(dataset).__getbatch__, "_fastmlp_rowwise", False)
 
 
 def _rank(cls: type, name: str) -> Optional[int]:
@@ -120,6 +140,7 @@ class TensorDataset(Dataset):
     def __getitem__(self, index):
         return tuple(t[index] for t in self.tensors)
 
+    @rowwise
     def __getbatch__(self, indices: np.ndarray) -> tuple:
         """The rows `indices` of every tensor: one gather each."""
         if self._arrays[0] is not self.tensors[0]._data:  # a tensor was moved or rebound since construction
