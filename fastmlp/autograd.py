@@ -365,7 +365,7 @@ def grad_sink(leaf):
     """
     if not _Engine.leaf_writes or leaf._hooks:
         return None
-    g = leaf.grad
+    g = leaf._grad
     data = leaf._data
     if g is not None:
         gd = g._data
@@ -387,7 +387,7 @@ _wrap = None  # fastmlp.tensor._wrap, bound when fastmlp.tensor is imported (it 
 def commit_sink(leaf, buf, accumulated: bool) -> None:
     """Make ``buf`` (filled by a kernel through grad_sink) the leaf's ``.grad``."""
     if not accumulated:
-        leaf.grad = _wrap(buf)
+        leaf._grad = _wrap(buf)
 
 
 def accumulate(leaf, g) -> None:
@@ -401,15 +401,15 @@ def accumulate(leaf, g) -> None:
         g = g.reshape(leaf._data.shape) if g.size == leaf._data.size else _sum_to(g, leaf._data.shape)
     if g.dtype != leaf._data.dtype:
         g = g.astype(leaf._data.dtype)
-    cur = leaf.grad
+    cur = leaf._grad
     if cur is None:
         sink = grad_sink(leaf)
         if sink is not None:
             buf, _ = sink
             buf[...] = g
-            leaf.grad = _wrap(buf)
+            leaf._grad = _wrap(buf)
         else:
-            leaf.grad = _wrap(g.copy())
+            leaf._grad = _wrap(g.copy())
     else:
         cur._data += g
 
@@ -531,7 +531,7 @@ def _node_hooks(node: Node, g):
     if node.retained is not None:
         t = node.retained()
         if t is not None:
-            t.grad = _wrap(g.copy()) if t.grad is None else _wrap(t.grad._data + g)
+            t._grad = _wrap(g.copy()) if t._grad is None else _wrap(t._grad._data + g)
     return g
 
 

@@ -40,7 +40,7 @@ def _wrap(data, requires_grad: bool = False, grad_fn=None) -> "Tensor":
     t = Tensor.__new__(Tensor)
     t._data = data
     t._rg = requires_grad
-    t.grad = None
+    t._grad = None
     t.grad_fn = grad_fn
     t._grad_buf = None
     t._hooks = None
@@ -57,7 +57,7 @@ def _result(data, node) -> "Tensor":
     t = Tensor.__new__(Tensor)
     t._data = data
     t._rg = node is not None
-    t.grad = None
+    t._grad = None
     t.grad_fn = node
     t._grad_buf = None
     t._hooks = None
@@ -111,7 +111,7 @@ def _tensors_to_lists(seq):
 class Tensor:
     """A multi-dimensional array with autograd (``torch.Tensor``)."""
 
-    __slots__ = ("_data", "_rg", "grad", "grad_fn", "_grad_buf", "_hooks", "__weakref__")
+    __slots__ = ("_data", "_rg", "_grad", "grad_fn", "_grad_buf", "_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy scalars and arrays defer to Tensor's operators
 
     def __init__(self, *args, dtype=None, device=None, requires_grad: bool = False):
@@ -127,7 +127,7 @@ class Tensor:
             data = for_device(as_device(device)).from_numpy(data)
         self._data = data
         self._rg = bool(requires_grad)
-        self.grad = None
+        self._grad = None
         self.grad_fn = None
         self._grad_buf = None
         self._hooks = None
@@ -149,6 +149,21 @@ class Tensor:
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         self.requires_grad = requires_grad
         return self
+
+    @property
+    def grad(self) -> Optional["Tensor"]:
+        """The accumulated gradient (``Tensor.grad``); None until a backward reaches this leaf."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Optional["Tensor"]) -> None:
+        if value is not None:
+            _check_grad(self, value)
+        self._grad = value
+
+    @grad.deleter
+    def grad(self) -> None:
+        self._grad = None
 
     @property
     def _version(self) -> int:
@@ -396,10 +411,29 @@ class Tensor:
 
     def __deepcopy__(self, memo):
         out = _wrap(self._data.copy(), self._rg)
-        if self.grad is not None:
-            out.grad = _wrap(self.grad._data.copy())
+        if self._grad is not None:
+            out._grad = _wrap(self._grad._data.copy())
         memo[id(self)] = out
         return out
+
+
+def _check_grad(t: Tensor, g) -> None:
+    """The checks of PyTorch's ``.grad`` setter: a tensor of the same dtype, device and size."""
+    if not isinstance(g, Tensor):
+        raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type {type(g).__name__}")
+    if g is t:
+        raise RuntimeError("can't assign Variable as its own grad")
+    gd, d = g._data, t._data
+    if gd.dtype != d.dtype:
+        raise RuntimeError(f"attempting to assign a gradient with dtype '{_dtype.from_numpy_dtype(gd.dtype).name}' "
+                           f"to a tensor with dtype '{_dtype.from_numpy_dtype(d.dtype).name}'. Please ensure that the "
+                           "gradient and the tensor have the same dtype")
+    if type(gd) is not type(d) or (type(d) is not _ndarray and gd.device.id != d.device.id):
+        raise RuntimeError(f"attempting to assign a gradient located on device '{g.device}' to a tensor located on "
+                           f"device '{t.device}'. Please ensure that the gradient and the tensor are on the same device")
+    if gd.shape != d.shape:
+        raise RuntimeError(f"attempting to assign a gradient of size '{list(gd.shape)}' to a tensor of size "
+                           f"'{list(d.shape)}'. Please ensure that the gradient and the tensor are the same size")
 
 
 class _RemovableHandle:

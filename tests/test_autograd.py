@@ -315,3 +315,40 @@ def test_float32_grad_dtype_matches_parameter():
     x = fastmlp.randn(3, 4, requires_grad=True)
     (x * 2).sum().backward()
     assert x.grad.dtype == fastmlp.float32 and x.grad.shape == x.shape
+
+
+def test_assigning_grad_checks_it_as_torch_does():
+    x = fastmlp.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"attempting to assign a gradient of size '\[4\]' to a tensor of size '\[3\]'"):
+        x.grad = fastmlp.ones(4)
+    with pytest.raises(RuntimeError, match=r"of size '\[1, 3\]'"):
+        x.grad = fastmlp.ones(1, 3)
+    with pytest.raises(RuntimeError, match="attempting to assign a gradient with dtype 'float64'"):
+        x.grad = fastmlp.ones(3, dtype=fastmlp.float64)
+    with pytest.raises(TypeError, match="assigned grad expected to be a Tensor or None but got grad of type int"):
+        x.grad = 5
+    with pytest.raises(RuntimeError, match="can't assign Variable as its own grad"):
+        x.grad = x
+    assert x.grad is None
+    g = fastmlp.full((3,), 2.0)
+    x.grad = g
+    assert x.grad is g
+    (x * 3).sum().backward()  # accumulates into the assigned gradient
+    np.testing.assert_allclose(g.numpy(), [5.0, 5.0, 5.0])
+    x.grad = None
+    assert x.grad is None
+    x.grad = fastmlp.ones(3) * fastmlp.ones(3, requires_grad=True)  # a gradient with history is allowed
+    del x.grad
+    assert x.grad is None
+
+
+def test_assigning_grad_matches_torch():
+    torch = pytest.importorskip("torch")
+    for lib in (torch, fastmlp):
+        x = lib.ones(3, requires_grad=True)
+        for bad, exc in ((lib.ones(4), RuntimeError), (lib.ones(3, dtype=lib.float64), RuntimeError),
+                         (1.0, TypeError)):
+            with pytest.raises(exc, match="assign"):
+                x.grad = bad
+        x.grad = lib.ones(3)
+        assert x.grad.shape == (3,)
