@@ -128,6 +128,40 @@ def _binary_arrays(a, b, true_div: bool = False):
     return ad, bd, ta, tb
 
 
+def _broadcast_error(sa, sb) -> Optional[RuntimeError]:
+    """PyTorch's error for shapes that do not broadcast (naming the last dimension where they
+    differ), or None when they do broadcast."""
+    n = _b.max(len(sa), len(sb))
+    for i in range(1, n + 1):
+        x = sa[-i] if i <= len(sa) else 1
+        y = sb[-i] if i <= len(sb) else 1
+        if x != y and x != 1 and y != 1:
+            return RuntimeError(f"The size of tensor a ({x}) must match the size of tensor b ({y}) at non-singleton "
+                                f"dimension {n - i} (shapes {list(sa)} and {list(sb)})")
+    return None
+
+
+def _raise_broadcast(exc: ValueError, *shapes) -> None:
+    """Re-raise NumPy's error for operands that do not broadcast as PyTorch's RuntimeError.
+
+    Called only once the op has failed, so the success path pays nothing for it."""
+    acc = tuple(shapes[0])
+    for sh in shapes[1:]:
+        err = _broadcast_error(acc, tuple(sh))
+        if err is not None:
+            raise err from None
+        acc = np.broadcast_shapes(acc, tuple(sh))
+    raise exc
+
+
+def _raise_output_shape(exc: ValueError, out_shape, result_shape) -> None:
+    """PyTorch's error for an in-place op whose broadcast result is larger than its output."""
+    if tuple(result_shape) != tuple(out_shape):
+        raise RuntimeError(f"output with shape {list(out_shape)} doesn't match the broadcast shape "
+                           f"{list(result_shape)}") from None
+    raise exc
+
+
 def _grad_dtype_fix(g, like):
     return g if g.dtype == like.dtype else g.astype(like.dtype)
 
@@ -186,7 +220,10 @@ def _record(node_cls, inputs, **fields):
 
 def add(a, b, alpha=1):
     ad, bd, ta, tb = _binary_arrays(a, b)
-    out = ad + (bd * alpha if alpha != 1 else bd)
+    try:
+        out = ad + (bd * alpha if alpha != 1 else bd)
+    except ValueError as e:
+        _raise_broadcast(e, ad.shape, bd.shape)
     node = None
     if _needs_grad(ta, tb):
         node = _record(AddBackward0, (ta, tb), sa=ad.shape, sb=bd.shape, alpha=alpha)
@@ -197,7 +234,10 @@ def sub(a, b, alpha=1):
     ad, bd, ta, tb = _binary_arrays(a, b)
     if ad.dtype == _BOOL:
         raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported")
-    out = ad - (bd * alpha if alpha != 1 else bd)
+    try:
+        out = ad - (bd * alpha if alpha != 1 else bd)
+    except ValueError as e:
+        _raise_broadcast(e, ad.shape, bd.shape)
     node = None
     if _needs_grad(ta, tb):
         node = _record(SubBackward0, (ta, tb), sa=ad.shape, sb=bd.shape, alpha=alpha)
@@ -206,7 +246,10 @@ def sub(a, b, alpha=1):
 
 def mul(a, b):
     ad, bd, ta, tb = _binary_arrays(a, b)
-    out = ad * bd
+    try:
+        out = ad * bd
+    except ValueError as e:
+        _raise_broadcast(e, ad.shape, bd.shape)
     node = None
     if _needs_grad(ta, tb):
         node = _record(MulBackward0, (ta, tb), a=ad, b=bd, sa=ad.shape, sb=bd.shape)
@@ -217,16 +260,22 @@ def div(a, b, rounding_mode=None):
     if rounding_mode is not None:
         ad, bd, ta, tb = _binary_arrays(a, b)
         xp = for_array(ad).xp
-        if rounding_mode == "floor":
-            out = xp.floor_divide(ad, bd)
-        elif rounding_mode == "trunc":
-            out = xp.trunc(ad / bd).astype(ad.dtype) if ad.dtype.kind in "iu" else xp.trunc(ad / bd)
-        else:
+        if rounding_mode not in ("floor", "trunc"):
             raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor'; got {rounding_mode!r}")
+        try:
+            if rounding_mode == "floor":
+                out = xp.floor_divide(ad, bd)
+            else:
+                out = xp.trunc(ad / bd).astype(ad.dtype) if ad.dtype.kind in "iu" else xp.trunc(ad / bd)
+        except ValueError as e:
+            _raise_broadcast(e, ad.shape, bd.shape)
         return _result(out, None)
     ad, bd, ta, tb = _binary_arrays(a, b, true_div=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = ad / bd
+    try:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = ad / bd
+    except ValueError as e:
+        _raise_broadcast(e, ad.shape, bd.shape)
     node = None
     if _needs_grad(ta, tb):
         node = _record(DivBackward0, (ta, tb), a=ad, b=bd, sa=ad.shape, sb=bd.shape)
@@ -283,8 +332,11 @@ def pow(a, b):
         node = _record(PowBackward0, (a,), a=ad, e=b) if _needs_grad(a) else None
         return _result(out, node)
     ad, bd, ta, tb = _binary_arrays(a, b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = ad ** bd
+    try:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = ad ** bd
+    except ValueError as e:
+        _raise_broadcast(e, ad.shape, bd.shape)
     node = None
     if _needs_grad(ta, tb):
         node = _record(PowBackward1, (ta, tb), a=ad, b=bd, out=out, sa=ad.shape, sb=bd.shape)
@@ -481,10 +533,13 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:
     lo = min._data if isinstance(min, Tensor) else min
     hi = max._data if isinstance(max, Tensor) else max
     out = d
-    if lo is not None:
-        out = xp.maximum(out, xp.asarray(lo, dtype=d.dtype))
-    if hi is not None:
-        out = xp.minimum(out, xp.asarray(hi, dtype=d.dtype))
+    try:
+        if lo is not None:
+            out = xp.maximum(out, xp.asarray(lo, dtype=d.dtype))
+        if hi is not None:
+            out = xp.minimum(out, xp.asarray(hi, dtype=d.dtype))
+    except ValueError as e:
+        _raise_broadcast(e, d.shape, *[xp.shape(x) for x in (lo, hi) if x is not None])
     if out is d:
         out = d.copy()
     node = None
@@ -612,7 +667,8 @@ def std(a: Tensor, dim=None, unbiased: Optional[bool] = None, keepdim: bool = Fa
 
 
 class MaxBackward0(Node):
-    """Full max/min: the gradient is shared equally by the elements equal to the result."""
+    """Full max/min: the gradient is shared equally by the elements equal to the result (the NaNs
+    when the result is NaN), as PyTorch does."""
 
     __slots__ = ("mask",)
     SAVES = True
@@ -664,7 +720,10 @@ def _extreme(a: Tensor, dim, keepdim: bool, largest: bool, other=None):
         out = d.max() if largest else d.min()
         node = None
         if _needs_grad(a):
-            node = _record(MaxBackward0, (a,), mask=(d == out).astype(d.dtype))
+            hit = d == out
+            if d.dtype.kind == "f" and bool(xp.isnan(out)):  # NaN is the result: its positions get the gradient
+                hit = xp.isnan(d)
+            node = _record(MaxBackward0, (a,), mask=hit.astype(d.dtype))
         return _result(xp.asarray(out), node)
     dm = _norm_dim(dim, d.ndim)
     idx = (d.argmax if largest else d.argmin)(axis=dm)
@@ -709,14 +768,20 @@ class MaximumBackward0(Node):
 
 def maximum(a, b):
     ad, bd, ta, tb = _binary_arrays(a, b)
-    out = for_array(ad).xp.maximum(ad, bd)
+    try:
+        out = for_array(ad).xp.maximum(ad, bd)
+    except ValueError as e:
+        _raise_broadcast(e, ad.shape, bd.shape)
     node = _record(MaximumBackward0, (ta, tb), a=ad, b=bd, sa=ad.shape, sb=bd.shape) if _needs_grad(ta, tb) else None
     return _result(out, node)
 
 
 def minimum(a, b):
     ad, bd, ta, tb = _binary_arrays(a, b)
-    out = for_array(ad).xp.minimum(ad, bd)
+    try:
+        out = for_array(ad).xp.minimum(ad, bd)
+    except ValueError as e:
+        _raise_broadcast(e, ad.shape, bd.shape)
     node = _record(MaximumBackward0, (ta, tb), a=bd, b=ad, sa=ad.shape, sb=bd.shape) if _needs_grad(ta, tb) else None
     return _result(out, node)
 
@@ -747,7 +812,10 @@ def argmin(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
 def _compare(op):
     def fn(a, b):
         ad, bd, _, _ = _binary_arrays(a, b)
-        return _wrap(op(ad, bd))
+        try:
+            return _wrap(op(ad, bd))
+        except ValueError as e:
+            _raise_broadcast(e, ad.shape, bd.shape)
 
     return fn
 
@@ -773,7 +841,10 @@ def _logical(op):
         if b is None:
             return _wrap(op(a._data))
         ad, bd, _, _ = _binary_arrays(a, b)
-        return _wrap(op(ad, bd))
+        try:
+            return _wrap(op(ad, bd))
+        except ValueError as e:
+            _raise_broadcast(e, ad.shape, bd.shape)
 
     return fn
 
@@ -1136,11 +1207,36 @@ def setitem(a: Tensor, idx, value) -> None:
     if track:  # edges taken before a is rebased onto the new node
         node = _record(IndexPutBackward0, (a if a._rg else None, vt), index=idx,
                        vshape=vt._data.shape if vt is not None else (), advanced=_is_advanced(idx))
-    d[idx] = vd
+    try:
+        d[idx] = vd
+    except ValueError as e:
+        _raise_setitem(e, d, idx, vd)
     bump(d)
     if track:
         a.grad_fn = node
         a._rg = True
+
+
+def _raise_setitem(exc: ValueError, d, idx, value) -> None:
+    """PyTorch's errors for an index assignment whose value does not broadcast to the indexed part."""
+    target = d[idx].shape if hasattr(d[idx], "shape") else ()
+    vshape = tuple(for_array(d).xp.shape(value))
+    if _is_advanced(idx):
+        raise RuntimeError(f"shape mismatch: value tensor of shape {list(vshape)} cannot be broadcast to indexing "
+                           f"result of shape {list(target)}") from None
+    v = list(vshape)
+    while len(v) > len(target) and v[0] == 1:
+        v.pop(0)
+    if len(v) > len(target):
+        raise RuntimeError(f"expand(fastmlp.Tensor{{{list(vshape)}}}, size={list(target)}): the number of sizes "
+                           f"provided ({len(target)}) must be greater or equal to the number of dimensions in the "
+                           f"tensor ({len(v)})") from None
+    for i in range(1, len(v) + 1):
+        if v[-i] != 1 and v[-i] != target[-i]:
+            raise RuntimeError(f"The expanded size of the tensor ({target[-i]}) must match the existing size "
+                               f"({v[-i]}) at non-singleton dimension {len(target) - i}.  Target sizes: "
+                               f"{list(target)}.  Tensor sizes: {list(vshape)}") from None
+    raise exc
 
 
 # ---- in-place arithmetic ------------------------------------------------------------------------
@@ -1156,8 +1252,14 @@ def _inplace(a: Tensor, other, fn, opname: str) -> Tensor:
         if not np.can_cast(out_dtype, a._data.dtype, casting="same_kind"):
             raise RuntimeError(f"result type {_dtype.from_numpy_dtype(out_dtype).name} can't be cast to the "
                                f"desired output type {_dtype.from_numpy_dtype(a._data.dtype).name}")
-        res = fn(ad, bd)
-        a._data[...] = res
+        try:
+            res = fn(ad, bd)
+        except ValueError as e:
+            _raise_broadcast(e, ad.shape, bd.shape)
+        try:
+            a._data[...] = res
+        except ValueError as e:
+            _raise_output_shape(e, a._data.shape, res.shape)
         bump(a._data)
         return a
     # The op reads a snapshot of a, so the node it records keeps the old values
@@ -1186,7 +1288,7 @@ def _install_methods(T) -> None:
     T.__rtruediv__ = lambda s, o: div(o, s)
     T.__floordiv__ = lambda s, o: div(s, o, rounding_mode="floor")
     T.__rfloordiv__ = lambda s, o: div(o, s, rounding_mode="floor")
-    T.__mod__ = lambda s, o: _wrap(for_array(s._data).xp.mod(*_binary_arrays(s, o)[:2]))
+    T.__mod__ = _logical(lambda x, y: for_array(x).xp.mod(x, y))
     T.__pow__ = lambda s, o: pow(s, o)
     T.__rpow__ = lambda s, o: pow(_scalar_tensor_like(o, s), s)
     T.__matmul__ = lambda s, o: matmul(s, o)
@@ -1328,9 +1430,13 @@ def _assign_inplace(a: Tensor, value: Tensor, op: str) -> Tensor:
 
 def resize_(a: Tensor, *sizes) -> Tensor:
     """Reshape in place (same number of elements; as seed scripts use ``images.resize_(n, 784)``)."""
+    if a._rg:
+        raise RuntimeError("cannot resize variables that require grad")
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, Size)):
         sizes = tuple(sizes[0])
     sizes = tuple(int(s) for s in sizes)
+    if sizes == a._data.shape:
+        return a
     n = 1
     for s in sizes:
         n *= s
@@ -1343,6 +1449,7 @@ def resize_(a: Tensor, *sizes) -> Tensor:
         a._data = new.reshape(sizes)
     else:
         a._data = a._data.reshape(sizes)
+    bump(a._data)
     return a
 
 
@@ -1368,7 +1475,14 @@ def copy_(a: Tensor, src, non_blocking: bool = False) -> Tensor:
             sd = sd.get() if type(sd) is not _ndarray else for_array(a._data).from_numpy(sd)
     else:
         sd = src
-    a._data[...] = sd
+    try:
+        a._data[...] = sd
+    except ValueError as e:
+        shape = tuple(for_array(a._data).xp.shape(sd))
+        err = _broadcast_error(a._data.shape, shape)
+        if err is not None:
+            raise err from None
+        _raise_output_shape(e, a._data.shape, np.broadcast_shapes(a._data.shape, shape))
     bump(a._data)
     return a
 
@@ -1487,7 +1601,10 @@ class WhereBackward0(Node):
 def where(cond: Tensor, a, b) -> Tensor:
     ad, bd, ta, tb = _binary_arrays(a, b)
     c = cond._data
-    out = for_array(c).xp.where(c, ad, bd)
+    try:
+        out = for_array(c).xp.where(c, ad, bd)
+    except ValueError as e:
+        _raise_broadcast(e, c.shape, ad.shape, bd.shape)
     node = None
     if _needs_grad(ta, tb):
         node = _record(WhereBackward0, (ta, tb), cond=for_array(c).xp.broadcast_to(c, out.shape), sa=ad.shape,

@@ -352,3 +352,42 @@ def test_assigning_grad_matches_torch():
                 x.grad = bad
         x.grad = lib.ones(3)
         assert x.grad.shape == (3,)
+
+
+MAX_CASES = [
+    [1.0, 3.0, 3.0, 2.0],
+    [1.0, float("nan"), 3.0, 2.0],
+    [float("nan"), 1.0, float("nan"), 3.0],
+    [3.0, 3.0, 3.0],
+    [1.0, float("inf"), float("nan")],
+]
+# torch 2.13: the gradient of a full max/min goes to the elements equal to the result, shared evenly,
+# and to the NaNs (shared evenly) when the result is NaN
+MAX_EXPECTED = {
+    "max": [[0, 0.5, 0.5, 0], [0, 1, 0, 0], [0.5, 0, 0.5, 0], [1 / 3] * 3, [0, 0, 1]],
+    "min": [[1, 0, 0, 0], [0, 1, 0, 0], [0.5, 0, 0.5, 0], [1 / 3] * 3, [0, 0, 1]],
+}
+
+
+@pytest.mark.parametrize("fn", ["max", "min"])
+@pytest.mark.parametrize("case", range(len(MAX_CASES)))
+def test_full_max_min_gradient_with_ties_and_nan(fn, case):
+    x = fastmlp.tensor(MAX_CASES[case], requires_grad=True)
+    getattr(x, fn)().backward()
+    np.testing.assert_allclose(x.grad.numpy(), MAX_EXPECTED[fn][case], rtol=1e-6)
+    try:
+        import torch
+    except ImportError:
+        return
+    t = torch.tensor(MAX_CASES[case], requires_grad=True)
+    getattr(t, fn)().backward()
+    np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-6)
+
+
+def test_max_along_a_dim_sends_the_gradient_to_the_nan():
+    nan = float("nan")
+    x = fastmlp.tensor([[1.0, nan, 3.0], [2.0, 5.0, nan]], requires_grad=True)
+    values, indices = x.max(dim=1)
+    assert indices.tolist() == [1, 2]
+    values.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[0, 1, 0], [0, 0, 1]])

@@ -215,3 +215,85 @@ def test_repr_formats():
     assert repr(fastmlp.tensor([1.0], dtype=fastmlp.float64)) == "tensor([1.], dtype=fastmlp.float64)"
     assert repr(fastmlp.ones(1, requires_grad=True)) == "tensor([1.], requires_grad=True)"
     assert repr(fastmlp.float32) == "fastmlp.float32"
+
+
+def test_resize_of_a_tensor_that_requires_grad_raises():
+    for make in (lambda: fastmlp.ones(3, requires_grad=True), lambda: fastmlp.ones(3, requires_grad=True) * 2):
+        with pytest.raises(RuntimeError, match="cannot resize variables that require grad"):
+            make().resize_(4)
+        t = make()
+        with fastmlp.no_grad():  # PyTorch raises whatever the grad mode
+            with pytest.raises(RuntimeError, match="cannot resize variables that require grad"):
+                t.resize_(3)
+    t = fastmlp.ones(4)
+    assert t.resize_(2, 2).shape == (2, 2) and t._version == 1
+    assert t.resize_(2, 2)._version == 1  # same shape: nothing to do, as PyTorch
+
+
+def _mismatch_cases():
+    def setitem(a, idx, v):
+        a[idx] = v
+
+    def iadd(a, b):
+        a += b
+
+    return [
+        ("add", lambda lib: lib.ones(2, 3) + lib.ones(2, 4),
+         r"The size of tensor a \(3\) must match the size of tensor b \(4\) at non-singleton dimension 1"),
+        ("add_vector", lambda lib: lib.ones(4) + lib.ones(2, 3),
+         r"The size of tensor a \(4\) must match the size of tensor b \(3\) at non-singleton dimension 1"),
+        ("mul_last_mismatch", lambda lib: lib.ones(3, 1, 5) * lib.ones(2, 4, 1, 6),
+         r"The size of tensor a \(5\) must match the size of tensor b \(6\) at non-singleton dimension 3"),
+        ("sub", lambda lib: lib.ones(5, 1, 3) - lib.ones(4, 2),
+         r"The size of tensor a \(3\) must match the size of tensor b \(2\) at non-singleton dimension 2"),
+        ("div", lambda lib: lib.ones(2, 3) / lib.ones(2, 4), "The size of tensor a"),
+        ("pow", lambda lib: lib.ones(2, 3) ** lib.ones(2, 4), "The size of tensor a"),
+        ("maximum", lambda lib: lib.maximum(lib.ones(2, 3), lib.ones(2, 4)), "The size of tensor a"),
+        ("eq", lambda lib: lib.ones(2, 3) == lib.ones(2, 4), "The size of tensor a"),
+        ("lt", lambda lib: lib.ones(2, 3) < lib.ones(2, 4), "The size of tensor a"),
+        ("where", lambda lib: lib.where(lib.ones(2, 3) > 0, lib.ones(2, 3), lib.ones(2, 4)),
+         r"The size of tensor a \(3\) must match the size of tensor b \(4\)"),
+        ("clamp", lambda lib: lib.ones(3).clamp(min=lib.ones(4)), "The size of tensor a"),
+        ("add_", lambda lib: lib.ones(2, 3).add_(lib.ones(2, 4)), "The size of tensor a"),
+        ("iadd", lambda lib: iadd(lib.ones(2, 3), lib.ones(4)), "The size of tensor a"),
+        ("iadd_grad", lambda lib: iadd(lib.ones(2, 3, requires_grad=True) * 1, lib.ones(4)), "The size of tensor a"),
+        ("iadd_larger", lambda lib: iadd(lib.ones(3), lib.ones(2, 3)),
+         r"output with shape \[3\] doesn't match the broadcast shape \[2, 3\]"),
+        ("copy_", lambda lib: lib.ones(2, 3).copy_(lib.ones(2, 4)), "The size of tensor a"),
+        ("copy_larger", lambda lib: lib.ones(2, 3).copy_(lib.ones(2, 2, 3)),
+         r"output with shape \[2, 3\] doesn't match the broadcast shape \[2, 2, 3\]"),
+        ("setitem", lambda lib: setitem(lib.ones(2, 3), 0, lib.ones(4)),
+         r"The expanded size of the tensor \(3\) must match the existing size \(4\) at non-singleton dimension 0"),
+        ("setitem_slice", lambda lib: setitem(lib.ones(2, 3), slice(None), lib.ones(3, 3)),
+         r"The expanded size of the tensor \(2\) must match the existing size \(3\) at non-singleton dimension 0"),
+        ("setitem_advanced", lambda lib: setitem(lib.ones(2, 3), lib.tensor([0, 1]), lib.ones(3, 3)),
+         r"shape mismatch: value tensor of shape \[3, 3\] cannot be broadcast to indexing result of shape \[2, 3\]"),
+        ("setitem_mask", lambda lib: setitem(lib.ones(2, 3), lib.ones(2, 3) > 0, lib.ones(5)),
+         r"shape mismatch: value tensor of shape \[5\] cannot be broadcast to indexing result of shape \[6\]"),
+    ]
+
+
+MISMATCH = _mismatch_cases()
+
+
+@pytest.mark.parametrize("name,op,message", MISMATCH, ids=[c[0] for c in MISMATCH])
+def test_broadcast_mismatch_raises_torch_runtime_error(name, op, message):
+    with pytest.raises(RuntimeError, match=message) as info:
+        op(fastmlp)
+    assert "broadcast together" not in str(info.value)
+
+
+@pytest.mark.parametrize("name,op,message", MISMATCH, ids=[c[0] for c in MISMATCH])
+def test_broadcast_mismatch_message_matches_torch(name, op, message):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match=message):
+        op(torch)
+
+
+def test_broadcast_mismatch_names_both_shapes():
+    with pytest.raises(RuntimeError, match=r"shapes \[2, 3\] and \[2, 4\]"):
+        fastmlp.ones(2, 3) * fastmlp.ones(2, 4)
+    a = fastmlp.ones(2, 3)
+    a[0] = fastmlp.ones(1, 3)  # leading ones are dropped, as in PyTorch
+    a += fastmlp.ones(3)
+    np.testing.assert_array_equal(a.numpy(), np.full((2, 3), 2.0))
