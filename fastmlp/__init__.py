@@ -20,6 +20,8 @@ except ImportError as _err:  # pragma: no cover - depends on how the package was
     ) from _err
 
 from .tensor import Size, Tensor  # noqa: I001  (first: it wires up the ops)
+from .tensor import (BoolTensor, ByteTensor, CharTensor, DoubleTensor, FloatTensor, HalfTensor, IntTensor, LongTensor,
+                     ShortTensor)
 from . import _ops
 from ._device import device
 from ._dtype import (bool_ as bool, dtype, float16, float32, float64, get_default_dtype, int8, int16, int32, int64,
@@ -60,6 +62,8 @@ log = _ops.log
 sqrt = _ops.sqrt
 abs = _ops.abs
 clamp = _ops.clamp
+clamp_min = _ops.clamp_min
+clamp_max = _ops.clamp_max
 clip = _ops.clamp
 sigmoid = _ops.sigmoid
 tanh = _ops.tanh

@@ -572,6 +572,13 @@ def relu(a: Tensor) -> Tensor:
 
 
 # ---- reductions ----------------------------------------------------------------------------
+def _axis(fn: str, dim, default, axis):
+    """The dim given as NumPy's ``axis=`` (PyTorch accepts it wherever it takes ``dim=``)."""
+    if dim is not default and not (type(dim) is int and dim == default):
+        raise TypeError(f"{fn}() got multiple values for argument 'dim' (axis is another name for it)")
+    return axis
+
+
 def _dims(dim, ndim) -> Optional[tuple]:
     if dim is None:
         return None
@@ -604,7 +611,11 @@ class MeanBackward0(Node):
         return (_expand_grad(g / self.count, self.shape, self.dims, self.keepdim),)
 
 
-def sum(a: Tensor, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+def sum(a: Tensor, dim=None, keepdim: bool = False, dtype=None, *, axis=None, keepdims=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("sum", dim, None, axis)
+    if keepdims is not None:
+        keepdim = keepdims
     d = a._data
     dims = _dims(dim, d.ndim)
     if d.dtype.kind in "bu" or (d.dtype.kind == "i" and d.dtype != np.int64):
@@ -616,7 +627,11 @@ def sum(a: Tensor, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
     return _result(for_array(d).xp.asarray(out), node)
 
 
-def mean(a: Tensor, dim=None, keepdim: bool = False, dtype=None) -> Tensor:
+def mean(a: Tensor, dim=None, keepdim: bool = False, dtype=None, *, axis=None, keepdims=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("mean", dim, None, axis)
+    if keepdims is not None:
+        keepdim = keepdims
     d = a._data
     if dtype is not None:
         d = d.astype(_dtype.as_dtype(dtype).np)
@@ -645,7 +660,12 @@ class VarBackward0(Node):
         self.centered = None
 
 
-def var(a: Tensor, dim=None, unbiased: Optional[bool] = None, keepdim: bool = False, correction=None) -> Tensor:
+def var(a: Tensor, dim=None, unbiased: Optional[bool] = None, keepdim: bool = False, correction=None, *,
+        axis=None, keepdims=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("var", dim, None, axis)
+    if keepdims is not None:
+        keepdim = keepdims
     d = _float_input(a)
     dims = _dims(dim, d.ndim)
     corr = 1 if correction is None and unbiased is None else (correction if correction is not None
@@ -662,8 +682,11 @@ def var(a: Tensor, dim=None, unbiased: Optional[bool] = None, keepdim: bool = Fa
     return _result(for_array(d).xp.asarray(out), node)
 
 
-def std(a: Tensor, dim=None, unbiased: Optional[bool] = None, keepdim: bool = False, correction=None) -> Tensor:
-    return sqrt(var(a, dim, unbiased, keepdim, correction))
+def std(a: Tensor, dim=None, unbiased: Optional[bool] = None, keepdim: bool = False, correction=None, *,
+        axis=None, keepdims=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("std", dim, None, axis)
+    return sqrt(var(a, dim, unbiased, keepdim if keepdims is None else keepdims, correction))
 
 
 class MaxBackward0(Node):
@@ -741,12 +764,16 @@ def _extreme(a: Tensor, dim, keepdim: bool, largest: bool, other=None):
     return cls(_result(vals, node), _wrap(idx_out.astype(np.int64)))
 
 
-def max(a: Tensor, dim=None, keepdim: bool = False):
-    return _extreme(a, dim, keepdim, True)
+def max(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
+    if axis is not None:
+        dim = _axis("max", dim, None, axis)
+    return _extreme(a, dim, keepdim if keepdims is None else keepdims, True)
 
 
-def min(a: Tensor, dim=None, keepdim: bool = False):
-    return _extreme(a, dim, keepdim, False)
+def min(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None):
+    if axis is not None:
+        dim = _axis("min", dim, None, axis)
+    return _extreme(a, dim, keepdim if keepdims is None else keepdims, False)
 
 
 class MaximumBackward0(Node):
@@ -786,7 +813,11 @@ def minimum(a, b):
     return _result(out, node)
 
 
-def argmax(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+def argmax(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("argmax", dim, None, axis)
+    if keepdims is not None:
+        keepdim = keepdims
     d = a._data
     if dim is None:
         return _wrap(for_array(d).xp.asarray(d.argmax(), dtype=np.int64))
@@ -797,7 +828,11 @@ def argmax(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     return _wrap(out.astype(np.int64))
 
 
-def argmin(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+def argmin(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("argmin", dim, None, axis)
+    if keepdims is not None:
+        keepdim = keepdims
     d = a._data
     if dim is None:
         return _wrap(for_array(d).xp.asarray(d.argmin(), dtype=np.int64))
@@ -918,7 +953,9 @@ def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return reshape(a, d.shape[:s] + (n,) + d.shape[e + 1:])
 
 
-def squeeze(a: Tensor, dim=None) -> Tensor:
+def squeeze(a: Tensor, dim=None, *, axis=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("squeeze", dim, None, axis)
     d = a._data
     if dim is None:
         new = tuple(s for s in d.shape if s != 1)
@@ -928,7 +965,11 @@ def squeeze(a: Tensor, dim=None) -> Tensor:
     return reshape(a, new)
 
 
-def unsqueeze(a: Tensor, dim: int) -> Tensor:
+def unsqueeze(a: Tensor, dim: Optional[int] = None, *, axis=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("unsqueeze", dim, None, axis)
+    if dim is None:
+        raise TypeError("unsqueeze() missing 1 required positional argument: 'dim'")
     d = a._data
     dm = _norm_dim(dim, d.ndim + 1)
     return reshape(a, d.shape[:dm] + (1,) + d.shape[dm:])
@@ -1055,7 +1096,9 @@ class CatBackward0(Node):
         return tuple(out)
 
 
-def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+def cat(tensors: Sequence[Tensor], dim: int = 0, *, axis=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("cat", dim, 0, axis)
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("cat(): expected a non-empty list of Tensors")
@@ -1078,7 +1121,9 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return _result(out, node)
 
 
-def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+def stack(tensors: Sequence[Tensor], dim: int = 0, *, axis=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("stack", dim, 0, axis)
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
@@ -1372,29 +1417,42 @@ def _install_methods(T) -> None:
     T.mT = property(lambda s: transpose(s, -2, -1))
     T.expand = expand
     T.expand_as = lambda s, o: expand(s, o._data.shape)
-    T.softmax = lambda s, dim: _F().softmax(s, dim)
-    T.log_softmax = lambda s, dim: _F().log_softmax(s, dim)
+    T.softmax = _softmax_method
+    T.log_softmax = _log_softmax_method
     T.resize_ = resize_
     T.zero_ = zero_
     T.fill_ = fill_
     T.copy_ = copy_
     T.normal_ = normal_
     T.uniform_ = uniform_
-    T.clamp_ = lambda s, min=None, max=None: _assign_inplace(s, clamp(s.detach(), min, max), "clamp_")
+    T.clamp_ = clamp_
+    T.clip_ = clamp_
+    T.clamp_min = clamp_min
+    T.clamp_max = clamp_max
+    T.clamp_min_ = lambda s, min: clamp_(s, min=min)
+    T.clamp_max_ = lambda s, max: clamp_(s, max=max)
+    T.pow_ = lambda s, exponent: _unary_inplace(s, lambda x: pow(x, exponent), "pow_")
+    T.__ipow__ = T.pow_
+    T.abs_ = lambda s: _unary_inplace(s, abs, "abs_")
+    T.exp_ = lambda s: _unary_inplace(s, exp, "exp_")
+    T.sqrt_ = lambda s: _unary_inplace(s, sqrt, "sqrt_")
+    T.log_ = lambda s: _unary_inplace(s, log, "log_")
+    T.neg_ = lambda s: _unary_inplace(s, neg, "neg_")
+    T.sigmoid_ = lambda s: _unary_inplace(s, sigmoid, "sigmoid_")
+    T.tanh_ = lambda s: _unary_inplace(s, tanh, "tanh_")
+    T.relu_ = lambda s: _F().relu_(s)
     T.round = lambda s: _wrap(for_array(s._data).xp.round(s._data))
     T.floor = lambda s: _wrap(for_array(s._data).xp.floor(s._data))
     T.ceil = lambda s: _wrap(for_array(s._data).xp.ceil(s._data))
     T.sign = lambda s: _wrap(for_array(s._data).xp.sign(s._data))
     T.logical_not = lambda s: _wrap(for_array(s._data).xp.logical_not(s._data))
-    T.all = lambda s, dim=None, keepdim=False: _wrap(for_array(s._data).xp.asarray(
-        s._data.all(axis=_dims(dim, s._data.ndim), keepdims=keepdim)))
-    T.any = lambda s, dim=None, keepdim=False: _wrap(for_array(s._data).xp.asarray(
-        s._data.any(axis=_dims(dim, s._data.ndim), keepdims=keepdim)))
+    T.all = _all
+    T.any = _any
     T.isnan = lambda s: _wrap(for_array(s._data).xp.isnan(s._data))
     T.isfinite = lambda s: _wrap(for_array(s._data).xp.isfinite(s._data))
     T.nonzero = lambda s, as_tuple=False: nonzero(s, as_tuple)
-    T.topk = lambda s, k, dim=-1, largest=True, sorted=True: topk(s, k, dim, largest, sorted)
-    T.sort = lambda s, dim=-1, descending=False: sort(s, dim, descending)
+    T.topk = topk
+    T.sort = sort
     T.unique = lambda s, sorted=True, return_counts=False: unique(s, sorted, return_counts)
     T.new_zeros = lambda s, *size, dtype=None, device=None: _new_full(s, size, 0, dtype)
     T.new_ones = lambda s, *size, dtype=None, device=None: _new_full(s, size, 1, dtype)
@@ -1421,10 +1479,79 @@ def _new_full(s: Tensor, size, value, dtype) -> Tensor:
     return _wrap(for_array(s._data).xp.full(tuple(size), value, dtype=dt))
 
 
-def _assign_inplace(a: Tensor, value: Tensor, op: str) -> Tensor:
-    _check_leaf_inplace(a, op)
-    a._data[...] = value._data
-    bump(a._data)
+def _softmax_method(s: Tensor, dim: Optional[int] = None, dtype=None, *, axis=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("softmax", dim, None, axis)
+    if dim is None:
+        raise TypeError("softmax() missing 1 required positional argument: 'dim'")
+    return _F().softmax(s, dim, dtype=dtype)
+
+
+def _log_softmax_method(s: Tensor, dim: Optional[int] = None, dtype=None, *, axis=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("log_softmax", dim, None, axis)
+    if dim is None:
+        raise TypeError("log_softmax() missing 1 required positional argument: 'dim'")
+    return _F().log_softmax(s, dim, dtype=dtype)
+
+
+def _all(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Whether every element (along dim) is true (``Tensor.all``)."""
+    if axis is not None:
+        dim = _axis("all", dim, None, axis)
+    d = a._data
+    out = d.all(axis=_dims(dim, d.ndim), keepdims=keepdim if keepdims is None else keepdims)
+    return _wrap(for_array(d).xp.asarray(out))
+
+
+def _any(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    """Whether any element (along dim) is true (``Tensor.any``)."""
+    if axis is not None:
+        dim = _axis("any", dim, None, axis)
+    d = a._data
+    out = d.any(axis=_dims(dim, d.ndim), keepdims=keepdim if keepdims is None else keepdims)
+    return _wrap(for_array(d).xp.asarray(out))
+
+
+def clamp_min(a: Tensor, min) -> Tensor:
+    """max(a, min) elementwise (``torch.clamp_min``)."""
+    return clamp(a, min=min)
+
+
+def clamp_max(a: Tensor, max) -> Tensor:
+    """min(a, max) elementwise (``torch.clamp_max``)."""
+    return clamp(a, max=max)
+
+
+def clamp_(a: Tensor, min=None, max=None) -> Tensor:
+    """clamp in place (``Tensor.clamp_``)."""
+    return _unary_inplace(a, lambda x: clamp(x, min, max), "clamp_")
+
+
+def _unary_inplace(a: Tensor, fn, opname: str) -> Tensor:
+    """a = fn(a) in place (``exp_``, ``clamp_``, ...): the result is written into a's storage.
+
+    With autograd, fn runs on a snapshot of a (so its node keeps the old values it
+    may need) and a is rebased onto fn's node, as the in-place arithmetic does.
+    """
+    _check_leaf_inplace(a, opname)
+    d = a._data
+    if _needs_grad(a):
+        out = fn(_wrap(d.copy(), True, a.grad_fn))
+    else:
+        out = fn(_wrap(d))
+    od = out._data
+    if od.dtype != d.dtype and not np.can_cast(od.dtype, d.dtype, casting="same_kind"):
+        raise RuntimeError(f"result type {_dtype.from_numpy_dtype(od.dtype).name} can't be cast to the desired "
+                           f"output type {_dtype.from_numpy_dtype(d.dtype).name}")
+    try:
+        d[...] = od
+    except ValueError as e:
+        _raise_output_shape(e, d.shape, od.shape)
+    bump(d)
+    if out.grad_fn is not None:
+        a.grad_fn = out.grad_fn
+        a._rg = True
     return a
 
 
@@ -1519,7 +1646,9 @@ _SortResult = namedtuple("sort", ["values", "indices"])
 _TopkResult = namedtuple("topk", ["values", "indices"])
 
 
-def sort(a: Tensor, dim: int = -1, descending: bool = False):
+def sort(a: Tensor, dim: int = -1, descending: bool = False, *, axis=None):
+    if axis is not None:
+        dim = _axis("sort", dim, -1, axis)
     d = a._data
     xp = a._xp()
     dm = _norm_dim(dim, d.ndim)
@@ -1527,7 +1656,9 @@ def sort(a: Tensor, dim: int = -1, descending: bool = False):
     return _SortResult(getitem_along(a, idx, dm), _wrap(idx.astype(np.int64)))
 
 
-def topk(a: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
+def topk(a: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True, *, axis=None):
+    if axis is not None:
+        dim = _axis("topk", dim, -1, axis)
     d = a._data
     xp = a._xp()
     dm = _norm_dim(dim, d.ndim)
@@ -1566,7 +1697,11 @@ def getitem_along(a: Tensor, idx, dim: int) -> Tensor:
     return _result(out, node)
 
 
-def gather(a: Tensor, dim: int, index: Tensor) -> Tensor:
+def gather(a: Tensor, dim: Optional[int] = None, index: Optional[Tensor] = None, *, axis=None) -> Tensor:
+    if axis is not None:
+        dim = _axis("gather", dim, None, axis)
+    if dim is None or index is None:
+        raise TypeError("gather() missing required arguments 'dim' and 'index'")
     dm = _norm_dim(dim, a._data.ndim)
     idx = index._data
     if idx.dtype != np.int64:

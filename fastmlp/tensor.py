@@ -178,7 +178,11 @@ class Tensor:
     def shape(self) -> Size:
         return Size(self._data.shape)
 
-    def size(self, dim: Optional[int] = None):
+    def size(self, dim: Optional[int] = None, *, axis: Optional[int] = None):
+        if axis is not None:
+            if dim is not None:
+                raise TypeError("size() got multiple values for argument 'dim' (axis is another name for it)")
+            dim = axis
         if dim is None:
             return Size(self._data.shape)
         return self._data.shape[_norm_dim(dim, self._data.ndim)]
@@ -309,8 +313,14 @@ class Tensor:
                        if not isinstance(device, (str, _device_cls)) else as_device(device))
 
     def type(self, dtype=None):
+        """``type()``: the type's name, as ``'fastmlp.FloatTensor'``; ``type(t)``: the tensor converted to
+        t, a dtype, a legacy type such as ``fastmlp.DoubleTensor`` or its name (``torch.Tensor.type``)."""
         if dtype is None:
-            return f"fastmlp.{type(self).__name__}[{self.dtype.name}]"
+            return _ag.legacy_type_name(self._data)
+        if isinstance(dtype, _LegacyTensorType):
+            return self.to(dtype.dtype)
+        if isinstance(dtype, str) and dtype.rsplit(".", 1)[-1] in _LEGACY_TYPES:
+            return self.to(_LEGACY_TYPES[dtype.rsplit(".", 1)[-1]].dtype)
         return self.to(_dtype.as_dtype(dtype))
 
     def float(self) -> "Tensor":
@@ -434,6 +444,64 @@ def _check_grad(t: Tensor, g) -> None:
     if gd.shape != d.shape:
         raise RuntimeError(f"attempting to assign a gradient of size '{list(gd.shape)}' to a tensor of size "
                            f"'{list(d.shape)}'. Please ensure that the gradient and the tensor are the same size")
+
+
+class _LegacyTensorType(type):
+    """The type of ``fastmlp.FloatTensor`` and the other legacy tensor types (``torch.tensortype``).
+
+    Calling one makes a CPU tensor of its dtype; ``isinstance(t, fastmlp.FloatTensor)``
+    tells whether t is a float32 CPU tensor. They are not subclasses of Tensor (nor are
+    PyTorch's): every tensor stays a plain Tensor.
+    """
+
+    dtype: _dtype.dtype
+
+    def __call__(cls, *args, device=None) -> Tensor:
+        if device is not None and as_device(device).type != "cpu":
+            raise RuntimeError(f"legacy constructor expects device type: cpu but device type: "
+                               f"{as_device(device).type} was passed")
+        dt = cls.dtype
+        if not args:
+            return _wrap(np.empty((0,), dtype=dt.np))
+        if len(args) == 1:
+            data = args[0]
+            if isinstance(data, Tensor):
+                if data._data.dtype != dt.np or type(data._data) is not _ndarray:
+                    raise TypeError(f"expected {dt} CPU tensor (got {data.dtype} on {data.device})")
+                return _wrap(data._data)
+            if isinstance(data, Size):
+                return _wrap(np.empty(tuple(data), dtype=dt.np))
+            if not isinstance(data, numbers.Integral):
+                if isinstance(data, numbers.Number):
+                    raise TypeError(f"new(): data must be a sequence (got {type(data).__name__})")
+                return _wrap(np.array(_infer_array(data, dt), copy=True))
+        if not all(isinstance(a, numbers.Integral) for a in args):
+            raise TypeError(f"{cls.__name__}() takes data or integer sizes; got {args!r}")
+        return _wrap(np.empty(tuple(int(a) for a in args), dtype=dt.np))
+
+    def __instancecheck__(cls, obj) -> bool:
+        return isinstance(obj, Tensor) and type(obj._data) is _ndarray and obj._data.dtype == cls.dtype.np
+
+    def __repr__(cls) -> str:
+        return f"<class 'fastmlp.{cls.__name__}'>"
+
+
+def _legacy_type(name: str, dt: _dtype.dtype) -> _LegacyTensorType:
+    return _LegacyTensorType(name, (), {"dtype": dt, "__doc__": f"{dt} CPU tensors (``torch.{name}``).",
+                                        "__module__": "fastmlp"})
+
+
+FloatTensor = _legacy_type("FloatTensor", _dtype.float32)
+DoubleTensor = _legacy_type("DoubleTensor", _dtype.float64)
+HalfTensor = _legacy_type("HalfTensor", _dtype.float16)
+LongTensor = _legacy_type("LongTensor", _dtype.int64)
+IntTensor = _legacy_type("IntTensor", _dtype.int32)
+ShortTensor = _legacy_type("ShortTensor", _dtype.int16)
+CharTensor = _legacy_type("CharTensor", _dtype.int8)
+ByteTensor = _legacy_type("ByteTensor", _dtype.uint8)
+BoolTensor = _legacy_type("BoolTensor", _dtype.bool_)
+_LEGACY_TYPES = {t.__name__: t for t in (FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor, ShortTensor,
+                                         CharTensor, ByteTensor, BoolTensor)}
 
 
 class _RemovableHandle:

@@ -218,3 +218,85 @@ def test_version_numbers_follow_torch():
     except ImportError:
         return
     assert script(torch) == expected
+
+
+UNARY_INPLACE = [
+    ("pow_", lambda t: t.pow_(2), lambda x: x ** 2),
+    ("ipow", lambda t: t.__ipow__(3), lambda x: x ** 3),
+    ("abs_", lambda t: t.abs_(), np.abs),
+    ("exp_", lambda t: t.exp_(), np.exp),
+    ("sqrt_", lambda t: t.sqrt_(), np.sqrt),
+    ("log_", lambda t: t.log_(), np.log),
+    ("neg_", lambda t: t.neg_(), np.negative),
+    ("sigmoid_", lambda t: t.sigmoid_(), lambda x: 1 / (1 + np.exp(-x))),
+    ("tanh_", lambda t: t.tanh_(), np.tanh),
+    ("clamp_min_", lambda t: t.clamp_min_(0.8), lambda x: np.maximum(x, 0.8)),
+    ("clamp_max_", lambda t: t.clamp_max_(0.8), lambda x: np.minimum(x, 0.8)),
+]
+
+
+@pytest.mark.parametrize("name,method,ref", UNARY_INPLACE, ids=[c[0] for c in UNARY_INPLACE])
+def test_unary_inplace_methods_write_in_place(name, method, ref):
+    x = np.array([0.5, 1.0, 2.0], dtype=np.float32)
+    t = fastmlp.tensor(x)
+    view = t[1:]
+    assert method(t) is t
+    np.testing.assert_allclose(t.numpy(), ref(x), rtol=1e-6)
+    np.testing.assert_allclose(view.numpy(), ref(x)[1:], rtol=1e-6)  # through the storage
+    assert t._version == 1
+
+
+@pytest.mark.parametrize("name,method,ref", UNARY_INPLACE, ids=[c[0] for c in UNARY_INPLACE])
+def test_unary_inplace_methods_are_differentiated_like_torch(name, method, ref):
+    torch = pytest.importorskip("torch")
+    x = np.array([0.5, 1.0, 2.0], dtype=np.float32)
+    grads = []
+    for lib in (torch, fastmlp):
+        leaf = lib.tensor(x, requires_grad=True)
+        with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
+            method(leaf)
+        y = leaf * 1.5
+        method(y)
+        (y * lib.tensor([1.0, 2.0, 3.0])).sum().backward()
+        grads.append(leaf.grad.numpy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_unary_inplace_gradient_without_torch():
+    x = fastmlp.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    y.log_()  # log(2x): gradient 1/x
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 0.5])
+    x = fastmlp.tensor([-1.0, 2.0, 3.0], requires_grad=True)
+    y = x * 2
+    y.clamp_(0, 5)  # clamp_ used to leave the graph as if it were the identity
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 2.0, 0.0])
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        fastmlp.ones(2, requires_grad=True).exp_()
+
+
+def test_unary_inplace_dtype_rules_as_torch():
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        fastmlp.ones(3, dtype=fastmlp.int64).exp_()
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        fastmlp.tensor([4]).sqrt_()
+    assert fastmlp.tensor([-1, 2]).abs_().tolist() == [1, 2]
+    assert fastmlp.tensor([4]).pow_(2).tolist() == [16]
+    with pytest.raises(RuntimeError, match=r"output with shape \[3\] doesn't match the broadcast shape \[2, 3\]"):
+        fastmlp.ones(3).pow_(fastmlp.ones(2, 3))
+    x = fastmlp.ones(3)
+    x **= 2  # in place, as PyTorch: one version
+    assert x._version == 1
+
+
+def test_clamp_min_and_clamp_max():
+    t = fastmlp.tensor([-1.0, 0.5, 2.0])
+    np.testing.assert_allclose(t.clamp_min(0).numpy(), [0, 0.5, 2])
+    np.testing.assert_allclose(t.clamp_max(1).numpy(), [-1, 0.5, 1])
+    np.testing.assert_allclose(fastmlp.clamp_min(t, fastmlp.tensor([0.0, 1.0, 0.0])).numpy(), [0, 1, 2])
+    np.testing.assert_allclose(fastmlp.clamp_max(t, 0.0).numpy(), [-1, 0, 0])
+    x = fastmlp.tensor([-1.0, 0.5, 2.0], requires_grad=True)
+    x.clamp_min(0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0, 1, 1])

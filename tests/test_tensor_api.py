@@ -297,3 +297,111 @@ def test_broadcast_mismatch_names_both_shapes():
     a[0] = fastmlp.ones(1, 3)  # leading ones are dropped, as in PyTorch
     a += fastmlp.ones(3)
     np.testing.assert_array_equal(a.numpy(), np.full((2, 3), 2.0))
+
+
+def _axis_cases():
+    t = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    return t, [
+        ("sum", lambda x: x.sum(axis=1)),
+        ("sum_keepdims", lambda x: x.sum(axis=1, keepdims=True)),
+        ("mean", lambda x: x.mean(axis=0)),
+        ("std", lambda x: x.std(axis=1)),
+        ("var", lambda x: x.var(axis=1, keepdims=True)),
+        ("max", lambda x: x.max(axis=1)[0]),
+        ("max_indices", lambda x: x.max(axis=1, keepdims=True)[1]),
+        ("min", lambda x: x.min(axis=0)[0]),
+        ("argmax", lambda x: x.argmax(axis=1)),
+        ("argmin", lambda x: x.argmin(axis=0)),
+        ("all", lambda x: (x > 0).all(axis=1)),
+        ("any", lambda x: (x > 4).any(axis=1)),
+        ("softmax", lambda x: x.softmax(axis=1)),
+        ("log_softmax", lambda x: x.log_softmax(axis=0)),
+        ("squeeze", lambda x: x[:1].squeeze(axis=0)),
+        ("unsqueeze", lambda x: x.unsqueeze(axis=1)),
+        ("topk", lambda x: x.topk(2, axis=1)[0]),
+        ("sort", lambda x: (-x).sort(axis=1)[0]),
+        ("module_sum", lambda x: _lib(x).sum(x, axis=0)),
+        ("cat", lambda x: _lib(x).cat([x, x], axis=1)),
+        ("stack", lambda x: _lib(x).stack([x, x], axis=1)),
+        ("gather", lambda x: _lib(x).gather(x, axis=1, index=_lib(x).tensor([[2], [0]]))),
+    ]
+
+
+def _lib(x):
+    if isinstance(x, fastmlp.Tensor):
+        return fastmlp
+    import torch
+
+    return torch
+
+
+AXIS_INPUT, AXIS = _axis_cases()
+
+
+@pytest.mark.parametrize("name,op", AXIS, ids=[c[0] for c in AXIS])
+def test_axis_is_an_alias_of_dim(name, op):
+    out = op(fastmlp.tensor(AXIS_INPUT))
+    assert isinstance(out, fastmlp.Tensor)
+    try:
+        import torch
+    except ImportError:
+        return
+    expected = op(torch.tensor(AXIS_INPUT))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
+    assert out.shape == tuple(expected.shape)
+
+
+def test_axis_alias_rules():
+    t = fastmlp.tensor(AXIS_INPUT)
+    assert t.size(axis=1) == 3
+    np.testing.assert_allclose(t.sum(axis=1).numpy(), [3, 12])
+    with pytest.raises(TypeError, match="multiple values for argument 'dim'"):
+        t.sum(dim=1, axis=1)
+    with pytest.raises(TypeError, match="multiple values for argument 'dim'"):
+        t.softmax(dim=1, axis=1)
+    assert t.max(axis=1, keepdims=True).values.shape == (2, 1)
+
+
+def test_legacy_tensor_types():
+    assert isinstance(fastmlp.ones(3), fastmlp.FloatTensor)
+    assert not isinstance(fastmlp.ones(3), fastmlp.DoubleTensor)
+    assert isinstance(fastmlp.ones(3, dtype=fastmlp.float64), fastmlp.DoubleTensor)
+    assert isinstance(fastmlp.tensor([1, 2]), fastmlp.LongTensor)
+    assert isinstance(fastmlp.tensor([True]), fastmlp.BoolTensor)
+    assert isinstance(fastmlp.nn.Parameter(fastmlp.ones(2)), fastmlp.FloatTensor)
+    assert not isinstance(3.0, fastmlp.FloatTensor)
+    assert not issubclass(fastmlp.FloatTensor, fastmlp.Tensor)
+    t = fastmlp.FloatTensor(2, 3)
+    assert type(t) is fastmlp.Tensor and t.shape == (2, 3) and t.dtype == fastmlp.float32
+    assert fastmlp.FloatTensor(fastmlp.Size([4])).shape == (4,)
+    assert fastmlp.FloatTensor([1, 2]).tolist() == [1.0, 2.0]
+    assert fastmlp.FloatTensor((2, 3)).tolist() == [2.0, 3.0]  # a tuple is data, as in PyTorch
+    assert fastmlp.FloatTensor().shape == (0,)
+    assert fastmlp.LongTensor([1.7, 2]).tolist() == [1, 2]
+    assert fastmlp.BoolTensor([1, 0]).tolist() == [True, False]
+    assert fastmlp.DoubleTensor([1]).dtype == fastmlp.float64
+    with pytest.raises(TypeError):
+        fastmlp.FloatTensor(2.5)
+    with pytest.raises(TypeError):
+        fastmlp.FloatTensor(fastmlp.ones(2, dtype=fastmlp.float64))
+    src = fastmlp.ones(2)
+    alias = fastmlp.FloatTensor(src)
+    alias.add_(1)
+    assert src.tolist() == [2.0, 2.0]
+    assert fastmlp.ones(2).type() == "fastmlp.FloatTensor"
+    assert fastmlp.ones(2).type(fastmlp.DoubleTensor).dtype == fastmlp.float64
+    assert fastmlp.ones(2).type("torch.LongTensor").dtype == fastmlp.int64
+    assert fastmlp.FloatTensor.dtype == fastmlp.float32
+    assert repr(fastmlp.FloatTensor) == "<class 'fastmlp.FloatTensor'>"
+
+
+def test_legacy_tensor_types_match_torch():
+    torch = pytest.importorskip("torch")
+    for name in ("FloatTensor", "DoubleTensor", "LongTensor", "BoolTensor"):
+        ours, theirs = getattr(fastmlp, name), getattr(torch, name)
+        assert ours([1, 0]).tolist() == theirs([1, 0]).tolist()
+        assert str(ours([1]).dtype).split(".")[1] == str(theirs([1]).dtype).split(".")[1]
+        for make in ("float32", "float64", "int64", "bool"):
+            assert isinstance(fastmlp.zeros(2, dtype=getattr(fastmlp, make if make != "bool" else "bool")), ours) \
+                == isinstance(torch.zeros(2, dtype=getattr(torch, make)), theirs)
+    assert fastmlp.ones(2).type().split(".")[1] == torch.ones(2).type().split(".")[1]
