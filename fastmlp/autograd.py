@@ -144,15 +144,15 @@ class set_grad_enabled(_GradModeContext):
 
 
 # ---- version counters ------------------------------------------------------------------------
-class _Versions:
-    # In-place modifications of any storage so far. A node records this count; when it
-    # is unchanged at backward (the usual case) no saved tensor can have been modified.
-    bumps = 0
+# In-place modifications of any storage so far (a module global: the cheapest value to read
+# where every node is made). A node records this count; when it is unchanged at backward
+# (the usual case) none of the tensors it saved can have been modified.
+_bumps = 0
 
 
 class _StorageVersion:
     """The version counter of one storage (``Tensor._version``): the array owning the memory,
-    weakly referenced; ``last`` is the value of _Versions.bumps at its latest modification."""
+    weakly referenced; ``last`` is the value of _bumps at its latest modification."""
 
     __slots__ = ("version", "last", "ref", "__weakref__")
 
@@ -203,8 +203,9 @@ def bump(a) -> None:
     kernels filling their own outputs) do not, as they are not tensor operations.
     """
     entry = _storage_version(storage_of(a), True)
-    n = _Versions.bumps + 1
-    _Versions.bumps = n
+    global _bumps
+    n = _bumps + 1
+    _bumps = n
     if entry is not None:
         entry.version += 1
         entry.last = n
@@ -294,7 +295,7 @@ class Node:
         self.freed = False
         self.retained = None
         self.hooks = None
-        self.seq = _Versions.bumps
+        self.seq = _bumps
 
     def backward(self, grad):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -493,7 +494,7 @@ def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
         if cap_nodes and id(node) in cap_nodes:
             tid = cap_nodes[id(node)]
             capture[tid] = g if capture[tid] is None else capture[tid] + g
-        if node.seq != _Versions.bumps and node.SAVED_TENSORS:
+        if node.seq != _bumps and node.SAVED_TENSORS:
             _check_saved_versions(node)
         grads_in = node.backward(g)
         if not retain_graph and node.SAVES:
