@@ -141,6 +141,12 @@ def _broadcast_error(sa, sb) -> Optional[RuntimeError]:
     return None
 
 
+def _shape_of(x) -> tuple:
+    """The shape of an array (of any backend), a scalar or a nested sequence."""
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(x)
+
+
 def _raise_broadcast(exc: ValueError, *shapes) -> None:
     """Re-raise NumPy's error for operands that do not broadcast as PyTorch's RuntimeError.
 
@@ -539,7 +545,7 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:
         if hi is not None:
             out = xp.minimum(out, xp.asarray(hi, dtype=d.dtype))
     except ValueError as e:
-        _raise_broadcast(e, d.shape, *[xp.shape(x) for x in (lo, hi) if x is not None])
+        _raise_broadcast(e, d.shape, *[_shape_of(x) for x in (lo, hi) if x is not None])
     if out is d:
         out = d.copy()
     node = None
@@ -1264,8 +1270,8 @@ def setitem(a: Tensor, idx, value) -> None:
 
 def _raise_setitem(exc: ValueError, d, idx, value) -> None:
     """PyTorch's errors for an index assignment whose value does not broadcast to the indexed part."""
-    target = d[idx].shape if hasattr(d[idx], "shape") else ()
-    vshape = tuple(for_array(d).xp.shape(value))
+    target = _shape_of(d[idx])
+    vshape = _shape_of(value)
     if _is_advanced(idx):
         raise RuntimeError(f"shape mismatch: value tensor of shape {list(vshape)} cannot be broadcast to indexing "
                            f"result of shape {list(target)}") from None
@@ -1605,7 +1611,7 @@ def copy_(a: Tensor, src, non_blocking: bool = False) -> Tensor:
     try:
         a._data[...] = sd
     except ValueError as e:
-        shape = tuple(for_array(a._data).xp.shape(sd))
+        shape = _shape_of(sd)
         err = _broadcast_error(a._data.shape, shape)
         if err is not None:
             raise err from None
