@@ -267,7 +267,8 @@ def div(a, b, rounding_mode=None):
         ad, bd, ta, tb = _binary_arrays(a, b)
         xp = for_array(ad).xp
         if rounding_mode not in ("floor", "trunc"):
-            raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor'; got {rounding_mode!r}")
+            raise ValueError("div expected rounding_mode to be one of None, 'trunc', or 'floor'; got "
+                             f"{rounding_mode!r}")
         try:
             if rounding_mode == "floor":
                 out = xp.floor_divide(ad, bd)

@@ -154,7 +154,7 @@ class _StorageVersion:
     """The version counter of one storage (``Tensor._version``): the array owning the memory,
     weakly referenced; ``last`` is the value of _bumps at its latest modification."""
 
-    __slots__ = ("version", "last", "ref", "__weakref__")
+    __slots__ = ("version", "last", "ref")
 
     def __init__(self, ref):
         self.version = 0

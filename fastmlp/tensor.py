@@ -440,7 +440,8 @@ def _check_grad(t: Tensor, g) -> None:
                            "gradient and the tensor have the same dtype")
     if type(gd) is not type(d) or (type(d) is not _ndarray and gd.device.id != d.device.id):
         raise RuntimeError(f"attempting to assign a gradient located on device '{g.device}' to a tensor located on "
-                           f"device '{t.device}'. Please ensure that the gradient and the tensor are on the same device")
+                           f"device '{t.device}'. Please ensure that the gradient and the tensor are on the same "
+                           "device")
     if gd.shape != d.shape:
         raise RuntimeError(f"attempting to assign a gradient of size '{list(gd.shape)}' to a tensor of size "
                            f"'{list(d.shape)}'. Please ensure that the gradient and the tensor are the same size")

@@ -319,7 +319,8 @@ def test_float32_grad_dtype_matches_parameter():
 
 def test_assigning_grad_checks_it_as_torch_does():
     x = fastmlp.ones(3, requires_grad=True)
-    with pytest.raises(RuntimeError, match=r"attempting to assign a gradient of size '\[4\]' to a tensor of size '\[3\]'"):
+    with pytest.raises(RuntimeError,
+                       match=r"attempting to assign a gradient of size '\[4\]' to a tensor of size '\[3\]'"):
         x.grad = fastmlp.ones(4)
     with pytest.raises(RuntimeError, match=r"of size '\[1, 3\]'"):
         x.grad = fastmlp.ones(1, 3)
