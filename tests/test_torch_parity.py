@@ -182,3 +182,33 @@ def test_cross_entropy_options_match_pytorch():
         la.sum().backward()
         lb.sum().backward()
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-5, atol=1e-7, err_msg=str(kw))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("fn,opts", [
+    ("binary_cross_entropy", {}), ("binary_cross_entropy", {"weight": True}),
+    ("binary_cross_entropy_with_logits", {}), ("binary_cross_entropy_with_logits", {"weight": True}),
+    ("binary_cross_entropy_with_logits", {"pos_weight": True}),
+    ("binary_cross_entropy_with_logits", {"weight": True, "pos_weight": True}),
+    ("mse_loss", {}), ("l1_loss", {})])
+def test_pointwise_losses_differentiate_the_target_as_pytorch(fn, opts, reduction):
+    """Soft targets that require grad (distillation, learned labels): both gradients as torch's."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.05, 0.95, (6, 3)) if fn == "binary_cross_entropy" else rng.standard_normal((6, 3))
+    t = rng.uniform(0.0, 1.0, (6, 3))
+    g = rng.standard_normal((6, 3)) if reduction == "none" else None
+    extra = {}
+    if opts.get("weight"):
+        extra["weight"] = rng.uniform(0.5, 2.0, (3,))
+    if opts.get("pos_weight"):
+        extra["pos_weight"] = rng.uniform(0.5, 3.0, (3,))
+    out = []
+    for lib in (fastmlp, torch):
+        xs = lib.tensor(x.astype(np.float32), requires_grad=True)
+        ts = lib.tensor(t.astype(np.float32), requires_grad=True)
+        kw = {k: lib.tensor(v.astype(np.float32)) for k, v in extra.items()}
+        loss = getattr(lib.nn.functional, fn)(xs, ts, reduction=reduction, **kw)
+        loss.backward(None if g is None else lib.tensor(g.astype(np.float32)))
+        out.append((loss.detach().numpy(), xs.grad.numpy(), ts.grad.numpy()))
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-6)

@@ -626,10 +626,17 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
     per = reduction == "none"
     if not want_t:
         return _loss_result(loss, grad if want_x else None, input, per, _POINTWISE_NAMES[kind])
-    if kind in (2, 3) and want_t:
-        raise NotImplementedError(f"{fn}: gradients with respect to the target are not supported")
+    if kind in (2, 3):  # d/dt: -logit(x) for probabilities, -x for logits (times weight and the mean's 1/N)
+        xp = be.xp
+        gt = xp.log1p(-xc) - xp.log(xc) if kind == 2 else -xc
+        if wd is not None:
+            gt = gt * wd
+        if reduction == "mean":
+            gt = gt * xc.dtype.type(1.0 / max(xc.size, 1))
+    else:  # mse and l1 depend on x - t
+        gt = -grad
     node = _PointwiseTargetBackward((input if want_x else None, target))
-    node.gx, node.gt, node.per_elem, node.tshape = grad, -grad, per, target._data.shape
+    node.gx, node.gt, node.per_elem, node.tshape = grad, gt, per, target._data.shape
     if not per:
         loss = be.xp.asarray(loss, dtype=xd.dtype)
     return _result(loss, node)
@@ -653,17 +660,18 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor]
 
 
 class _BCEPosWeightBackward(Node):
-    __slots__ = ("grad",)
+    __slots__ = ("grad", "tgrad")
     SAVES = True
 
     def name(self) -> str:
         return "BinaryCrossEntropyWithLogitsBackward0"
 
     def backward(self, g):
-        return (self.grad * (g if g.ndim else g.reshape(())),)
+        s = g if g.ndim else g.reshape(())
+        return (None if self.grad is None else self.grad * s, None if self.tgrad is None else self.tgrad * s)
 
     def release(self):
-        self.grad = None
+        self.grad = self.tgrad = None
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
@@ -694,9 +702,16 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Opti
     else:
         loss, scale = xp.asarray(elem.mean()), 1.0 / max(xd.size, 1)
     node = None
-    if _needs_grad(input):
-        node = _BCEPosWeightBackward((input,))
-        node.grad = gelem * xd.dtype.type(scale)
+    want_x, want_t = _needs_grad(input), _needs_grad(target)
+    if want_x or want_t:
+        node = _BCEPosWeightBackward((input, target))
+        node.grad = gelem * xd.dtype.type(scale) if want_x else None
+        node.tgrad = None
+        if want_t:  # d/dt = -x + (pw-1)·softplus(-x)
+            gt = (pw - 1) * softplus_neg - xd
+            if weight is not None:
+                gt = gt * w
+            node.tgrad = gt * xd.dtype.type(scale)
     return _result(loss.astype(xd.dtype), node)
 
 
