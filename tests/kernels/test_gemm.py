@@ -21,8 +21,8 @@ SLOPE = 0.1
 TRANS = list(itertools.product([False, True], [False, True]))
 
 # (M, N, K): edges (1, primes, non-multiples of every register tile), a batch of
-# 10 against a 784-wide layer, K longer than one cache block (256), M taller than
-# one row block (168), N wider than one column block (2048).
+# 10 against a 784-wide layer, K longer than one cache block (256 on AVX-512, 384 on
+# AVX2), M taller than one row block (168 and 144), N wider than one column block (2048).
 SHAPES = [
     (1, 1, 1),
     (7, 17, 63),

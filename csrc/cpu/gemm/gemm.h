@@ -25,7 +25,7 @@ constexpr index_t kKC = 256, kMC = 168, kNC = 2048;
 #elif defined(__AVX2__)
 constexpr int kMR = 6, kNV = 2;  // 6x16: 12 accumulators + 2 B vectors + 1 broadcast
 constexpr int kDotM = 3, kDotN = 4;
-constexpr index_t kKC = 256, kMC = 96, kNC = 2048;
+constexpr index_t kKC = 384, kMC = 144, kNC = 2048;
 #else
 constexpr int kMR = 4, kNV = 2;  // 4x8 in SSE2 registers
 constexpr int kDotM = 2, kDotN = 4;
