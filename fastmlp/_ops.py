@@ -1486,38 +1486,38 @@ def _new_full(s: Tensor, size, value, dtype) -> Tensor:
     return _wrap(for_array(s._data).xp.full(tuple(size), value, dtype=dt))
 
 
-def _softmax_method(s: Tensor, dim: Optional[int] = None, dtype=None, *, axis=None) -> Tensor:
+def _softmax_like(name: str, s: Tensor, dim: Optional[int], dtype, axis) -> Tensor:
     if axis is not None:
-        dim = _axis("softmax", dim, None, axis)
+        dim = _axis(name, dim, None, axis)
     if dim is None:
-        raise TypeError("softmax() missing 1 required positional argument: 'dim'")
-    return _F().softmax(s, dim, dtype=dtype)
+        raise TypeError(f"{name}() missing 1 required positional argument: 'dim'")
+    return getattr(_F(), name)(s, dim, dtype=dtype)
+
+
+def _softmax_method(s: Tensor, dim: Optional[int] = None, dtype=None, *, axis=None) -> Tensor:
+    return _softmax_like("softmax", s, dim, dtype, axis)
 
 
 def _log_softmax_method(s: Tensor, dim: Optional[int] = None, dtype=None, *, axis=None) -> Tensor:
+    return _softmax_like("log_softmax", s, dim, dtype, axis)
+
+
+def _truth_reduce(name: str, a: Tensor, dim, keepdim: bool, axis, keepdims) -> Tensor:
     if axis is not None:
-        dim = _axis("log_softmax", dim, None, axis)
-    if dim is None:
-        raise TypeError("log_softmax() missing 1 required positional argument: 'dim'")
-    return _F().log_softmax(s, dim, dtype=dtype)
+        dim = _axis(name, dim, None, axis)
+    d = a._data
+    out = getattr(d, name)(axis=_dims(dim, d.ndim), keepdims=keepdim if keepdims is None else keepdims)
+    return _wrap(for_array(d).xp.asarray(out))
 
 
 def _all(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
     """Whether every element (along dim) is true (``Tensor.all``)."""
-    if axis is not None:
-        dim = _axis("all", dim, None, axis)
-    d = a._data
-    out = d.all(axis=_dims(dim, d.ndim), keepdims=keepdim if keepdims is None else keepdims)
-    return _wrap(for_array(d).xp.asarray(out))
+    return _truth_reduce("all", a, dim, keepdim, axis, keepdims)
 
 
 def _any(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
     """Whether any element (along dim) is true (``Tensor.any``)."""
-    if axis is not None:
-        dim = _axis("any", dim, None, axis)
-    d = a._data
-    out = d.any(axis=_dims(dim, d.ndim), keepdims=keepdim if keepdims is None else keepdims)
-    return _wrap(for_array(d).xp.asarray(out))
+    return _truth_reduce("any", a, dim, keepdim, axis, keepdims)
 
 
 def clamp_min(a: Tensor, min) -> Tensor:

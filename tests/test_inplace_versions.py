@@ -61,7 +61,7 @@ def test_modifications_raise_where_torch_raises(name, modify):
             z.sum().backward()
 
 
-def test_issue_repro_raises_instead_of_a_wrong_gradient():
+def test_square_of_a_modified_product_raises_instead_of_a_wrong_gradient():
     w = fastmlp.ones(3, requires_grad=True)
     y = w * 1
     z = y * y
