@@ -78,8 +78,13 @@ void unpacked(const Problem& p) {
 }
 
 // Whether B's micro-panels are packed: always when B must be transposed, and when
-// more than one row panel reads them (then a contiguous copy is worth making).
-inline bool packs_b(const Problem& p) { return p.trans_b || p.M > kMC; }
+// more than one block of rows reads them (then a contiguous copy is worth making).
+// Within one block a panel read in place stays in L1 between row panels, unless
+// rows of B lie an even number of cache lines apart: then they share few L1 sets
+// and evict each other, and a packed copy pays once a few row panels reuse it.
+inline bool packs_b(const Problem& p) {
+  return p.trans_b || p.M > kMC || (p.M > 2 * kMR && p.ldb % 32 == 0);
+}
 
 // Rows [m0, m0+mc) and K range [k0, k0+kc) of op(A), as `panels` row panels.
 void pack_a_block(float* dst, const Problem& p, index_t m0, index_t mc, index_t panels, index_t k0,
@@ -111,7 +116,7 @@ void packed(const Problem& p) {
   // use it, while it is hot; otherwise the whole kc×nc block is packed once and
   // reused by every block of rows.
   const bool panelwise = mblocks == 1;
-  const index_t a_size = ceil_div(mc_max * kc_max, 16) * 16;
+  const index_t a_size = ceil_div(mc_max * kc_max + kPackSlack, 16) * 16;
   const index_t b_size = kc_max * (pack_b && !panelwise ? nc_max : kNR);
   float* const ws = tls_workspace.get(static_cast<size_t>(a_size + b_size));
   if (!ws) {  // out of memory

@@ -71,6 +71,11 @@ struct Problem {
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
+// A panel narrower than a vector (ldd < kW) is written with full-width stores, each
+// row's overlapping the start of the next one, which the next store then fixes:
+// masked stores cost several times more on some cores (AMD Zen). The kW - ldd
+// floats after the last row of dst are therefore overwritten (kPackSlack covers it).
+constexpr index_t kPackSlack = kW;
 // dst[k·ldd + i] = src[i·lds + k] for i < rows, k < cols; zeros for rows <= i < ldd.
 FASTMLP_NOTHROW void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds,
                                     index_t rows, index_t cols);

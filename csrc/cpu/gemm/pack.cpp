@@ -86,7 +86,7 @@ void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds, inde
       }
       transpose_block(r);
       float* d = dst + k0 * ldd + i0;
-      if (ni == kW) {
+      if (ni == kW || ldd < kW) {  // narrow panel: full stores, each overlapping the next
 #pragma GCC unroll 16
         for (int l = 0; l < kW; ++l)
           if (l < nk) vstore(d + l * ldd, r[l]);
@@ -108,6 +108,26 @@ void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds, inde
 
 void pack_copy(float* dst, index_t ldd, const float* src, index_t lds, index_t width,
                index_t rows_k) {
+  if (width == kNR && ldd == kNR) {  // a whole B micro-panel: straight vector copies
+    for (index_t k = 0; k < rows_k; ++k) {
+      const float* s = src + k * lds;
+      float* d = dst + k * kNR;
+#pragma GCC unroll 4
+      for (int j = 0; j < kNV; ++j) vstore(d + j * kW, vload(s + j * kW));
+    }
+    return;
+  }
+  if (ldd < kW) {  // a narrow A panel: one overlapping full store per row
+    // A full load may read past the row's `width` floats (they land in lanes the
+    // next store overwrites) wherever the next source row proves the memory is there.
+    const bool over_read = width == ldd && lds >= kW;
+    for (index_t k = 0; k < rows_k; ++k) {
+      const float* s = src + k * lds;
+      const vf v = over_read && k + 1 < rows_k ? vload(s) : vload_n(s, static_cast<int>(width));
+      vstore(dst + k * ldd, v);
+    }
+    return;
+  }
   for (index_t k = 0; k < rows_k; ++k) {
     const float* s = src + k * lds;
     float* d = dst + k * ldd;
