@@ -22,8 +22,12 @@ TRANS = list(itertools.product([False, True], [False, True]))
 
 # (M, N, K): edges (1, primes, non-multiples of every register tile), a batch of
 # 10 against a 784-wide layer, K longer than one cache block (256 on AVX-512, 384 on
-# AVX2), M taller than one row block (168 and 144), N wider than one column block (2048).
+# AVX2), M taller than one row block (168 and 144), N wider than one column block (2048),
+# and B rows a multiple of 32 floats apart with a few row panels (B packed though M is
+# within one row block).
 SHAPES = [
+    (40, 64, 300),
+    (20, 512, 33),
     (1, 1, 1),
     (7, 17, 63),
     (17, 7, 65),
