@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/adam.h"
 #include "common/philox.h"
 
 namespace fastmlp::cpu::ref {
@@ -234,10 +235,7 @@ void sgd_step(float* const* params, float* const* momentum_bufs, const float* co
 void adam_step(float* const* params, float* const* exp_avgs, float* const* exp_avg_sqs,
                float* const* max_exp_avg_sqs, const float* const* grads, const index_t* sizes,
                index_t count, const AdamOptions& o) {
-  const double bc1 = 1.0 - std::pow(static_cast<double>(o.beta1), static_cast<double>(o.step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(o.step));
-  const float step_size = static_cast<float>(o.lr / bc1);
-  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  const AdamScalars s = adam_scalars(o.lr, o.beta1, o.beta2, o.eps, o.step);
   for (index_t t = 0; t < count; ++t) {
     float* p = params[t];
     float* m = exp_avgs[t];
@@ -257,8 +255,8 @@ void adam_step(float* const* params, float* const* exp_avgs, float* const* exp_a
         vmax[i] = std::max(vmax[i], v[i]);
         vv = vmax[i];
       }
-      const float denom = std::sqrt(vv) / bc2_sqrt + o.eps;
-      p[i] -= step_size * (m[i] / denom);
+      const float denom = std::sqrt(vv) + s.eps_hat;  // sqrt(vv)/sqrt(1-β2^t) + eps, scaled: common/adam.h
+      p[i] -= s.step_size * (m[i] / denom);
     }
   }
 }

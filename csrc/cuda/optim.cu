@@ -9,6 +9,7 @@
 // host here too, so both see the same float values.
 #include <cmath>
 
+#include "common/adam.h"
 #include "cuda/device_util.cuh"
 #include "cuda/kernels.cuh"
 
@@ -44,7 +45,7 @@ struct SgdConsts {
 };
 
 struct AdamConsts {
-  float lr, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor, step_size, bc2_sqrt;
+  float lr, one_minus_beta1, beta2, one_minus_beta2, weight_decay, decay_factor, step_size, eps_hat;
   bool decoupled, amsgrad, maximize;
 };
 
@@ -116,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) adam_kernel(const AdamTable tab, con
       vv = old < vj ? vj : old;  // std::max(old, vj)
       vmax[j] = vv;
     }
-    const float denom = sqrtf(vv) / k.bc2_sqrt + k.eps;
+    const float denom = sqrtf(vv) + k.eps_hat;  // the CPU kernels' form: common/adam.h
     pj -= k.step_size * (mj / denom);
     p[j] = pj;
     m[j] = mj;
@@ -161,18 +162,16 @@ void sgd_step(const SgdTensor* tensors, index_t count, const SgdOptions& o, cuda
 }
 
 void adam_step(const AdamTensor* tensors, index_t count, const AdamOptions& o, cudaStream_t stream) {
-  const double bc1 = 1.0 - std::pow(static_cast<double>(o.beta1), static_cast<double>(o.step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(o.step));
+  const AdamScalars s = adam_scalars(o.lr, o.beta1, o.beta2, o.eps, o.step);
   AdamConsts k;
   k.lr = o.lr;
   k.one_minus_beta1 = 1.0f - o.beta1;
   k.beta2 = o.beta2;
   k.one_minus_beta2 = 1.0f - o.beta2;
-  k.eps = o.eps;
   k.weight_decay = o.weight_decay;
   k.decay_factor = 1.0f - o.lr * o.weight_decay;
-  k.step_size = static_cast<float>(o.lr / bc1);
-  k.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  k.step_size = s.step_size;
+  k.eps_hat = s.eps_hat;
   k.decoupled = o.decoupled_weight_decay;
   k.amsgrad = o.amsgrad;
   k.maximize = o.maximize;

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/adam.h"
 #include "cpu/isa/isa.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -264,7 +265,7 @@ enum AdamFlags : int {
 };
 
 struct AdamConsts {
-  Vf one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, step_size, bc2_sqrt;
+  Vf one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, step_size;
 };
 
 template <int F, typename IO>
@@ -284,7 +285,7 @@ inline void adam_lanes(const IO& io, const AdamConsts& c, float* p, float* m, fl
     vv = max(io.load(vmax + i), vv);
     io.store(vmax + i, vv);
   }
-  const Vf denom = add(div(sqrt(vv), c.bc2_sqrt), c.eps);
+  const Vf denom = add(sqrt(vv), c.eps);
   io.store(p + i, sub(pv, mul(c.step_size, div(mv, denom))));
 }
 
@@ -316,7 +317,8 @@ const AdamAllFn kAdamAll[16] = {FASTMLP_ADAM4(0), FASTMLP_ADAM4(4), FASTMLP_ADAM
 // torch.optim.Adam / AdamW, for every tensor, with t = step:
 //   g = ±g (+ wd·p for Adam; p *= 1 - lr·wd for AdamW)
 //   m += (1-β1)·(g - m);  v = β2·v + (1-β2)·g·g;  v̂ = max(v̂, v) with amsgrad
-//   p -= lr/(1-β1^t) · m / (sqrt(v or v̂)/sqrt(1-β2^t) + eps)     (bias corrections in double)
+//   p -= lr/(1-β1^t) · m / (sqrt(v or v̂)/sqrt(1-β2^t) + eps)
+// computed as p -= step_size · m / (sqrt(v or v̂) + eps_hat): see common/adam.h.
 void adam_step_kernel(float* const* params, float* const* exp_avgs, float* const* exp_avg_sqs,
                       float* const* max_exp_avg_sqs, const float* const* grads, const index_t* sizes,
                       index_t count, const AdamOptions& o) {
@@ -324,16 +326,14 @@ void adam_step_kernel(float* const* params, float* const* exp_avgs, float* const
   const int flags = (o.maximize ? kAdamMaximize : 0) | (decay && !o.decoupled_weight_decay ? kAdamL2 : 0) |
                     (decay && o.decoupled_weight_decay ? kAdamDecoupled : 0) |
                     (o.amsgrad ? kAdamAmsgrad : 0);
-  const double bc1 = 1.0 - std::pow(static_cast<double>(o.beta1), static_cast<double>(o.step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(o.beta2), static_cast<double>(o.step));
+  const AdamScalars s = adam_scalars(o.lr, o.beta1, o.beta2, o.eps, o.step);
   const AdamConsts c{splat(1.0f - o.beta1),
                      splat(o.beta2),
                      splat(1.0f - o.beta2),
-                     splat(o.eps),
+                     splat(s.eps_hat),
                      splat(o.weight_decay),
                      splat(sub_product(1.0f, o.lr, o.weight_decay)),
-                     splat(static_cast<float>(o.lr / bc1)),
-                     splat(static_cast<float>(std::sqrt(bc2)))};
+                     splat(s.step_size)};
   kAdamAll[flags](c, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, grads, sizes, count);
 }
 
