@@ -236,6 +236,7 @@ void adam_step(float* const* params, float* const* exp_avgs, float* const* exp_a
                float* const* max_exp_avg_sqs, const float* const* grads, const index_t* sizes,
                index_t count, const AdamOptions& o) {
   const AdamScalars s = adam_scalars(o.lr, o.beta1, o.beta2, o.eps, o.step);
+  const FlushDenormals flush;  // as the SIMD kernels: common/adam.h
   for (index_t t = 0; t < count; ++t) {
     float* p = params[t];
     float* m = exp_avgs[t];

@@ -7,6 +7,9 @@ Update (PyTorch's documented algorithm), per parameter p with gradient g at step
 The native float32 kernels (CPU and CUDA) evaluate the last line in the equivalent form
 p -= (lr·sqrt(1-β2^t)/(1-β1^t)) · m / (sqrt(v or v̂) + eps·sqrt(1-β2^t)), one division per
 element instead of two; results agree with PyTorch's to float32 rounding (about an ulp).
+On x86-64 the CPU kernel runs with denormals flushed to zero: state values below 1.2e-38
+in magnitude become 0 (the first moment of a weight whose gradient stays zero decays into
+that range, where every operation on it is several times slower).
 """
 from __future__ import annotations
 

@@ -251,6 +251,71 @@ def test_adam_late_steps_and_other_hyperparameters(isa, threads, rng, decoupled)
     assert_close(vmax, exp[3], rtol=1e-5, atol=0, what="max_exp_avg_sqs")
 
 
+TINY = np.finfo(np.float32).tiny  # the smallest normal float32, about 1.18e-38
+
+
+def denormal_case(rng: np.random.Generator, n: int = 70_000) -> tuple[Arrays, ...]:
+    """One tensor of n elements (enough to split across threads) whose state and gradients
+    are sprinkled with denormals, zeros and normal values, as a first layer's are late in
+    training: m decays towards zero wherever the gradient is 0."""
+    p = (rng.standard_normal(n) * 0.05).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    m = (rng.standard_normal(n) * 0.01).astype(np.float32)
+    v = ((np.abs(rng.standard_normal(n)) + 0.5) * 1e-4).astype(np.float32)
+    kind = rng.integers(0, 4, n)
+    m[kind == 0] = (rng.uniform(-1, 1, (kind == 0).sum()) * TINY).astype(np.float32)  # denormal m
+    g[kind <= 1] = 0.0
+    g[kind == 2] = (rng.uniform(-1, 1, (kind == 2).sum()) * TINY * 0.5).astype(np.float32)  # denormal g
+    return [p], [g], [m], [v]
+
+
+def test_adam_flushes_denormals_like_the_reference(isa, threads, rng):
+    """Adam runs with denormals flushed to zero (see common/adam.h), every kernel set alike:
+    state below FLT_MIN becomes 0, and the parameters still follow the float64 update."""
+    p0, g, m0, v0 = denormal_case(rng)
+    assert np.any((m0[0] != 0) & (np.abs(m0[0]) < TINY))  # the case really has denormals
+    cfg = dict(weight_decay=0.0, decoupled=False, amsgrad=False, maximize=False)
+    p, m, v = copies(p0), copies(m0), copies(v0)
+    run_adam(p, [g, g], m, v, None, 1e-3, 0.9, 0.999, 1e-8, cfg, first_step=300)
+    rp, rm, rv = copies(p0), copies(m0), copies(v0)
+    on_isa("reference", lambda: run_adam(rp, [g, g], rm, rv, None, 1e-3, 0.9, 0.999, 1e-8, cfg, first_step=300))
+    assert_same(p, rp, "params")
+    assert_same(m, rm, "exp_avgs")
+    assert_same(v, rv, "exp_avg_sqs")
+    if EXACT:
+        for x in m + v:
+            assert not np.any((x != 0) & (np.abs(x) < TINY)), "a denormal survived the flush"
+    exp = [x.astype(np.float64) for x in (p0[0], m0[0], v0[0])]
+    b1, b2 = float(np.float32(0.9)), float(np.float32(0.999))  # the kernel's float32 betas
+    for k in range(2):
+        exp[0], exp[1], exp[2], _ = adam_f64(exp[0], g[0].astype(np.float64), exp[1], exp[2], None, 1e-3, b1, b2,
+                                             1e-8, 0.0, 300 + k, False, False, False)
+    np.testing.assert_allclose(p[0], exp[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m[0], exp[1], rtol=1e-5, atol=1e-6)  # as above: g - m cancels
+    np.testing.assert_allclose(v[0], exp[2], rtol=1e-5, atol=2 * TINY)
+
+
+def test_adam_restores_the_float_mode_of_every_thread(isa, rng):
+    """After a two-thread Adam step, denormal results are back on every thread: a
+    two-thread GEMM whose products are all denormal still returns them, as NumPy does."""
+    previous = _C.get_num_threads()
+    try:
+        _C.set_num_threads(2)
+        p, g, m, v = denormal_case(rng)
+        _C.adam_step(p, g, m, v, None, 1e-3, 0.9, 0.999, 1e-8, 0.0, 10)
+        a = np.full((256, 64), 1e-20, np.float32)
+        b = np.full((64, 256), 1e-21, np.float32)
+        c = np.zeros((256, 256), np.float32)
+        _C.gemm(a, b, c)  # split across both threads
+        assert np.float32(1e-39) * np.float32(0.5) != 0  # this thread, through NumPy
+        expected = a.astype(np.float64) @ b.astype(np.float64)
+        assert np.all(expected < TINY)
+        # Flushed results would be 0; denormals carry few digits, hence the loose tolerance.
+        np.testing.assert_allclose(c, expected, rtol=1e-2, atol=0)
+    finally:
+        _C.set_num_threads(previous)
+
+
 def test_mlp_parameters_in_one_call(isa, threads, rng):
     """All six tensors of a 784-512-512-10 MLP, sizes 10 to 401408, in one call."""
     cfg = dict(weight_decay=0.01, decoupled=True, amsgrad=False, maximize=False)

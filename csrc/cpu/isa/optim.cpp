@@ -303,6 +303,7 @@ template <int F>
 void adam_all(const AdamConsts& c, float* const* params, float* const* ms, float* const* vs,
               float* const* vmaxs, const float* const* grads, const index_t* sizes, index_t count) {
   for_all(sizes, count, kAdamCost, [&](index_t t, index_t b, index_t e) {
+    const FlushDenormals flush;  // per thread: see common/adam.h
     adam_range<F>(c, params[t] + b, ms[t] + b, vs[t] + b, (F & kAdamAmsgrad) ? vmaxs[t] + b : nullptr,
                   grads[t] + b, e - b);
   });
