@@ -1,17 +1,18 @@
 // Multi-tensor optimizer steps (torch.optim.SGD, Adam, AdamW) of one instruction set.
 //
 // One call updates every tensor of a parameter group. The tensors are treated as
-// one concatenated array: each thread takes an equal, contiguous slice of it, so
-// the work is balanced however unequal the tensors are (a 512x784 weight next to
-// a bias of 10). Every element goes through the same SIMD code whatever slice it
-// lands in (the ragged ends use masked loads and stores), so the result does not
-// depend on the thread count.
+// one concatenated array, which the threads share in equal runs of chunks (see
+// for_all), so the work is balanced however unequal the tensors are (a 512x784
+// weight next to a bias of 10) and however unequal the cores. Every element goes through the
+// same SIMD code whatever chunk it lands in (the ragged ends use masked loads and
+// stores), so the result does not depend on the thread count.
 //
 // The float32 operations and their order are the reference's (reference.cpp).
 // The compiler would otherwise fuse a product into the following sum (an FMA
 // rounds once, the reference twice), so in the SIMD copies every product passes
 // through an empty asm statement that hides it from that fusion. The results are
 // then bitwise those of the reference.
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -139,14 +140,6 @@ static float sub_product(float a, float b, float c) {
 
 // ---- splitting the concatenated tensors between threads ---------------------------
 
-// Start of thread `id`'s slice of `total` elements among `n` threads (a multiple of
-// 16 elements, so neighbouring threads rarely write the same cache line).
-static index_t slice_start(index_t total, int n, int id) {
-  if (id >= n) return total;
-  const index_t at = total / n * id + total % n * id / n;  // floor(total·id/n), no overflow
-  return at & ~static_cast<index_t>(15);
-}
-
 // Calls body(t, begin, end) for the part [begin, end) of tensor t that lies in the
 // slice [lo, hi) of the concatenation of all tensors.
 template <typename Body>
@@ -161,22 +154,59 @@ void for_slice(const index_t* sizes, index_t count, index_t lo, index_t hi, cons
   }
 }
 
+// The concatenation is cut into chunks of this many elements (a multiple of 16, so
+// neighbouring chunks rarely share a cache line). Each thread owns an equal run of
+// consecutive chunks and works through it in order; a thread that finishes its
+// run takes the next untouched chunks of another's. With equal cores that never
+// happens, and each core keeps touching the same memory from step to step (it
+// stays in that core's cache). When one core runs slower (a busy sibling, a lower
+// clock), the other takes over part of its run instead of waiting for it: on
+// 2-vCPU machines that wait had been a third of the optimizer step.
+constexpr index_t kChunk = 4096;
+constexpr int kMaxOptimThreads = 64;
+
+// No per-thread state (see for_all).
+struct NoGuard {};
+
 // Runs body over every element of every tensor, on as many threads as the work
-// (elements · cost_per_element) pays for.
-template <typename Body>
+// (elements · cost_per_element) pays for. Each thread holds a Guard while it works.
+// Every element goes through the same code whichever thread takes it, so results
+// do not depend on the thread count or on who took which chunk.
+template <typename Guard, typename Body>
 void for_all(const index_t* sizes, index_t count, index_t cost_per_element, const Body& body) {
   index_t total = 0;
   for (index_t t = 0; t < count; ++t) total += sizes[t];
-  const int nt = threads_for(total * cost_per_element);
+  const index_t chunks = (total + kChunk - 1) / kChunk;
+  int nt = threads_for(total * cost_per_element);
+  if (nt > kMaxOptimThreads) nt = kMaxOptimThreads;
+  if (nt > chunks) nt = static_cast<int>(chunks);
   if (nt <= 1) {
+    [[maybe_unused]] const Guard guard;
     for_slice(sizes, count, 0, total, body);
     return;
   }
+  struct alignas(64) Run {
+    std::atomic<index_t> next;  // first chunk of the run nobody has taken
+    index_t end;
+  };
+  Run runs[kMaxOptimThreads];
+  for (int i = 0; i < nt; ++i) {
+    runs[i].next.store(chunks * i / nt, std::memory_order_relaxed);
+    runs[i].end = chunks * (i + 1) / nt;
+  }
 #pragma omp parallel num_threads(nt)
   {
+    [[maybe_unused]] const Guard guard;
     const int n = omp_get_num_threads();
     const int id = omp_get_thread_num();
-    for_slice(sizes, count, slice_start(total, n, id), slice_start(total, n, id + 1), body);
+    for (int k = 0; k < n; ++k) {  // own run first, then the others'
+      Run& run = runs[(id + k) % n];
+      for (index_t c = run.next.fetch_add(1, std::memory_order_relaxed); c < run.end;
+           c = run.next.fetch_add(1, std::memory_order_relaxed)) {
+        const index_t lo = c * kChunk;
+        for_slice(sizes, count, lo, lo + kChunk < total ? lo + kChunk : total, body);
+      }
+    }
   }
 }
 
@@ -229,7 +259,7 @@ void sgd_range(const SgdConsts& c, float* p, float* buf, const float* g, index_t
 template <int F>
 void sgd_all(const SgdConsts& c, float* const* params, float* const* bufs, const float* const* grads,
              const index_t* sizes, index_t count) {
-  for_all(sizes, count, kSgdCost, [&](index_t t, index_t b, index_t e) {
+  for_all<NoGuard>(sizes, count, kSgdCost, [&](index_t t, index_t b, index_t e) {
     sgd_range<F>(c, params[t] + b, (F & kSgdMomentum) ? bufs[t] + b : nullptr, grads[t] + b, e - b);
   });
 }
@@ -302,8 +332,8 @@ void adam_range(const AdamConsts& c, float* p, float* m, float* v, float* vmax, 
 template <int F>
 void adam_all(const AdamConsts& c, float* const* params, float* const* ms, float* const* vs,
               float* const* vmaxs, const float* const* grads, const index_t* sizes, index_t count) {
-  for_all(sizes, count, kAdamCost, [&](index_t t, index_t b, index_t e) {
-    const FlushDenormals flush;  // per thread: see common/adam.h
+  // Denormals flushed on every thread that works: see common/adam.h.
+  for_all<FlushDenormals>(sizes, count, kAdamCost, [&](index_t t, index_t b, index_t e) {
     adam_range<F>(c, params[t] + b, ms[t] + b, vs[t] + b, (F & kAdamAmsgrad) ? vmaxs[t] + b : nullptr,
                   grads[t] + b, e - b);
   });
