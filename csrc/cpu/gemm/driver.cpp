@@ -255,7 +255,8 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   // Work in multiply-adds, plus the epilogue's share (about 8 per element of C,
   // which matters when K is short); in double, so that huge shapes cannot overflow.
   const double work = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K + 8);
-  int nt = threads_for(static_cast<index_t>(work < 1e18 ? work : 1e18), index_t(1) << 18);
+  // The dot path packs nothing, so a second thread pays from half the work.
+  int nt = threads_for(static_cast<index_t>(work < 1e18 ? work : 1e18), index_t(1) << (dot ? 17 : 18));
   // Split the rows when K is short (then storing C is most of the work, and each
   // thread streams whole rows) or when there are more of them; otherwise split the
   // columns, so that no part of B is packed twice.
