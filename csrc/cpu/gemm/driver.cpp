@@ -275,9 +275,13 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
       const index_t unit = dot ? kDotN : kNR;
       const index_t n0 = min_i(u0 * unit, N), n1 = min_i(u1 * unit, N);
       if (n1 > n0) run(slice(p, 0, M, n0, n1), dot);
+    } else if (dot) {
+      const index_t m0 = min_i(u0 * kDotM, M), m1 = min_i(u1 * kDotM, M);
+      if (m1 > m0) run(slice(p, m0, m1, 0, N), dot);
     } else {
-      const index_t unit = dot ? kDotM : kMR;
-      const index_t m0 = min_i(u0 * unit, M), m1 = min_i(u1 * unit, M);
+      // Equal numbers of rows: the packed path evens out its row panels within a
+      // slice, so 64 rows split 32/32 rather than 28/36 in whole 14-row tiles.
+      const index_t m0 = t * M / count, m1 = (t + 1) * M / count;
       if (m1 > m0) run(slice(p, m0, m1, 0, N), dot);
     }
   }
