@@ -40,14 +40,14 @@ inline AdamScalars adam_scalars(float lr, float beta1, float beta2, float eps, s
 // the previous mode comes back on destruction.
 //
 // Why: Adam's first moment m decays by β1 each step where the gradient is zero (the
-// weights of MNIST's always-blank border pixels, ReLU units that are off), so in a
-// few hundred steps a fifth of the m of a first layer sinks below FLT_MIN, and every
-// vector operation touching a denormal runs several times slower: on the seed-001
-// network that doubled the step. Flushing changes only values below 1.2e-38 in
-// magnitude: a state value that small becomes 0, and its effect on the parameter
-// (m·step_size/denominator, far below the parameter's own rounding unless the
-// parameter is itself that small) is nil. It is per thread, so each OpenMP thread of
-// a kernel sets its own.
+// weights of MNIST pixels that are rarely inked, ReLU units that are off), so after a
+// few hundred steps a fifth of the m of a first layer lies below FLT_MIN, and vector
+// operations on denormals are slow: on the seed-001 network they doubled the time
+// of the optimizer step (26 -> 13 us with the flush). Flushing changes only values
+// below 1.2e-38 in magnitude: a state value that small becomes 0, and its effect on
+// the parameter (m·step_size/denominator, far below the parameter's own rounding
+// unless the parameter is itself that small) is nil. It is per thread, so each
+// OpenMP thread of a kernel sets its own.
 class FlushDenormals {
  public:
 #ifdef FASTMLP_HAVE_MXCSR

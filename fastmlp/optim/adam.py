@@ -9,7 +9,7 @@ p -= (lr·sqrt(1-β2^t)/(1-β1^t)) · m / (sqrt(v or v̂) + eps·sqrt(1-β2^t)),
 element instead of two; results agree with PyTorch's to float32 rounding (about an ulp).
 On x86-64 the CPU kernel runs with denormals flushed to zero: state values below 1.2e-38
 in magnitude become 0 (the first moment of a weight whose gradient stays zero decays into
-that range, where every operation on it is several times slower).
+that range, where the kernel runs at about half speed).
 """
 from __future__ import annotations
 
