@@ -98,6 +98,41 @@ def test_fused_step_equals_eager_step(arch, opt_name, loss_kw, held):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("opt_name", ["adam", "sgd", "sgd-plain", "adam-amsgrad-max"])
+def test_first_layer_update_in_threads_equals_eager_step(opt_name):
+    """The first layer's gradient and update run in one parallel region over its rows (when the
+    layer is big enough): bitwise the eager step, whatever the thread count and row split."""
+    rng = np.random.default_rng(1)
+    batches = [(rng.random((b, 784), dtype=np.float32), rng.integers(0, 10, b)) for b in (10, 10, 3)]
+    previous = fastmlp.get_num_threads()
+    runs = {}
+    try:
+        for threads in (1, 2, 3):
+            fastmlp.set_num_threads(threads)
+            for fused in (False, True):
+                fastmlp.manual_seed(3)
+                model = nn.Sequential(nn.Linear(784, 101), nn.ReLU(), nn.Linear(101, 10))
+                opt = OPTS[opt_name](model.parameters())
+                crit = nn.CrossEntropyLoss()
+                step = FusedTrainStep.build(model, crit, opt) if fused else None
+                for x, y in batches:
+                    xt, yt = fastmlp.tensor(x), fastmlp.tensor(y)
+                    if fused:
+                        step(xt, yt)
+                    else:
+                        opt.zero_grad()
+                        crit(model(xt), yt).backward()
+                        opt.step()
+                runs[threads, fused] = [p.detach().numpy().copy() for p in model.parameters()] + \
+                    [p.grad.numpy().copy() for p in model.parameters()]
+    finally:
+        fastmlp.set_num_threads(previous)
+    reference = runs[1, False]
+    for key, arrays in runs.items():
+        for a, b in zip(reference, arrays):
+            np.testing.assert_array_equal(a, b, err_msg=f"threads, fused = {key}")
+
+
 def test_unsupported_models_fall_back():
     crit = nn.CrossEntropyLoss()
     m = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))

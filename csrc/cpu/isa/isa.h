@@ -27,8 +27,11 @@ void fill_dropout(KernelTable& t);
 void fill_optim(KernelTable& t);
 
 // Fork threads only when the work is large enough to pay for it: starting a
-// parallel region costs about as much as a few tens of thousands of flops.
+// parallel region costs about as much as a few tens of thousands of flops. A kernel
+// called inside a parallel region (on one thread's share of a larger job, see
+// mlp_step.cpp) runs on that thread alone.
 static inline int threads_for(index_t work, index_t min_work_per_thread = 1 << 15) {
+  if (omp_in_parallel()) return 1;
   const index_t by_work = work / min_work_per_thread;
   const int avail = omp_get_max_threads();
   if (by_work <= 1) return 1;

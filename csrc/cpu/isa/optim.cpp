@@ -198,10 +198,9 @@ void for_all(const index_t* sizes, index_t count, index_t cost_per_element, cons
 #pragma omp parallel num_threads(nt)
   {
     [[maybe_unused]] const Guard guard;
-    const int n = omp_get_num_threads();
     const int id = omp_get_thread_num();
-    for (int k = 0; k < n; ++k) {  // own run first, then the others'
-      Run& run = runs[(id + k) % n];
+    for (int k = 0; k < nt; ++k) {  // own run first, then the others' (all nt, however many threads came)
+      Run& run = runs[(id + k) % nt];
       for (index_t c = run.next.fetch_add(1, std::memory_order_relaxed); c < run.end;
            c = run.next.fetch_add(1, std::memory_order_relaxed)) {
         const index_t lo = c * kChunk;
