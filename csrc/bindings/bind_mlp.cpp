@@ -1,6 +1,8 @@
 // MlpStepper binding: whole forward/loss/backward passes of a Sequential MLP in one call.
 #include <pybind11/stl.h>
 
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "bindings/args.h"
@@ -16,57 +18,75 @@ struct PyMlpStepper {
   std::vector<View> keep;
 };
 
-PyMlpStepper* make_stepper(py::sequence layers, index_t max_batch) {
-  const char* fn = "MlpStepper";
-  if (max_batch < 1) value_error(str_cat(fn, ": max_batch must be >= 1; got ", max_batch));
+// The layers of a stepper, (W, b, dW, db, act, act_param, dropout) each, or of a chain,
+// (W, b, act, act_param, dropout) each (with_grads false); `keep` receives the views.
+std::vector<cpu::MlpLayer> parse_layers(py::sequence layers, const char* fn, bool with_grads,
+                                        std::vector<View>& keep) {
   const index_t n = static_cast<index_t>(py::len(layers));
   if (n < 1) value_error(str_cat(fn, ": needs at least one layer"));
+  const size_t fields = with_grads ? 7 : 5;
+  const int a = with_grads ? 4 : 2;  // index of act in the tuple
   std::vector<cpu::MlpLayer> out;
-  std::vector<View> keep;
   index_t prev_out = -1;
   for (index_t i = 0; i < n; ++i) {
-    py::tuple t = py::reinterpret_borrow<py::tuple>(layers[i]);
-    if (py::len(t) != 7)
-      value_error(str_cat(fn, ": layer ", i, " must be (W, b, dW, db, act, act_param, dropout)"));
+    py::handle item = layers[i];
+    if (!py::isinstance<py::tuple>(item) || py::len(item) != fields)
+      value_error(str_cat(fn, ": layer ", i, " must be ",
+                          with_grads ? "(W, b, dW, db, act, act_param, dropout)" : "(W, b, act, act_param, dropout)"));
+    py::tuple t = py::reinterpret_borrow<py::tuple>(item);
     const std::string wn = str_cat("layers[", i, "].W"), bn = str_cat("layers[", i, "].b"),
                       dwn = str_cat("layers[", i, "].dW"), dbn = str_cat("layers[", i, "].db");
     View W = contiguous(t[0], fn, wn.c_str(), Dtype::F32, false);
     if (W.shape.size() != 2) value_error(str_cat(fn, ": ", wn, " must be 2-D [out, in]; got ", describe(t[0])));
     const index_t o = W.shape[0], in = W.shape[1];
+    if (o < 1 || in < 1) value_error(str_cat(fn, ": ", wn, " must not be empty; got ", describe(t[0])));
     if (prev_out >= 0 && in != prev_out)
       value_error(str_cat(fn, ": ", wn, " expects ", in, " inputs but the previous layer has ", prev_out, " outputs"));
-    View dW = contiguous(t[2], fn, dwn.c_str(), Dtype::F32, true);
-    require_shape(dW, {o, in}, fn, dwn.c_str());
-    require_no_overlap(dW, W, fn, dwn.c_str(), wn.c_str(), false);
     cpu::MlpLayer L;
     L.W = W.f32();
-    L.dW = dW.f32();
     L.in = in;
     L.out = o;
+    View dW;
+    if (with_grads) {
+      dW = contiguous(t[2], fn, dwn.c_str(), Dtype::F32, true);
+      require_shape(dW, {o, in}, fn, dwn.c_str());
+      require_no_overlap(dW, W, fn, dwn.c_str(), wn.c_str(), false);
+      L.dW = dW.f32();
+    }
     if (!t[1].is_none()) {
       View b = contiguous(t[1], fn, bn.c_str(), Dtype::F32, false);
       require_shape(b, {o}, fn, bn.c_str());
-      View db = contiguous(t[3], fn, dbn.c_str(), Dtype::F32, true);
-      require_shape(db, {o}, fn, dbn.c_str());
-      require_no_overlap(db, b, fn, dbn.c_str(), bn.c_str(), false);
-      require_no_overlap(db, dW, fn, dbn.c_str(), dwn.c_str(), false);
       L.b = b.f32();
-      L.db = db.f32();
+      if (with_grads) {
+        View db = contiguous(t[3], fn, dbn.c_str(), Dtype::F32, true);
+        require_shape(db, {o}, fn, dbn.c_str());
+        require_no_overlap(db, b, fn, dbn.c_str(), bn.c_str(), false);
+        require_no_overlap(db, dW, fn, dbn.c_str(), dwn.c_str(), false);
+        L.db = db.f32();
+        keep.push_back(std::move(db));
+      }
       keep.push_back(std::move(b));
-      keep.push_back(std::move(db));
     }
-    L.act = act_from_int(t[4].cast<int>(), fn);
-    L.act_param = t[5].cast<float>();
-    L.dropout = t[6].cast<float>();
+    L.act = act_from_int(t[a].cast<int>(), fn);
+    L.act_param = t[a + 1].cast<float>();
+    L.dropout = t[a + 2].cast<float>();
     if (!(L.dropout >= 0.0f && L.dropout < 1.0f))
       value_error(str_cat(fn, ": layer ", i, " dropout must be in [0, 1); got ", L.dropout));
-    if (i == n - 1 && (L.act != Act::Identity || L.dropout != 0.0f))
-      value_error(str_cat(fn, ": the last layer produces the logits: no activation or dropout"));
     keep.push_back(std::move(W));
-    keep.push_back(std::move(dW));
+    if (with_grads) keep.push_back(std::move(dW));
     out.push_back(L);
     prev_out = o;
   }
+  return out;
+}
+
+PyMlpStepper* make_stepper(py::sequence layers, index_t max_batch) {
+  const char* fn = "MlpStepper";
+  if (max_batch < 1) value_error(str_cat(fn, ": max_batch must be >= 1; got ", max_batch));
+  std::vector<View> keep;
+  std::vector<cpu::MlpLayer> out = parse_layers(layers, fn, true, keep);
+  if (out.back().act != Act::Identity || out.back().dropout != 0.0f)
+    value_error(str_cat(fn, ": the last layer produces the logits: no activation or dropout"));
   return new PyMlpStepper{cpu::MlpStepper(std::move(out), max_batch), std::move(keep)};
 }
 
@@ -222,9 +242,133 @@ py::tuple train_steps(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, co
   return py::make_tuple(r.first, r.second);
 }
 
+// ---- the eager chain -------------------------------------------------------------
+
+struct PyMlpChain {
+  std::unique_ptr<cpu::MlpChain> chain;
+  std::vector<View> keep;  // the layers' W and b
+  int dropouts = 0;
+};
+
+// One forward pass's saved state, and the arrays it points into (its input and output).
+struct PyMlpTape {
+  cpu::MlpTape tape;
+  py::object x, out;
+};
+
+PyMlpChain* make_chain(py::sequence layers) {
+  auto* c = new PyMlpChain;
+  std::unique_ptr<PyMlpChain> guard(c);
+  std::vector<cpu::MlpLayer> parsed = parse_layers(layers, "MlpChain", false, c->keep);
+  c->dropouts = cpu::count_dropout(parsed);
+  c->chain = std::make_unique<cpu::MlpChain>(std::move(parsed));
+  return guard.release();
+}
+
+// y = the chain's output for x [batch, in0], a new array; `tape` keeps what backward needs.
+py::array_t<float> chain_forward(PyMlpChain& self, py::handle x_obj, const std::vector<std::uint64_t>& seeds,
+                                 const std::vector<std::uint64_t>& offsets, PyMlpTape& tape) {
+  const char* fn = "MlpChain.forward";
+  const auto& layers = self.chain->layers();
+  const index_t in0 = layers.front().in, out_n = layers.back().out;
+  View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
+  if (x.shape.size() != 2 || x.shape[1] != in0 || x.shape[0] < 1)
+    value_error(str_cat(fn, ": x must be [batch, ", in0, "] with batch >= 1; got ", describe(x_obj)));
+  if (static_cast<int>(seeds.size()) != self.dropouts || static_cast<int>(offsets.size()) != self.dropouts)
+    value_error(str_cat(fn, ": needs one (seed, offset) per dropout layer (", self.dropouts, "); got ", seeds.size(),
+                        " and ", offsets.size()));
+  const index_t batch = x.shape[0];
+  py::array_t<float> out = new_f32({batch, out_n});
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    self.chain->forward(tape.tape, x.f32(), batch, seeds.data(), offsets.data(), op);
+  }
+  tape.x = py::reinterpret_borrow<py::object>(x_obj);
+  tape.out = out;
+  return out;
+}
+
+// The backward pass over `tape` from g = ∂loss/∂y: grads[i] = (dW or None, accumulate, db or None,
+// accumulate) per layer; returns ∂loss/∂x when need_dx, else None.
+py::object chain_backward(PyMlpChain& self, PyMlpTape& tape, py::handle g_obj, py::sequence grads, bool need_dx) {
+  const char* fn = "MlpChain.backward";
+  const auto& layers = self.chain->layers();
+  if (tape.tape.owner != self.chain.get())
+    value_error(str_cat(fn, ": the tape was not filled by this chain's forward"));
+  const index_t batch = tape.tape.batch, in0 = layers.front().in;
+  View g = contiguous(g_obj, fn, "grad", Dtype::F32, false);
+  require_shape(g, {batch, layers.back().out}, fn, "grad");
+  const size_t n = layers.size();
+  if (static_cast<size_t>(py::len(grads)) != n)
+    value_error(str_cat(fn, ": needs one (dW, acc, db, acc) per layer (", n, "); got ", py::len(grads)));
+  std::vector<cpu::MlpGradDest> dest(n);
+  std::vector<View> views;  // every destination, checked against the others and the inputs
+  std::vector<std::string> names;
+  for (size_t i = 0; i < n; ++i) {
+    py::handle item = grads[i];
+    if (!py::isinstance<py::tuple>(item) || py::len(item) != 4)
+      value_error(str_cat(fn, ": grads[", i, "] must be (dW or None, accumulate, db or None, accumulate)"));
+    py::tuple t = py::reinterpret_borrow<py::tuple>(item);
+    const cpu::MlpLayer& L = layers[i];
+    const std::string wn = str_cat("grads[", i, "].dW"), bn = str_cat("grads[", i, "].db");
+    View dW = optional_contiguous(t[0], fn, wn.c_str(), Dtype::F32, true);
+    if (!dW.is_none()) {
+      require_shape(dW, {L.out, L.in}, fn, wn.c_str());
+      dest[i].dW = dW.f32();
+      dest[i].acc_w = t[1].cast<bool>();
+      views.push_back(std::move(dW));
+      names.push_back(wn);
+    }
+    View db = optional_contiguous(t[2], fn, bn.c_str(), Dtype::F32, true);
+    if (!db.is_none()) {
+      if (!L.b) value_error(str_cat(fn, ": ", bn, " must be None: layer ", i, " has no bias"));
+      require_shape(db, {L.out}, fn, bn.c_str());
+      dest[i].db = db.f32();
+      dest[i].acc_b = t[3].cast<bool>();
+      views.push_back(std::move(db));
+      names.push_back(bn);
+    }
+  }
+  py::array_t<float> dx;
+  float* dxp = nullptr;
+  if (need_dx) {
+    dx = new_f32({batch, in0});
+    dxp = dx.mutable_data();
+  }
+  View x = contiguous(tape.x, fn, "the forward's x", Dtype::F32, false);
+  for (size_t i = 0; i < views.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) require_no_overlap(views[i], views[j], fn, names[i].c_str(), names[j].c_str(), false);
+    require_no_overlap(views[i], g, fn, names[i].c_str(), "grad", false);
+    require_no_overlap(views[i], x, fn, names[i].c_str(), "the forward's x", false);
+    for (const View& p : self.keep) require_no_overlap(views[i], p, fn, names[i].c_str(), "a weight or bias", false);
+  }
+  {
+    py::gil_scoped_release nogil;
+    self.chain->backward(tape.tape, g.f32(), dest.data(), dxp);
+  }
+  if (need_dx) return std::move(dx);
+  return py::none();
+}
+
 }  // namespace
 
 void bind_mlp(py::module_& m) {
+  py::class_<PyMlpTape>(m, "MlpTape", "What one MlpChain.forward saves for its backward pass (reusable).")
+      .def(py::init<>())
+      .def_property_readonly("batch", [](const PyMlpTape& t) { return t.tape.batch; });
+  py::class_<PyMlpChain>(m, "MlpChain",
+                         "The Linear/activation/Dropout layers of a Sequential, run eagerly in one native call "
+                         "forward (saving into a tape) and one backward.")
+      .def(py::init(&make_chain), py::arg("layers"),
+           "layers: [(W, b, act, act_param, dropout), ...] float32 arrays (b may be None).")
+      .def("forward", &chain_forward, py::arg("x"), py::arg("seeds"), py::arg("offsets"), py::arg("tape"),
+           "y for x [batch, in]; dropout layer j uses stream (seeds[j], offsets[j]); `tape` receives what "
+           "backward needs.")
+      .def("backward", &chain_backward, py::arg("tape"), py::arg("grad"), py::arg("grads"), py::arg("need_dx"),
+           "Gradients from grad = dloss/dy over a tape of this chain: grads[i] = (dW or None, accumulate, db "
+           "or None, accumulate); returns dloss/dx when need_dx, else None.")
+      .def_property_readonly("dropout_layers", [](const PyMlpChain& c) { return c.dropouts; });
   py::class_<PyMlpStepper>(m, "MlpStepper",
                            "Forward, softmax cross-entropy and backward of a Linear/activation/Dropout MLP in one "
                            "call, writing every layer's weight and bias gradients; buffers are reused across steps.")

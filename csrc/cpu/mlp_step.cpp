@@ -8,36 +8,64 @@
 
 namespace fastmlp::cpu {
 
-MlpStepper::MlpStepper(std::vector<MlpLayer> layers, index_t max_batch)
-    : layers_(std::move(layers)), max_batch_(max_batch) {
-  const size_t n = layers_.size();
-  y_.resize(n);
-  z_.resize(n);
-  dropped_.resize(n);
-  grad_.resize(n);
-  mask_.resize(n);
-  index_t widest = 1;
+namespace {
+
+// Sizes the tape's buffers for `batch` rows of `layers` (they only grow).
+void size_tape(MlpTape& t, const std::vector<MlpLayer>& layers, index_t batch) {
+  const size_t n = layers.size();
+  t.y.resize(n);
+  t.z.resize(n);
+  t.dropped.resize(n);
+  t.mask.resize(n);
+  t.inputs.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    const MlpLayer& L = layers_[i];
-    const size_t cells = static_cast<size_t>(max_batch) * static_cast<size_t>(L.out);
-    y_[i].resize(cells);
-    if (act_backward_needs_input(L.act)) z_[i].resize(cells);
+    const MlpLayer& L = layers[i];
+    const size_t cells = static_cast<size_t>(batch) * static_cast<size_t>(L.out);
+    auto grow = [cells](auto& v) {
+      if (v.size() < cells) v.resize(cells);
+    };
+    grow(t.y[i]);
+    if (act_backward_needs_input(L.act)) grow(t.z[i]);
     if (L.dropout > 0.0f) {
-      dropped_[i].resize(cells);
-      mask_[i].resize(cells);
+      grow(t.dropped[i]);
+      grow(t.mask[i]);
     }
-    grad_[i].resize(cells);
-    widest = std::max(widest, L.out);
   }
-  dlogits_.resize(static_cast<size_t>(max_batch) * static_cast<size_t>(layers_.back().out));
-  dz_.resize(static_cast<size_t>(max_batch) * static_cast<size_t>(widest));
 }
 
-int MlpStepper::dropout_layers() const {
+void size_scratch(MlpScratch& s, const std::vector<MlpLayer>& layers, index_t batch) {
+  const size_t n = layers.size();
+  s.grad.resize(n);
+  index_t widest = 1;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t cells = static_cast<size_t>(batch) * static_cast<size_t>(layers[i].out);
+    // grad[i] for i < last: w.r.t. layer i's output; grad[last]: the gradient through
+    // the last layer's dropout, when it has one
+    if ((i + 1 < n || layers[i].dropout > 0.0f) && s.grad[i].size() < cells) s.grad[i].resize(cells);
+    widest = std::max(widest, layers[i].out);
+  }
+  const size_t dz = static_cast<size_t>(batch) * static_cast<size_t>(widest);
+  if (s.dz.size() < dz) s.dz.resize(dz);
+}
+
+}  // namespace
+
+MlpStepper::MlpStepper(std::vector<MlpLayer> layers, index_t max_batch)
+    : layers_(std::move(layers)), max_batch_(max_batch) {
+  size_tape(tape_, layers_, max_batch);
+  size_scratch(scratch_, layers_, max_batch);
+  dest_.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) dest_[i] = MlpGradDest{layers_[i].dW, layers_[i].db, false, false};
+  dlogits_.resize(static_cast<size_t>(max_batch) * static_cast<size_t>(layers_.back().out));
+}
+
+int count_dropout(const std::vector<MlpLayer>& layers) {
   int n = 0;
-  for (const MlpLayer& L : layers_) n += L.dropout > 0.0f;
+  for (const MlpLayer& L : layers) n += L.dropout > 0.0f;
   return n;
 }
+
+int MlpStepper::dropout_layers() const { return count_dropout(layers_); }
 
 // forward:  h_{i+1} = drop(act(h_i·W_iᵀ + b_i))      logits = h_L·W_Lᵀ + b_L
 // loss:     softmax cross-entropy, mean over the batch, gradient dlogits in the same pass
@@ -109,37 +137,94 @@ void grad_and_update_rows(const KernelTable& k, const MlpUpdate& u, const MlpLay
 
 }  // namespace
 
-MlpStepResult MlpStepper::train_step(const float* x, const std::int64_t* labels, index_t batch,
-                                     const std::uint64_t* seeds, const std::uint64_t* offsets,
-                                     const MlpLoss& loss, const MlpUpdate& update) {
+void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& t, const float* x, index_t batch,
+                 const std::uint64_t* seeds, const std::uint64_t* offsets, float* out) {
   const KernelTable& k = kernels();
-  const size_t n = layers_.size();
-  std::vector<const float*> inputs(n);
+  const size_t n = layers.size();
+  t.batch = batch;
   const float* h = x;
   int dj = 0;
   for (size_t i = 0; i < n; ++i) {
-    const MlpLayer& L = layers_[i];
-    inputs[i] = h;
+    const MlpLayer& L = layers[i];
+    t.inputs[i] = h;
+    const bool last = i + 1 == n;
     GemmEpilogue ep;
     ep.bias = L.b;
     ep.act = L.act;
     ep.act_param = L.act_param;
-    if (!z_[i].empty()) {
-      ep.preact = z_[i].data();
+    if (act_backward_needs_input(L.act)) {
+      ep.preact = t.z[i].data();
       ep.ldz = L.out;
     }
-    float* y = y_[i].data();
+    float* y = last && out && L.dropout == 0.0f ? out : t.y[i].data();
     k.gemm(y, L.out, h, L.in, L.W, L.in, batch, L.out, L.in, false, true, 1.0f, 0.0f, ep);
     h = y;
     if (L.dropout > 0.0f) {
-      k.dropout_forward(dropped_[i].data(), mask_[i].data(), y, batch * L.out, L.dropout, seeds[dj], offsets[dj]);
+      float* d = last && out ? out : t.dropped[i].data();
+      k.dropout_forward(d, t.mask[i].data(), y, batch * L.out, L.dropout, seeds[dj], offsets[dj]);
       ++dj;
-      h = dropped_[i].data();
+      h = d;
     }
   }
-  const MlpLayer& last = layers_.back();
-  const index_t classes = last.out;
-  const float* logits = h;
+  t.output = h;
+}
+
+void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScratch& s, const float* g,
+                  const MlpGradDest* dest, float* dx, const MlpUpdate& update) {
+  const KernelTable& k = kernels();
+  const index_t batch = t.batch;
+  const size_t last = layers.size() - 1;
+  if (layers[last].dropout > 0.0f) {
+    const MlpLayer& L = layers[last];
+    float* gd = s.grad[last].data();
+    k.dropout_backward(gd, g, t.mask[last].data(), batch * L.out, L.dropout, false);
+    g = gd;
+  }
+  for (size_t ii = layers.size(); ii-- > 0;) {
+    const MlpLayer& L = layers[ii];
+    const MlpGradDest& D = dest[ii];
+    const index_t cells = batch * L.out;
+    const float* dz = g;
+    if (L.act != Act::Identity) {
+      const float* saved = act_backward_needs_input(L.act) ? t.z[ii].data()
+                           : (ii == last && L.dropout == 0.0f) ? t.output : t.y[ii].data();
+      k.act_backward(s.dz.data(), g, saved, cells, L.act, L.act_param, false);
+      dz = s.dz.data();
+    }
+    if (ii == 0 && !dx) {
+      const int nt = rows_threads(L, batch, update);
+      if (nt > 1) {
+        if (D.db) k.colsum(D.db, dz, batch, L.out, L.out, false);
+        grad_and_update_rows(k, update, L, dz, t.inputs[0], batch, nt);
+        break;
+      }
+    }
+    if (D.dW)
+      k.gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, D.acc_w ? 1.0f : 0.0f,
+             GemmEpilogue{});
+    if (D.db) k.colsum(D.db, dz, batch, L.out, L.out, D.acc_b);
+    float* gp = nullptr;
+    if (ii > 0) {
+      // gradient w.r.t. this layer's input = the previous layer's (dropped) output
+      const MlpLayer& P = layers[ii - 1];
+      gp = s.grad[ii - 1].data();
+      k.gemm(gp, P.out, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
+      if (P.dropout > 0.0f) k.dropout_backward(gp, gp, t.mask[ii - 1].data(), batch * P.out, P.dropout, false);
+    } else if (dx) {
+      k.gemm(dx, L.in, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
+    }
+    if (update.kind != MlpUpdate::Kind::None) update_rows(k, update, L, 0, L.out);  // W is not read again
+    g = gp;
+  }
+}
+
+MlpStepResult MlpStepper::train_step(const float* x, const std::int64_t* labels, index_t batch,
+                                     const std::uint64_t* seeds, const std::uint64_t* offsets,
+                                     const MlpLoss& loss, const MlpUpdate& update) {
+  const KernelTable& k = kernels();
+  mlp_forward(layers_, tape_, x, batch, seeds, offsets);
+  const index_t classes = layers_.back().out;
+  const float* logits = tape_.output;
   const LossSums sums = k.softmax_xent(dlogits_.data(), nullptr, logits, labels, loss.class_weight, batch, classes,
                                        loss.ignore_index, loss.label_smoothing, 1.0f, true);
   MlpStepResult result;
@@ -153,39 +238,21 @@ MlpStepResult MlpStepper::train_step(const float* x, const std::int64_t* labels,
       if (row[c] > row[best]) best = c;
     result.correct += best == labels[r];
   }
-
-  const float* g = dlogits_.data();
-  for (size_t ii = n; ii-- > 0;) {
-    const MlpLayer& L = layers_[ii];
-    const index_t cells = batch * L.out;
-    const float* dz = g;
-    if (L.act != Act::Identity) {
-      const float* saved = act_backward_needs_input(L.act) ? z_[ii].data() : y_[ii].data();
-      k.act_backward(dz_.data(), g, saved, cells, L.act, L.act_param, false);
-      dz = dz_.data();
-    }
-    if (ii == 0) {
-      const int nt = rows_threads(L, batch, update);
-      if (nt > 1) {
-        if (L.db) k.colsum(L.db, dz, batch, L.out, L.out, false);
-        grad_and_update_rows(k, update, L, dz, inputs[0], batch, nt);
-        break;
-      }
-    }
-    k.gemm(L.dW, L.in, dz, L.out, inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, 0.0f, GemmEpilogue{});
-    if (L.db) k.colsum(L.db, dz, batch, L.out, L.out, false);
-    float* gp = nullptr;
-    if (ii > 0) {
-      // gradient w.r.t. this layer's input = the previous layer's (dropped) output
-      const MlpLayer& P = layers_[ii - 1];
-      gp = grad_[ii - 1].data();
-      k.gemm(gp, P.out, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
-      if (P.dropout > 0.0f) k.dropout_backward(gp, gp, mask_[ii - 1].data(), batch * P.out, P.dropout, false);
-    }
-    if (update.kind != MlpUpdate::Kind::None) update_rows(k, update, L, 0, L.out);  // W is not read again
-    g = gp;
-  }
+  mlp_backward(layers_, tape_, scratch_, dlogits_.data(), dest_.data(), nullptr, update);
   return result;
+}
+
+void MlpChain::forward(MlpTape& tape, const float* x, index_t batch, const std::uint64_t* seeds,
+                       const std::uint64_t* offsets, float* out) const {
+  size_tape(tape, layers_, batch);
+  tape.owner = this;
+  mlp_forward(layers_, tape, x, batch, seeds, offsets, out);
+}
+
+void MlpChain::backward(const MlpTape& tape, const float* g, const MlpGradDest* dest, float* dx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_scratch(scratch_, layers_, tape.batch);
+  mlp_backward(layers_, tape, scratch_, g, dest, dx);
 }
 
 }  // namespace fastmlp::cpu

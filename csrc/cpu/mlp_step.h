@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -49,6 +50,49 @@ struct MlpStepResult {
   std::int64_t correct; // rows whose argmax equals the label
 };
 
+// What one forward pass saves for its backward pass: per layer the activation output
+// y, the pre-activation z (when the activation's backward needs it), and the output
+// after dropout with its mask (when the layer has dropout), sized for `batch` rows.
+// Buffers only grow, so a tape reused across passes allocates nothing.
+struct MlpTape {
+  std::vector<std::vector<float>> y, z, dropped;
+  std::vector<std::vector<std::uint8_t>> mask;
+  std::vector<const float*> inputs;  // each layer's input: x, then the previous layer's (dropped) output
+  const float* output = nullptr;     // the last layer's output
+  index_t batch = 0;
+  const void* owner = nullptr;       // the MlpChain whose forward filled it (null for a stepper's own)
+};
+
+// Where the backward pass writes one layer's gradients: dW [out, in] and db [out]
+// (either may be null: not wanted), each overwritten or, with acc_*, added to.
+struct MlpGradDest {
+  float* dW = nullptr;
+  float* db = nullptr;
+  bool acc_w = false, acc_b = false;
+};
+
+// The forward pass of `layers` on x [batch, in0] into `tape`; dropout layer j (in
+// order) uses Philox stream (seeds[j], offsets[j]). With `out` non-null the last
+// layer writes its output there, else into the tape. The same kernels in the same
+// order as the eager Linear/activation/Dropout modules.
+void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& tape, const float* x, index_t batch,
+                 const std::uint64_t* seeds, const std::uint64_t* offsets, float* out = nullptr);
+
+// Scratch of the backward pass (gradients flowing between layers), reused across passes.
+struct MlpScratch {
+  std::vector<std::vector<float>> grad;
+  std::vector<float> dz;
+};
+
+// The backward pass of `layers` over a tape from mlp_forward, from g = ∂loss/∂output
+// [batch, out_last]: writes the gradients dest[i] asks for, and dx = ∂loss/∂x
+// [batch, in0] when dx is non-null. With an update (kind != None), each layer's
+// parameters are updated as soon as its gradients are final (the update requires
+// every dest to be the layer's own dW/db, overwritten). The same kernels in the same
+// order as the eager LinearBackward and dropout nodes.
+void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& tape, MlpScratch& scratch, const float* g,
+                  const MlpGradDest* dest, float* dx, const MlpUpdate& update = MlpUpdate{});
+
 class MlpStepper {
  public:
   MlpStepper(std::vector<MlpLayer> layers, index_t max_batch);
@@ -67,11 +111,34 @@ class MlpStepper {
  private:
   std::vector<MlpLayer> layers_;
   index_t max_batch_;
-  // Per layer: activation output y, pre-activation z (when the backward needs it),
-  // post-dropout output and mask (when it has dropout), and a gradient buffer.
-  std::vector<std::vector<float>> y_, z_, dropped_, grad_;
-  std::vector<std::vector<std::uint8_t>> mask_;
-  std::vector<float> dlogits_, dz_;
+  MlpTape tape_;
+  MlpScratch scratch_;
+  std::vector<MlpGradDest> dest_;
+  std::vector<float> dlogits_;
+};
+
+// The number of dropout layers (with p > 0) among `layers`.
+int count_dropout(const std::vector<MlpLayer>& layers);
+
+// The eager form of the same passes, for model(x) and the loss.backward() that
+// follows (fastmlp.nn.Sequential): one call each way, over tapes that the caller
+// keeps, one per forward pass whose backward is still to come. The layers' dW/db
+// are not used: each backward says where its gradients go.
+class MlpChain {
+ public:
+  explicit MlpChain(std::vector<MlpLayer> layers) : layers_(std::move(layers)) {}
+
+  void forward(MlpTape& tape, const float* x, index_t batch, const std::uint64_t* seeds,
+               const std::uint64_t* offsets, float* out) const;
+  // Over a tape this chain's forward filled; may run on several threads at once.
+  void backward(const MlpTape& tape, const float* g, const MlpGradDest* dest, float* dx);
+
+  const std::vector<MlpLayer>& layers() const { return layers_; }
+
+ private:
+  std::vector<MlpLayer> layers_;
+  std::mutex mutex_;  // guards scratch_
+  MlpScratch scratch_;
 };
 
 }  // namespace fastmlp::cpu

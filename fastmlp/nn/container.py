@@ -4,8 +4,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Iterable, Iterator, Optional, Union
 
+from ..autograd import _GradMode
 from ..tensor import Tensor
 from . import functional as F
+from . import chain as _chain
+from .chain import Chain
 from .layers import Linear, _Activation
 from .module import Module
 
@@ -57,6 +60,11 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_chain", None)  # native and rebuilt on demand: never pickled or copied
+        return state
+
     def append(self, module: Module) -> "Sequential":
         self.add_module(str(len(self)), module)
         return self
@@ -75,6 +83,13 @@ class Sequential(Module):
         return self
 
     def forward(self, input):
+        if _GradMode.enabled and type(input) is Tensor and _chain.enabled:
+            mods = tuple(self._modules.values())
+            chain = self.__dict__.get("_chain")
+            if chain is None or not chain.current(mods):
+                chain = self.__dict__["_chain"] = Chain.build(mods)
+            if chain.native is not None and chain.usable(input):
+                return chain(input)
         mods = list(self._modules.values())
         n = len(mods)
         x = input

@@ -55,9 +55,13 @@ class _RemovableHandle:
 
     def remove(self) -> None:
         self._store.pop(self._key, None)
+        _hook_version[0] += 1
 
 
 _hook_ids = [0]
+# Bumped whenever any module registers or removes a forward (pre-)hook, so that
+# Sequential's native chain checks its modules for hooks only after a change.
+_hook_version = [0]
 
 # Bumped whenever any module registers or removes a parameter, buffer or child, so
 # that parameters() can serve a cached list (it runs in every zero_grad()).
@@ -194,11 +198,13 @@ class Module:
 
     def register_forward_hook(self, hook: Callable) -> _RemovableHandle:
         _hook_ids[0] += 1
+        _hook_version[0] += 1
         self._forward_hooks[_hook_ids[0]] = hook
         return _RemovableHandle(self._forward_hooks, _hook_ids[0])
 
     def register_forward_pre_hook(self, hook: Callable) -> _RemovableHandle:
         _hook_ids[0] += 1
+        _hook_version[0] += 1
         self._forward_pre_hooks[_hook_ids[0]] = hook
         return _RemovableHandle(self._forward_pre_hooks, _hook_ids[0])
 

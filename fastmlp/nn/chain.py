@@ -1,0 +1,252 @@
+"""Eager ``Sequential`` MLPs in one native call each way (``model(x)``, then ``loss.backward()``).
+
+A ``Sequential`` made of Linear layers, each optionally followed by a fusable
+activation (ReLU, LeakyReLU, Sigmoid, Tanh, GELU) and a Dropout (optionally behind
+a leading ``Flatten`` and with ``Identity`` anywhere), called on a float32 CPU
+tensor while gradients are enabled, runs its whole forward pass in one native call
+(``fastmlp._C.MlpChain``) and records one autograd node, whose backward computes
+every layer's gradients in one more call, writing them straight into the
+parameters' ``.grad`` as the per-layer nodes would. The kernels and their order are
+those of the module-by-module path, and dropout draws the same generator offsets
+in the same order, so outputs and gradients are bitwise the same; only the graph is
+coarser (``out.grad_fn`` is one ``MlpChainBackward`` whose edges are the input and
+every parameter). Anything else — hooks on any of the modules, other module types,
+other dtypes or devices, ``no_grad`` — takes the module-by-module path.
+
+The Python work of a forward and backward shrinks from a node and a native call
+per layer to one of each, which is most of a small network's step.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .. import _C
+from .. import random as _random
+from ..autograd import HANDLED, Node, commit_sink
+from ..backend.acts import IDENTITY
+from ..tensor import Tensor, _result
+from .functional import LinearBackward
+from .layers import Dropout, Flatten, Identity, Linear, _Activation
+from .module import _hook_version, _structure_version
+
+# Sequential takes the native chain only while this is true (the tests compare it with the
+# module-by-module path).
+enabled = True
+
+_F32 = np.dtype(np.float32)
+_ndarray = np.ndarray
+
+
+def plan(mods: tuple) -> Optional[tuple]:
+    """(flatten?, [(linear, act, act_param, dropout module or None)]) for a chain of supported
+    modules, else None. Hooks are checked per call (see Chain.usable)."""
+    blocks: list = []
+    flatten = False
+    i, n = 0, len(mods)
+    while i < n:
+        m = mods[i]
+        t = type(m)
+        if t is Identity:
+            i += 1
+            continue
+        if t is Flatten and not blocks and not flatten and m.start_dim == 1 and m.end_dim == -1:
+            flatten = True
+            i += 1
+            continue
+        if t is not Linear:
+            return None
+        act, param, drop = IDENTITY, 0.0, None
+        i += 1
+        while i < n and type(mods[i]) is Identity:
+            i += 1
+        if i < n and isinstance(mods[i], _Activation) and mods[i].act >= 0:
+            act, param = mods[i].act, float(mods[i].act_param())
+            i += 1
+        if i < n and type(mods[i]) is Dropout and 0.0 <= mods[i].p < 1.0:
+            drop = mods[i]
+            i += 1
+        blocks.append((m, act, param, drop))
+    return (flatten, blocks) if blocks else None
+
+
+class Chain:
+    """The native chain of one Sequential, valid while its modules, their parameter arrays and
+    the dropouts' training flags stay as they were when it was built."""
+
+    def __init__(self, mods: tuple, flatten: bool, blocks: list):
+        self.mods = mods
+        self.flatten = flatten
+        self.linears = tuple(b[0] for b in blocks)
+        self.dropouts = tuple(b[3] for b in blocks if b[3] is not None)
+        self.training = tuple(d.training for d in self.dropouts)
+        self.params = tuple(p for lin in self.linears for p in (lin.weight, lin.bias))
+        self.arrays = tuple(None if p is None else p._data for p in self.params)
+        self.in_features = self.linears[0].weight._data.shape[1]
+        self.shapes = tuple(None if p is None else p._data.shape for p in self.params)
+        layers = []
+        for lin, act, param, drop in blocks:
+            p = float(drop.p) if drop is not None and drop.training else 0.0
+            layers.append((lin.weight._data, None if lin.bias is None else lin.bias._data, act, param, p))
+        self.native = _C.MlpChain(layers)
+        self.draws = self.native.dropout_layers
+        self.free: list = []  # tapes whose backward has run, for the next forward
+        self.structure = _structure_version[0]
+        self.hooks_checked = -1
+        self.hooked = False
+
+    @staticmethod
+    def build(mods: tuple):
+        """The chain of `mods`, or a NoChain that remembers they have none."""
+        p = plan(mods)
+        if p is None:
+            return NoChain(mods)
+        for lin, *_ in p[1]:
+            for t in (lin.weight, lin.bias):
+                if t is not None and (type(t._data) is not _ndarray or t._data.dtype is not _F32
+                                      or not t._data.flags.c_contiguous or t.grad_fn is not None):
+                    return NoChain(mods)
+        return Chain(mods, *p)
+
+    def current(self, mods: tuple) -> bool:
+        """Whether this chain still describes `mods` (same modules, parameters and dropout modes)."""
+        if self.structure != _structure_version[0]:
+            # something was registered or replaced somewhere: compare the modules themselves
+            if mods != self.mods:
+                return False
+            for lin, w, b in zip(self.linears, self.params[::2], self.params[1::2]):
+                if lin.weight is not w or lin.bias is not b:
+                    return False
+            self.structure = _structure_version[0]
+        for p, a in zip(self.params, self.arrays):
+            if p is not None and p._data is not a:
+                return False
+        for d, t in zip(self.dropouts, self.training):
+            if d.training is not t:
+                return False
+        return True
+
+    def usable(self, x: Tensor) -> bool:
+        """Whether this call can take the native chain: no module hooks, and x a float32 CPU
+        tensor of the right width."""
+        if self.hooks_checked != _hook_version[0]:
+            self.hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self.mods)
+            self.hooks_checked = _hook_version[0]
+        if self.hooked:
+            return False
+        xd = x._data
+        if type(xd) is not _ndarray or xd.dtype is not _F32:
+            return False
+        shape = xd.shape
+        if len(shape) == 2:
+            return shape[1] == self.in_features and shape[0] > 0
+        if not self.flatten or len(shape) < 3 or shape[0] == 0:
+            return False
+        width = 1
+        for d in shape[1:]:
+            width *= d
+        return width == self.in_features
+
+    def __call__(self, x: Tensor) -> Tensor:
+        xd = x._data
+        if xd.ndim != 2:
+            xd = xd.reshape(xd.shape[0], -1)
+        if not xd.flags.c_contiguous:
+            xd = np.ascontiguousarray(xd)
+        seeds, offsets = [], []
+        if self.draws:
+            gen = _random.default_generator
+            for _ in range(self.draws):
+                s, o = gen.philox()
+                seeds.append(s)
+                offsets.append(o)
+        tape = self.free.pop() if self.free else _C.MlpTape()
+        y = self.native.forward(xd, seeds, offsets, tape)
+        params = self.params
+        node = ChainBackward((x,) + params)
+        node.chain = self
+        node.tape = tape
+        node.in_shape = x._data.shape
+        return _result(y, node)
+
+
+def _linear_arrays(mods: tuple) -> tuple:
+    return tuple(None if t is None else t._data for m in mods if type(m) is Linear for t in (m.weight, m.bias))
+
+
+class NoChain:
+    """Modules that have no native chain (other module types, or parameters that are not float32
+    CPU arrays); valid until the modules or their parameter arrays change."""
+
+    native = None
+
+    def __init__(self, mods: tuple):
+        self.mods = mods
+        self.arrays = _linear_arrays(mods)
+
+    def current(self, mods: tuple) -> bool:
+        if mods != self.mods:
+            return False
+        arrays = _linear_arrays(mods)
+        return len(arrays) == len(self.arrays) and all(a is b for a, b in zip(arrays, self.arrays))
+
+
+class ChainBackward(Node):
+    """Backward of a native chain: every layer's weight and bias gradient (straight into .grad
+    where the leaf allows, as LinearBackward does) and the input gradient when it is needed."""
+
+    __slots__ = ("chain", "tape", "in_shape")
+    SAVES = True
+
+    def name(self) -> str:
+        return "MlpChainBackward"
+
+    def backward(self, g):
+        chain = self.chain
+        if g.dtype is not _F32 or not g.flags.c_contiguous:
+            g = np.ascontiguousarray(g, dtype=np.float32)
+        edges = self.next
+        shapes = chain.shapes
+        dests = []
+        sinks = []
+        out = [None] * len(edges)
+        for j in range(0, len(shapes), 2):
+            w_edge, b_edge = edges[1 + j], edges[2 + j]
+            dw, acc_w, w_sink = LinearBackward._dest(w_edge, shapes[j], g, _CPU)
+            db, acc_b, b_sink = (None, False, False) if b_edge is None else \
+                LinearBackward._dest(b_edge, shapes[j + 1], g, _CPU)
+            dests.append((dw, acc_w, db, acc_b))
+            if w_edge is not None:
+                if w_sink:
+                    sinks.append((w_edge, dw, acc_w))
+                    out[1 + j] = HANDLED
+                else:
+                    out[1 + j] = dw
+            if b_edge is not None:
+                if b_sink:
+                    sinks.append((b_edge, db, acc_b))
+                    out[2 + j] = HANDLED
+                else:
+                    out[2 + j] = db
+        dx = chain.native.backward(self.tape, g, dests, edges[0] is not None)
+        for leaf, buf, acc in sinks:
+            commit_sink(leaf, buf, acc)
+        if dx is not None:
+            out[0] = dx.reshape(self.in_shape) if dx.shape != self.in_shape else dx
+        return tuple(out)
+
+    def release(self):
+        tape = self.tape
+        if tape is not None:
+            self.tape = None
+            self.chain.free.append(tape)
+
+
+class _Cpu:
+    """What LinearBackward._dest needs of a backend, for NumPy arrays."""
+
+    xp = np
+
+
+_CPU = _Cpu()

@@ -1,0 +1,260 @@
+"""Sequential's native chain (fastmlp.nn.chain): model(x) and loss.backward() in one native call each,
+bitwise equal to the module-by-module path, and out of the way whenever it does not apply."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp import autograd, nn, optim
+from fastmlp.nn import chain as chain_mod
+
+
+def make(arch: str):
+    if arch == "seed001":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                             nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    if arch == "dropout":
+        return nn.Sequential(nn.Linear(784, 96), nn.ReLU(), nn.Dropout(0.2), nn.Linear(96, 96), nn.ReLU(),
+                             nn.Dropout(0.2), nn.Linear(96, 10))
+    if arch == "mixed":  # every activation, a layer without bias, Identity, dropout without activation, and at the end
+        return nn.Sequential(nn.Linear(784, 32), nn.GELU(), nn.Dropout(0.1), nn.Linear(32, 32, bias=False),
+                             nn.LeakyReLU(0.05), nn.Identity(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 16),
+                             nn.Sigmoid(), nn.Dropout(0.3), nn.Linear(16, 12), nn.Dropout(0.25))
+    if arch == "relu-last":
+        return nn.Sequential(nn.Linear(784, 40), nn.ReLU(), nn.Linear(40, 10), nn.ReLU())
+    raise KeyError(arch)
+
+
+def inputs(arch: str, rng, batch: int):
+    x = rng.random((batch, 1, 28, 28) if arch == "seed001" else (batch, 784), dtype=np.float32)
+    return x, rng.integers(0, 10, batch)
+
+
+def train(arch: str, native: bool, monkeypatch, steps=((20, False), (20, True), (7, False)), opt_fn=None,
+          eval_at=None):
+    """A few seed-style steps; True in `steps` means: accumulate into the previous gradients (no zero_grad)."""
+    monkeypatch.setattr(chain_mod, "enabled", native)
+    rng = np.random.default_rng(0)
+    fastmlp.manual_seed(11)
+    model = make(arch)
+    opt = (opt_fn or (lambda p: optim.SGD(p, lr=0.05, momentum=0.9)))(model.parameters())
+    crit = nn.CrossEntropyLoss()
+    trace = []
+    for i, (b, accumulate) in enumerate(steps):
+        if eval_at is not None:
+            model.train(i != eval_at)
+        x, y = inputs(arch, rng, b)
+        if not accumulate:
+            opt.zero_grad()
+        out = model(fastmlp.tensor(x))
+        loss = crit(out, fastmlp.tensor(y))
+        loss.backward()
+        opt.step()
+        trace.append([out.detach().numpy().copy(), np.float32(loss.item())] +
+                     [p.detach().numpy().copy() for p in model.parameters()] +
+                     [p.grad.numpy().copy() for p in model.parameters()])
+    return model, out, trace
+
+
+def assert_same(t0, t1):
+    assert len(t0) == len(t1)
+    for s0, s1 in zip(t0, t1):
+        for a, b in zip(s0, s1):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("arch", ["seed001", "dropout", "mixed", "relu-last"])
+def test_chain_equals_module_path(arch, monkeypatch):
+    _, out0, t0 = train(arch, False, monkeypatch)
+    model, out1, t1 = train(arch, True, monkeypatch)
+    assert out0.grad_fn.name() != "MlpChainBackward"
+    assert out1.grad_fn.name() == "MlpChainBackward"
+    assert_same(t0, t1)
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw-amsgrad"])
+def test_chain_with_adam_and_eval_steps(opt, monkeypatch):
+    """Dropout modes change between steps (eval at step 1): the chain follows them."""
+    fn = (lambda p: optim.Adam(p, lr=1e-3)) if opt == "adam" else \
+        (lambda p: optim.AdamW(p, lr=1e-3, weight_decay=0.01, amsgrad=True))
+    t0 = train("dropout", False, monkeypatch, opt_fn=fn, eval_at=1)[2]
+    t1 = train("dropout", True, monkeypatch, opt_fn=fn, eval_at=1)[2]
+    assert_same(t0, t1)
+
+
+def test_chain_matches_float64_finite_differences():
+    """An independent check of the chain's gradients: central differences of the float64 loss."""
+    fastmlp.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 4), nn.Sigmoid(), nn.Linear(4, 3))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 7)
+    out = model(fastmlp.tensor(x))
+    assert out.grad_fn.name() == "MlpChainBackward"
+    nn.CrossEntropyLoss()(out, fastmlp.tensor(y)).backward()
+    params = [p.detach().numpy().astype(np.float64) for p in model.parameters()]
+
+    def loss64(ps):
+        h = x.astype(np.float64)
+        acts = [np.tanh, lambda v: 1 / (1 + np.exp(-v)), lambda v: v]
+        for (w, b), act in zip(zip(ps[::2], ps[1::2]), acts):
+            h = act(h @ w.T + b)
+        h = h - h.max(1, keepdims=True)
+        logp = h - np.log(np.exp(h).sum(1, keepdims=True))
+        return -logp[np.arange(len(y)), y].mean()
+
+    for k, p in enumerate(model.parameters()):
+        num = np.zeros_like(params[k])
+        for idx in np.ndindex(*params[k].shape):
+            up = [q.copy() for q in params]
+            dn = [q.copy() for q in params]
+            up[k][idx] += 1e-6
+            dn[k][idx] -= 1e-6
+            num[idx] = (loss64(up) - loss64(dn)) / 2e-6
+        np.testing.assert_allclose(p.grad.numpy(), num, rtol=2e-3, atol=2e-6)
+
+
+def test_input_gradient_and_frozen_layer(monkeypatch):
+    """x that requires grad gets its gradient; a frozen layer gets none; both as the module path."""
+    results = []
+    for native in (False, True):
+        monkeypatch.setattr(chain_mod, "enabled", native)
+        fastmlp.manual_seed(1)
+        model = make("dropout")
+        model[0].weight.requires_grad_(False)
+        x = fastmlp.tensor(np.random.default_rng(3).random((5, 784), dtype=np.float32), requires_grad=True)
+        out = model(x * 2.0)
+        out.pow(2).sum().backward()
+        assert model[0].weight.grad is None
+        results.append([x.grad.numpy().copy(), model[0].bias.grad.numpy().copy(), model[3].weight.grad.numpy().copy()])
+    assert_same([results[0]], [results[1]])
+
+
+def test_two_graphs_in_flight_and_retain_graph(monkeypatch):
+    """Two forward passes before one backward (each keeps its own saved state), then a second
+    backward through a retained graph: gradients add up as on the module path."""
+    results = []
+    for native in (False, True):
+        monkeypatch.setattr(chain_mod, "enabled", native)
+        fastmlp.manual_seed(6)
+        model = make("dropout")
+        rng = np.random.default_rng(8)
+        x1, x2 = (fastmlp.tensor(rng.random((4, 784), dtype=np.float32)) for _ in range(2))
+        o1, o2 = model(x1), model(x2)
+        loss = o1.sum() + (o2 * o2).mean()
+        loss.backward(retain_graph=True)
+        loss.backward()
+        with pytest.raises(RuntimeError):
+            loss.backward()
+        results.append([o1.detach().numpy().copy(), o2.detach().numpy().copy()] +
+                       [p.grad.numpy().copy() for p in model.parameters()])
+    assert_same([results[0]], [results[1]])
+
+
+def test_autograd_grad_and_parameter_hooks(monkeypatch):
+    """autograd.grad collects without touching .grad; a tensor hook on a weight sees (and scales) its gradient."""
+    results = []
+    for native in (False, True):
+        monkeypatch.setattr(chain_mod, "enabled", native)
+        fastmlp.manual_seed(9)
+        model = make("seed001")
+        x = fastmlp.tensor(np.random.default_rng(2).random((3, 1, 28, 28), dtype=np.float32))
+        out = model(x)
+        (gw,) = autograd.grad(out.sum(), [model[1].weight], retain_graph=True)
+        assert model[1].weight.grad is None
+        seen = []
+        model[3].weight.register_hook(lambda g: seen.append(g.numpy().copy()) or g * 3.0)
+        out.sum().backward()
+        results.append([gw.numpy().copy(), seen[0], model[3].weight.grad.numpy().copy(),
+                        model[1].weight.grad.numpy().copy()])
+    assert_same([results[0]], [results[1]])
+    np.testing.assert_array_equal(results[1][2], results[1][1] * np.float32(3.0))
+
+
+def test_module_hooks_and_other_modules_take_the_module_path():
+    fastmlp.manual_seed(0)
+    model = make("seed001")
+    x = fastmlp.rand(2, 1, 28, 28)
+    assert model(x).grad_fn.name() == "MlpChainBackward"
+    calls = []
+    handle = model[2].register_forward_hook(lambda m, a, out: calls.append(1))
+    assert model(x).grad_fn.name() != "MlpChainBackward" and calls == [1]
+    handle.remove()
+    assert model(x).grad_fn.name() == "MlpChainBackward"
+    with fastmlp.no_grad():
+        assert model(x).grad_fn is None
+    assert nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))(fastmlp.rand(3, 4)).grad_fn.name() != "MlpChainBackward"
+    assert nn.Sequential(nn.ReLU(), nn.Linear(4, 2))(fastmlp.rand(3, 4)).grad_fn.name() != "MlpChainBackward"
+    m64 = nn.Sequential(nn.Linear(4, 2)).double()
+    assert m64(fastmlp.rand(3, 4).double()).grad_fn.name() != "MlpChainBackward"
+    m32 = nn.Sequential(nn.Linear(4, 2))
+    with pytest.raises(RuntimeError, match="same dtype"):  # float64 input: the module path and its error
+        m32(fastmlp.rand(3, 4).double())
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        model(fastmlp.rand(2, 783))
+
+
+def test_chain_follows_changes_to_the_model(monkeypatch):
+    """Replacing a module, a parameter or a parameter's data, and changing dtype, all take effect."""
+    fastmlp.manual_seed(0)
+    model = make("seed001")
+    x = fastmlp.rand(3, 1, 28, 28)
+    model(x)
+    model[3] = nn.Linear(64, 64)
+    model[5].weight = nn.Parameter(fastmlp.zeros(64, 64))
+    model[7].bias.data = fastmlp.ones(10) * 5.0
+    out = model(x)
+    assert out.grad_fn.name() == "MlpChainBackward"
+    monkeypatch.setattr(chain_mod, "enabled", False)
+    ref = model(x)
+    np.testing.assert_array_equal(out.detach().numpy(), ref.detach().numpy())
+    np.testing.assert_array_equal(out.detach().numpy()[:, 0], ref.detach().numpy()[:, 0])
+    monkeypatch.setattr(chain_mod, "enabled", True)
+    model.double()
+    assert model(x.double()).grad_fn.name() != "MlpChainBackward"
+    model.float()
+    assert model(x).grad_fn.name() == "MlpChainBackward"
+
+
+def test_model_with_a_chain_deep_copies():
+    fastmlp.manual_seed(0)
+    model = make("dropout")
+    x = fastmlp.rand(3, 784)
+    model.eval()
+    y = model(x).detach().numpy()
+    other = copy.deepcopy(model)
+    assert "_chain" not in other.__dict__
+    np.testing.assert_array_equal(other(x).detach().numpy(), y)
+    other.train()
+    assert other(x).grad_fn.name() == "MlpChainBackward"
+
+
+def test_chain_native_checks():
+    W = np.zeros((4, 3), np.float32)
+    b = np.zeros(4, np.float32)
+    c = fastmlp._C.MlpChain([(W, b, 0, 0.0, 0.0)])
+    tape = fastmlp._C.MlpTape()
+    with pytest.raises(ValueError, match=r"x must be \[batch, 3\]"):
+        c.forward(np.zeros((2, 5), np.float32), [], [], tape)
+    with pytest.raises(TypeError, match="float32"):
+        c.forward(np.zeros((2, 3)), [], [], tape)
+    with pytest.raises(ValueError, match="not filled by this chain"):
+        c.backward(tape, np.zeros((2, 4), np.float32), [(None, False, None, False)], False)
+    c.forward(np.ones((2, 3), np.float32), [], [], tape)
+    with pytest.raises(ValueError, match=r"grad"):
+        c.backward(tape, np.zeros((3, 4), np.float32), [(None, False, None, False)], False)
+    with pytest.raises(ValueError, match=r"grads\[0\].dW"):
+        c.backward(tape, np.zeros((2, 4), np.float32), [(np.zeros((3, 4), np.float32), False, None, False)], False)
+    with pytest.raises(ValueError, match="overlap"):
+        c.backward(tape, np.zeros((2, 4), np.float32), [(W, False, None, False)], False)
+    with pytest.raises(ValueError, match="one \\(dW, acc, db, acc\\) per layer"):
+        c.backward(tape, np.zeros((2, 4), np.float32), [], False)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        fastmlp._C.MlpChain([(W, b, 0, 0.0, 1.0)])
+    with pytest.raises(ValueError, match="expects 5 inputs"):
+        fastmlp._C.MlpChain([(W, b, 0, 0.0, 0.0), (np.zeros((2, 5), np.float32), None, 0, 0.0, 0.0)])
+    dx = c.backward(tape, np.ones((2, 4), np.float32), [(None, False, None, False)], True)
+    np.testing.assert_array_equal(dx, np.zeros((2, 3), np.float32))
