@@ -19,6 +19,9 @@ class Sequential(Module):
     A Linear directly followed by an activation (ReLU, LeakyReLU, Sigmoid, Tanh,
     GELU) runs as one native GEMM with the activation in its epilogue, with the
     same result and gradients as running the two modules one after the other.
+    A whole MLP of such blocks (with Dropout, behind an optional Flatten), called
+    on a float32 CPU tensor with gradients enabled, runs forward in one native
+    call and backward in one more (``fastmlp.nn.chain``), with the same results.
     """
 
     def __init__(self, *args):
