@@ -208,27 +208,10 @@ class ChainBackward(Node):
             g = np.ascontiguousarray(g, dtype=np.float32)
         edges = self.next
         shapes = chain.shapes
-        dests = []
         sinks = []
         out = [None] * len(edges)
-        for j in range(0, len(shapes), 2):
-            w_edge, b_edge = edges[1 + j], edges[2 + j]
-            dw, acc_w, w_sink = LinearBackward._dest(w_edge, shapes[j], g, _CPU)
-            db, acc_b, b_sink = (None, False, False) if b_edge is None else \
-                LinearBackward._dest(b_edge, shapes[j + 1], g, _CPU)
-            dests.append((dw, acc_w, db, acc_b))
-            if w_edge is not None:
-                if w_sink:
-                    sinks.append((w_edge, dw, acc_w))
-                    out[1 + j] = HANDLED
-                else:
-                    out[1 + j] = dw
-            if b_edge is not None:
-                if b_sink:
-                    sinks.append((b_edge, db, acc_b))
-                    out[2 + j] = HANDLED
-                else:
-                    out[2 + j] = db
+        dests = [_grad_dest(edges, 1 + j, shapes[j], g, sinks, out) +
+                 _grad_dest(edges, 2 + j, shapes[j + 1], g, sinks, out) for j in range(0, len(shapes), 2)]
         dx = chain.native.backward(self.tape, g, dests, edges[0] is not None)
         for leaf, buf, acc in sinks:
             commit_sink(leaf, buf, acc)
@@ -241,6 +224,21 @@ class ChainBackward(Node):
         if tape is not None:
             self.tape = None
             self.chain.free.append(tape)
+
+
+def _grad_dest(edges, i: int, shape, like, sinks: list, out: list) -> tuple:
+    """(array, accumulate) for the gradient of edge i (None, False: not wanted), as
+    LinearBackward._dest decides; records in `out` what the node returns for the edge."""
+    edge = edges[i]
+    if edge is None:
+        return None, False
+    buf, acc, sink = LinearBackward._dest(edge, shape, like, _CPU)
+    if sink:
+        sinks.append((edge, buf, acc))
+        out[i] = HANDLED
+    else:
+        out[i] = buf
+    return buf, acc
 
 
 class _Cpu:
