@@ -337,7 +337,9 @@ py::object chain_backward(PyMlpChain& self, PyMlpTape& tape, py::handle g_obj, p
     dxp = dx.mutable_data();
   }
   View x = contiguous(tape.x, fn, "the forward's x", Dtype::F32, false);
+  View y = contiguous(tape.out, fn, "the forward's output", Dtype::F32, false);
   for (size_t i = 0; i < views.size(); ++i) {
+    require_no_overlap(views[i], y, fn, names[i].c_str(), "the forward's output", false);
     for (size_t j = 0; j < i; ++j) require_no_overlap(views[i], views[j], fn, names[i].c_str(), names[j].c_str(), false);
     require_no_overlap(views[i], g, fn, names[i].c_str(), "grad", false);
     require_no_overlap(views[i], x, fn, names[i].c_str(), "the forward's x", false);

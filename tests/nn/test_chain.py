@@ -250,6 +250,9 @@ def test_chain_native_checks():
         c.backward(tape, np.zeros((2, 4), np.float32), [(np.zeros((3, 4), np.float32), False, None, False)], False)
     with pytest.raises(ValueError, match="overlap"):
         c.backward(tape, np.zeros((2, 4), np.float32), [(W, False, None, False)], False)
+    y = c.forward(np.ones((2, 3), np.float32), [], [], tape)
+    with pytest.raises(ValueError, match="overlap"):  # the output is what a ReLU's backward reads
+        c.backward(tape, np.zeros((2, 4), np.float32), [(None, False, y[0], False)], False)
     with pytest.raises(ValueError, match="one \\(dW, acc, db, acc\\) per layer"):
         c.backward(tape, np.zeros((2, 4), np.float32), [], False)
     with pytest.raises(ValueError, match="dropout must be in"):
