@@ -102,11 +102,20 @@ class Chain:
         p = plan(mods)
         if p is None:
             return NoChain(mods)
+        seen = set()
         for lin, *_ in p[1]:
             for t in (lin.weight, lin.bias):
-                if t is not None and (type(t._data) is not _ndarray or t._data.dtype is not _F32
-                                      or not t._data.flags.c_contiguous or t.grad_fn is not None):
+                if t is None:
+                    continue
+                if type(t._data) is not _ndarray or t._data.dtype is not _F32 or not t._data.flags.c_contiguous \
+                        or t.grad_fn is not None:
                     return NoChain(mods)
+                # A parameter used twice (a Linear repeated, tied weights) gets the sum of two
+                # gradients, which the module path accumulates and the chain does not.
+                if id(t) in seen or id(t._data) in seen:
+                    return NoChain(mods)
+                seen.add(id(t))
+                seen.add(id(t._data))
         return Chain(mods, *p)
 
     def current(self, mods: tuple) -> bool:

@@ -197,6 +197,36 @@ def test_module_hooks_and_other_modules_take_the_module_path():
         model(fastmlp.rand(2, 783))
 
 
+@pytest.mark.parametrize("tie", ["module", "weight"])
+def test_a_parameter_used_twice_gets_both_gradients(tie, monkeypatch):
+    """A Linear repeated in the Sequential, or two Linears sharing a weight: the gradients of both
+    uses add up, as on the module path (which such models take), and as an untied twin says."""
+    x = fastmlp.tensor(np.random.default_rng(0).random((5, 8), dtype=np.float32))
+    results = []
+    for native in (False, True):
+        monkeypatch.setattr(chain_mod, "enabled", native)
+        fastmlp.manual_seed(0)
+        a = nn.Linear(8, 8)
+        b = a if tie == "module" else nn.Linear(8, 8)
+        if tie == "weight":
+            b.weight = a.weight
+        model = nn.Sequential(a, nn.ReLU(), b, nn.Tanh(), nn.Linear(8, 3))
+        model(x).sum().backward()
+        results.append([p.grad.numpy().copy() for p in model.parameters()])
+    assert_same([results[0]], [results[1]])
+    # the untied twin: the same values in separate parameters
+    twin = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
+    for src, dst in zip((model[0], model[2], model[4]), (twin[0], twin[2], twin[4])):
+        dst.weight.data = src.weight.detach().clone()
+        dst.bias.data = src.bias.detach().clone()
+    twin(x).sum().backward()
+    w_sum = twin[0].weight.grad.numpy() + twin[2].weight.grad.numpy()
+    np.testing.assert_allclose(model[0].weight.grad.numpy(), w_sum, rtol=1e-6, atol=1e-7)
+    if tie == "module":
+        np.testing.assert_allclose(model[0].bias.grad.numpy(), twin[0].bias.grad.numpy() + twin[2].bias.grad.numpy(),
+                                   rtol=1e-6, atol=1e-7)
+
+
 def test_chain_follows_changes_to_the_model(monkeypatch):
     """Replacing a module, a parameter or a parameter's data, and changing dtype, all take effect."""
     fastmlp.manual_seed(0)
