@@ -61,7 +61,8 @@ def plan(mods: tuple) -> Optional[tuple]:
         i += 1
         while i < n and type(mods[i]) is Identity:
             i += 1
-        if i < n and isinstance(mods[i], _Activation) and mods[i].act >= 0:
+        if i < n and isinstance(mods[i], _Activation) and mods[i].act >= 0 and \
+                type(mods[i]).__module__ == _Activation.__module__:  # not a subclass with its own forward
             act, param = mods[i].act, float(mods[i].act_param())
             i += 1
         if i < n and type(mods[i]) is Dropout and 0.0 <= mods[i].p < 1.0:

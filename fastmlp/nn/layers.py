@@ -59,7 +59,9 @@ class _Activation(Module):
         return 0.0
 
     def fusable(self) -> bool:
-        return not self._has_hooks()
+        """Whether a preceding Linear may apply this activation in its epilogue: no hooks, and
+        fastmlp's own class (a subclass may compute something else in its forward)."""
+        return not self._has_hooks() and type(self).__module__ == __name__
 
 
 class ReLU(_Activation):

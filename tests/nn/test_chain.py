@@ -227,6 +227,21 @@ def test_a_parameter_used_twice_gets_both_gradients(tie, monkeypatch):
                                    rtol=1e-6, atol=1e-7)
 
 
+def test_a_subclassed_activation_runs_its_own_forward():
+    class DoubledReLU(nn.ReLU):
+        def forward(self, input):
+            return super().forward(input) * 2.0
+
+    fastmlp.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), DoubledReLU(), nn.Linear(4, 2))
+    x = fastmlp.rand(3, 6)
+    out = model(x)
+    assert out.grad_fn.name() != "MlpChainBackward"
+    h = np.maximum(x.numpy() @ model[0].weight.detach().numpy().T + model[0].bias.detach().numpy(), 0) * 2
+    ref = h @ model[2].weight.detach().numpy().T + model[2].bias.detach().numpy()
+    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_chain_follows_changes_to_the_model(monkeypatch):
     """Replacing a module, a parameter or a parameter's data, and changing dtype, all take effect."""
     fastmlp.manual_seed(0)
