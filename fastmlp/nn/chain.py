@@ -173,8 +173,10 @@ class Chain:
                 offsets.append(o)
         tape = self.free.pop() if self.free else _C.MlpTape()
         y = self.native.forward(xd, seeds, offsets, tape)
-        params = self.params
-        node = ChainBackward((x,) + params)
+        node = ChainBackward((x,) + self.params)
+        if not any(node.kinds):  # nothing requires grad: an output without a graph, as the module path gives
+            self.free.append(tape)
+            return _result(y, None)
         node.chain = self
         node.tape = tape
         node.in_shape = x._data.shape

@@ -133,6 +133,18 @@ def test_input_gradient_and_frozen_layer(monkeypatch):
     assert_same([results[0]], [results[1]])
 
 
+def test_nothing_requires_grad_gives_no_graph(monkeypatch):
+    fastmlp.manual_seed(0)
+    model = make("seed001").requires_grad_(False)
+    x = fastmlp.rand(2, 1, 28, 28)
+    out = model(x)
+    assert out.grad_fn is None and not out.requires_grad
+    with pytest.raises(RuntimeError):
+        out.sum().backward()
+    monkeypatch.setattr(chain_mod, "enabled", False)
+    np.testing.assert_array_equal(out.numpy(), model(x).numpy())
+
+
 def test_two_graphs_in_flight_and_retain_graph(monkeypatch):
     """Two forward passes before one backward (each keeps its own saved state), then a second
     backward through a retained graph: gradients add up as on the module path."""
