@@ -61,8 +61,7 @@ def plan(mods: tuple) -> Optional[tuple]:
         i += 1
         while i < n and type(mods[i]) is Identity:
             i += 1
-        if i < n and isinstance(mods[i], _Activation) and mods[i].act >= 0 and \
-                type(mods[i]).__module__ == _Activation.__module__:  # not a subclass with its own forward
+        if i < n and isinstance(mods[i], _Activation) and mods[i].act >= 0 and _fusable(mods[i]):
             act, param = mods[i].act, float(mods[i].act_param())
             i += 1
         if i < n and type(mods[i]) is Dropout and 0.0 <= mods[i].p < 1.0:
@@ -70,6 +69,21 @@ def plan(mods: tuple) -> Optional[tuple]:
             i += 1
         blocks.append((m, act, param, drop))
     return (flatten, blocks) if blocks else None
+
+
+def _fusable(m) -> bool:
+    """An activation the chain applies in a GEMM epilogue (hooks are checked per call)."""
+    hooks = m._forward_hooks, m._forward_pre_hooks
+    if hooks[0] or hooks[1]:
+        return True  # decided per call (Chain.usable), not by the plan
+    return m.fusable()
+
+
+def _settable(m) -> bool:
+    """Whether an activation has attributes that change what it computes (LeakyReLU's slope,
+    GELU's approximation): the chain then rechecks them on every call."""
+    t = type(m)
+    return t.act_param is not _Activation.act_param or t.fusable is not _Activation.fusable
 
 
 class Chain:
@@ -80,6 +94,8 @@ class Chain:
         self.mods = mods
         self.flatten = flatten
         self.linears = tuple(b[0] for b in blocks)
+        # activations whose attributes can change what they compute, with their value at build
+        self.settable = tuple((m, m.act_param()) for m in mods if isinstance(m, _Activation) and _settable(m))
         self.dropouts = tuple(b[3] for b in blocks if b[3] is not None)
         self.training = tuple(d.training for d in self.dropouts)
         self.params = tuple(p for lin in self.linears for p in (lin.weight, lin.bias))
@@ -134,6 +150,9 @@ class Chain:
                 return False
         for d, t in zip(self.dropouts, self.training):
             if d.training is not t:
+                return False
+        for m, param in self.settable:
+            if not _fusable(m) or m.act_param() != param:
                 return False
         return True
 
@@ -196,12 +215,16 @@ class NoChain:
     def __init__(self, mods: tuple):
         self.mods = mods
         self.arrays = _linear_arrays(mods)
+        self.settable = tuple((m, _fusable(m), m.act_param()) for m in mods
+                              if isinstance(m, _Activation) and _settable(m))
 
     def current(self, mods: tuple) -> bool:
         if mods != self.mods:
             return False
         arrays = _linear_arrays(mods)
-        return len(arrays) == len(self.arrays) and all(a is b for a, b in zip(arrays, self.arrays))
+        if len(arrays) != len(self.arrays) or any(a is not b for a, b in zip(arrays, self.arrays)):
+            return False
+        return all(_fusable(m) == f and m.act_param() == p for m, f, p in self.settable)
 
 
 class ChainBackward(Node):

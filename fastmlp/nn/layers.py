@@ -120,7 +120,7 @@ class GELU(_Activation):
         self.approximate = approximate
 
     def fusable(self) -> bool:
-        return self.approximate == "none" and not self._has_hooks()
+        return self.approximate == "none" and super().fusable()
 
     def forward(self, input: Tensor) -> Tensor:
         return F.gelu(input, approximate=self.approximate)

@@ -254,6 +254,31 @@ def test_a_subclassed_activation_runs_its_own_forward():
     np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
+def test_activation_settings_are_followed(monkeypatch):
+    """GELU(approximate='tanh') is not the exact GELU of the epilogue, and a LeakyReLU's slope may
+    change between calls: outputs match the module path every time."""
+    fastmlp.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.GELU(approximate="tanh"), nn.Linear(5, 4), nn.LeakyReLU(0.1),
+                          nn.Linear(4, 3))
+    x = fastmlp.randn(4, 6)
+
+    def both():
+        monkeypatch.setattr(chain_mod, "enabled", True)
+        a = model(x)
+        monkeypatch.setattr(chain_mod, "enabled", False)
+        b = model(x)
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+        return a
+
+    assert both().grad_fn.name() != "MlpChainBackward"  # tanh GELU: the module path
+    model[1].approximate = "none"
+    assert both().grad_fn.name() == "MlpChainBackward"
+    model[3].negative_slope = 0.3
+    both()
+    model[1].approximate = "tanh"
+    assert both().grad_fn.name() != "MlpChainBackward"
+
+
 def test_chain_follows_changes_to_the_model(monkeypatch):
     """Replacing a module, a parameter or a parameter's data, and changing dtype, all take effect."""
     fastmlp.manual_seed(0)
