@@ -80,24 +80,42 @@ def _fusable(m) -> bool:
 
 
 def _settable(m) -> bool:
-    """Whether an activation has attributes that change what it computes (LeakyReLU's slope,
-    GELU's approximation): the chain then rechecks them on every call."""
+    """Whether a module has attributes that change what the chain computes: a Dropout's p and
+    mode, a Flatten's dims, an activation's parameter or fusability (LeakyReLU's slope, GELU's
+    approximation). The chain rechecks those on every call (see _settings)."""
     t = type(m)
-    return t.act_param is not _Activation.act_param or t.fusable is not _Activation.fusable
+    if t is Dropout or t is Flatten:
+        return True
+    return isinstance(m, _Activation) and (t.act_param is not _Activation.act_param or
+                                           t.fusable is not _Activation.fusable)
+
+
+def _settings(mods: tuple) -> tuple:
+    """The settings of the modules that have any (see _settable), in order."""
+    out = []
+    for m in mods:
+        t = type(m)
+        if t is Dropout:
+            out.append((m.p, m.training))
+        elif t is Flatten:
+            out.append((m.start_dim, m.end_dim))
+        else:
+            out.append((_fusable(m), m.act_param()))
+    return tuple(out)
 
 
 class Chain:
     """The native chain of one Sequential, valid while its modules, their parameter arrays and
-    the dropouts' training flags stay as they were when it was built."""
+    their settings (see _settable) stay as they were when it was built."""
 
     def __init__(self, mods: tuple, flatten: bool, blocks: list):
         self.mods = mods
         self.flatten = flatten
         self.linears = tuple(b[0] for b in blocks)
-        # activations whose attributes can change what they compute, with their value at build
-        self.settable = tuple((m, m.act_param()) for m in mods if isinstance(m, _Activation) and _settable(m))
+        # modules whose attributes can change what the chain computes, and those settings now
+        self.settable = tuple(m for m in mods if _settable(m))
+        self.settings = _settings(self.settable)
         self.dropouts = tuple(b[3] for b in blocks if b[3] is not None)
-        self.training = tuple(d.training for d in self.dropouts)
         self.params = tuple(p for lin in self.linears for p in (lin.weight, lin.bias))
         self.arrays = tuple(None if p is None else p._data for p in self.params)
         self.in_features = self.linears[0].weight._data.shape[1]
@@ -148,13 +166,7 @@ class Chain:
         for p, a in zip(self.params, self.arrays):
             if p is not None and p._data is not a:
                 return False
-        for d, t in zip(self.dropouts, self.training):
-            if d.training is not t:
-                return False
-        for m, param in self.settable:
-            if not _fusable(m) or m.act_param() != param:
-                return False
-        return True
+        return not self.settable or _settings(self.settable) == self.settings
 
     def usable(self, x: Tensor) -> bool:
         """Whether this call can take the native chain: no module hooks, and x a float32 CPU
@@ -215,8 +227,8 @@ class NoChain:
     def __init__(self, mods: tuple):
         self.mods = mods
         self.arrays = _linear_arrays(mods)
-        self.settable = tuple((m, _fusable(m), m.act_param()) for m in mods
-                              if isinstance(m, _Activation) and _settable(m))
+        self.settable = tuple(m for m in mods if _settable(m))
+        self.settings = _settings(self.settable)
 
     def current(self, mods: tuple) -> bool:
         if mods != self.mods:
@@ -224,7 +236,7 @@ class NoChain:
         arrays = _linear_arrays(mods)
         if len(arrays) != len(self.arrays) or any(a is not b for a, b in zip(arrays, self.arrays)):
             return False
-        return all(_fusable(m) == f and m.act_param() == p for m, f, p in self.settable)
+        return not self.settable or _settings(self.settable) == self.settings
 
 
 class ChainBackward(Node):

@@ -277,6 +277,18 @@ def test_activation_settings_are_followed(monkeypatch):
     both()
     model[1].approximate = "tanh"
     assert both().grad_fn.name() != "MlpChainBackward"
+    # a Dropout's p changed after the chain was built
+    dropped = make("dropout")
+    monkeypatch.setattr(chain_mod, "enabled", True)
+    x = fastmlp.rand(64, 784)
+    dropped(x)
+    dropped[2].p = 0.9
+    fastmlp.manual_seed(4)
+    a = dropped(x).detach().numpy()
+    monkeypatch.setattr(chain_mod, "enabled", False)
+    fastmlp.manual_seed(4)
+    b = dropped(x).detach().numpy()
+    np.testing.assert_array_equal(a, b)
 
 
 def test_chain_follows_changes_to_the_model(monkeypatch):
