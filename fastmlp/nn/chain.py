@@ -25,6 +25,7 @@ import numpy as np
 from .. import _C
 from .. import random as _random
 from ..autograd import HANDLED, Node, commit_sink
+from ..backend import cpu as _cpu
 from ..backend.acts import IDENTITY
 from ..tensor import Tensor, _result
 from .functional import LinearBackward
@@ -104,18 +105,27 @@ def _settings(mods: tuple) -> tuple:
     return tuple(out)
 
 
-class Chain:
+class _Cached:
+    """What Chain and NoChain remember of the modules they were built for: the modules, and the
+    settings of those that have any (see _settable)."""
+
+    def __init__(self, mods: tuple):
+        self.mods = mods
+        self.settable = tuple(m for m in mods if _settable(m))
+        self.settings = _settings(self.settable)
+
+    def settings_current(self) -> bool:
+        return not self.settable or _settings(self.settable) == self.settings
+
+
+class Chain(_Cached):
     """The native chain of one Sequential, valid while its modules, their parameter arrays and
     their settings (see _settable) stay as they were when it was built."""
 
     def __init__(self, mods: tuple, flatten: bool, blocks: list):
-        self.mods = mods
+        super().__init__(mods)
         self.flatten = flatten
         self.linears = tuple(b[0] for b in blocks)
-        # modules whose attributes can change what the chain computes, and those settings now
-        self.settable = tuple(m for m in mods if _settable(m))
-        self.settings = _settings(self.settable)
-        self.dropouts = tuple(b[3] for b in blocks if b[3] is not None)
         self.params = tuple(p for lin in self.linears for p in (lin.weight, lin.bias))
         self.arrays = tuple(None if p is None else p._data for p in self.params)
         self.in_features = self.linears[0].weight._data.shape[1]
@@ -166,7 +176,7 @@ class Chain:
         for p, a in zip(self.params, self.arrays):
             if p is not None and p._data is not a:
                 return False
-        return not self.settable or _settings(self.settable) == self.settings
+        return self.settings_current()
 
     def usable(self, x: Tensor) -> bool:
         """Whether this call can take the native chain: no module hooks, and x a float32 CPU
@@ -218,17 +228,15 @@ def _linear_arrays(mods: tuple) -> tuple:
     return tuple(None if t is None else t._data for m in mods if type(m) is Linear for t in (m.weight, m.bias))
 
 
-class NoChain:
+class NoChain(_Cached):
     """Modules that have no native chain (other module types, or parameters that are not float32
-    CPU arrays); valid until the modules or their parameter arrays change."""
+    CPU arrays); valid until the modules, their parameter arrays or their settings change."""
 
     native = None
 
     def __init__(self, mods: tuple):
-        self.mods = mods
+        super().__init__(mods)
         self.arrays = _linear_arrays(mods)
-        self.settable = tuple(m for m in mods if _settable(m))
-        self.settings = _settings(self.settable)
 
     def current(self, mods: tuple) -> bool:
         if mods != self.mods:
@@ -236,7 +244,7 @@ class NoChain:
         arrays = _linear_arrays(mods)
         if len(arrays) != len(self.arrays) or any(a is not b for a, b in zip(arrays, self.arrays)):
             return False
-        return not self.settable or _settings(self.settable) == self.settings
+        return self.settings_current()
 
 
 class ChainBackward(Node):
@@ -279,7 +287,7 @@ def _grad_dest(edges, i: int, shape, like, sinks: list, out: list) -> tuple:
     edge = edges[i]
     if edge is None:
         return None, False
-    buf, acc, sink = LinearBackward._dest(edge, shape, like, _CPU)
+    buf, acc, sink = LinearBackward._dest(edge, shape, like, _cpu)
     if sink:
         sinks.append((edge, buf, acc))
         out[i] = HANDLED
@@ -287,11 +295,3 @@ def _grad_dest(edges, i: int, shape, like, sinks: list, out: list) -> tuple:
         out[i] = buf
     return buf, acc
 
-
-class _Cpu:
-    """What LinearBackward._dest needs of a backend, for NumPy arrays."""
-
-    xp = np
-
-
-_CPU = _Cpu()
