@@ -216,6 +216,33 @@ def test_same_bits_on_every_thread_count(isa, rng, m, n, k):
         _C.set_num_threads(previous)
 
 
+# Products big enough for every thread count to split: several K blocks and row
+# blocks, shares that are not whole register tiles, strided operands, beta, bias,
+# the kept pre-activation and a fused ReLU.
+@pytest.mark.parametrize("m,n,k", [(300, 200, 800), (256, 1000, 130), (40, 77, 400)])
+def test_threaded_epilogue_same_bits_and_exact(isa, rng, m, n, k):
+    previous = _C.get_num_threads()
+    try:
+        for ta, tb in TRANS:
+            a, b = operands(rng, m, n, k, ta, tb, strided=True)
+            c0 = matrix(rng, m, n, strided=True)
+            bias = rng.standard_normal(n).astype(np.float32)
+            want, tol = expected(a, b, c0, ta, tb, 0.5, -1.5, bias)
+            results = []
+            for t in (1, 2, 3):
+                _C.set_num_threads(t)
+                c, z = c0.copy(), matrix(rng, m, n, fill=np.nan)
+                _C.gemm(a, b, c, ta, tb, 0.5, -1.5, bias, ACTS["relu"], 0.0, z)
+                assert_within(z, want, tol, f"{t} threads, trans_a={ta} trans_b={tb}")
+                np.testing.assert_array_equal(c, np.maximum(z, 0))
+                results.append((c, z))
+            for c, z in results[1:]:
+                np.testing.assert_array_equal(results[0][1], z, f"trans_a={ta} trans_b={tb}")
+                np.testing.assert_array_equal(results[0][0], c, f"trans_a={ta} trans_b={tb}")
+    finally:
+        _C.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("m,n,k", [(10, 64, 784), (20, 37, 129), (200, 64, 100)])
 def test_same_bits_wherever_operands_sit(isa, threads, rng, m, n, k):
     """Results do not depend on the operands' addresses (alignment), only on their values."""
