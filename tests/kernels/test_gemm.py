@@ -243,6 +243,29 @@ def test_threaded_epilogue_same_bits_and_exact(isa, rng, m, n, k):
         _C.set_num_threads(previous)
 
 
+# A Linear layer's input gradient at a small batch (dz·W: not transposed, plain
+# epilogue, K much longer than M, 2 to 4 K blocks depending on the instruction
+# set's), on 1 to 4 threads, with strided and contiguous operands.
+@pytest.mark.parametrize("m,n,k", [(20, 512, 512), (30, 200, 1000), (16, 100, 760), (5, 40, 300)])
+@pytest.mark.parametrize("strided", [False, True])
+def test_input_gradient_same_bits_on_every_thread_count(isa, rng, m, n, k, strided):
+    previous = _C.get_num_threads()
+    try:
+        a, b = operands(rng, m, n, k, False, False, strided)
+        want, tol = expected(a, b, None, False, False)
+        results = []
+        for t in (1, 2, 3, 4):
+            _C.set_num_threads(t)
+            c = matrix(rng, m, n, strided, fill=np.nan)
+            _C.gemm(a, b, c)
+            assert_within(c, want, tol, f"{t} threads")
+            results.append(c)
+        for t, c in enumerate(results[1:], 2):
+            np.testing.assert_array_equal(results[0], c, f"{t} threads")
+    finally:
+        _C.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("m,n,k", [(10, 64, 784), (20, 37, 129), (200, 64, 100)])
 def test_same_bits_wherever_operands_sit(isa, threads, rng, m, n, k):
     """Results do not depend on the operands' addresses (alignment), only on their values."""
