@@ -198,22 +198,32 @@ def test_empty_output(isa, threads, rng, m, n):
     assert c.shape == (m, n)
 
 
-@pytest.mark.parametrize("m,n,k", [(20, 300, 784), (130, 200, 333), (256, 10, 512)])
-def test_same_bits_on_every_thread_count(isa, rng, m, n, k):
+def on_threads(counts, run):
+    """[run(t) for t in counts], each with t OpenMP threads; the setting is restored."""
     previous = _C.get_num_threads()
     try:
-        for ta, tb in TRANS:
-            a, b = operands(rng, m, n, k, ta, tb)
-            bias = rng.standard_normal(n).astype(np.float32)
-            results = []
-            for t in (1, 2):
-                _C.set_num_threads(t)
-                c = np.empty((m, n), np.float32)
-                _C.gemm(a, b, c, ta, tb, 1.0, 0.0, bias, ACTS["gelu"])
-                results.append(c)
-            np.testing.assert_array_equal(results[0], results[1], f"trans_a={ta} trans_b={tb}")
+        out = []
+        for t in counts:
+            _C.set_num_threads(t)
+            out.append(run(t))
+        return out
     finally:
         _C.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("m,n,k", [(20, 300, 784), (130, 200, 333), (256, 10, 512)])
+def test_same_bits_on_every_thread_count(isa, rng, m, n, k):
+    for ta, tb in TRANS:
+        a, b = operands(rng, m, n, k, ta, tb)
+        bias = rng.standard_normal(n).astype(np.float32)
+
+        def run(t):
+            c = np.empty((m, n), np.float32)
+            _C.gemm(a, b, c, ta, tb, 1.0, 0.0, bias, ACTS["gelu"])
+            return c
+
+        results = on_threads((1, 2), run)
+        np.testing.assert_array_equal(results[0], results[1], f"trans_a={ta} trans_b={tb}")
 
 
 # Products big enough for every thread count to split: several K blocks and row
@@ -221,26 +231,23 @@ def test_same_bits_on_every_thread_count(isa, rng, m, n, k):
 # the kept pre-activation and a fused ReLU.
 @pytest.mark.parametrize("m,n,k", [(300, 200, 800), (256, 1000, 130), (40, 77, 400)])
 def test_threaded_epilogue_same_bits_and_exact(isa, rng, m, n, k):
-    previous = _C.get_num_threads()
-    try:
-        for ta, tb in TRANS:
-            a, b = operands(rng, m, n, k, ta, tb, strided=True)
-            c0 = matrix(rng, m, n, strided=True)
-            bias = rng.standard_normal(n).astype(np.float32)
-            want, tol = expected(a, b, c0, ta, tb, 0.5, -1.5, bias)
-            results = []
-            for t in (1, 2, 3):
-                _C.set_num_threads(t)
-                c, z = c0.copy(), matrix(rng, m, n, fill=np.nan)
-                _C.gemm(a, b, c, ta, tb, 0.5, -1.5, bias, ACTS["relu"], 0.0, z)
-                assert_within(z, want, tol, f"{t} threads, trans_a={ta} trans_b={tb}")
-                np.testing.assert_array_equal(c, np.maximum(z, 0))
-                results.append((c, z))
-            for c, z in results[1:]:
-                np.testing.assert_array_equal(results[0][1], z, f"trans_a={ta} trans_b={tb}")
-                np.testing.assert_array_equal(results[0][0], c, f"trans_a={ta} trans_b={tb}")
-    finally:
-        _C.set_num_threads(previous)
+    for ta, tb in TRANS:
+        a, b = operands(rng, m, n, k, ta, tb, strided=True)
+        c0 = matrix(rng, m, n, strided=True)
+        bias = rng.standard_normal(n).astype(np.float32)
+        want, tol = expected(a, b, c0, ta, tb, 0.5, -1.5, bias)
+
+        def run(t):
+            c, z = c0.copy(), matrix(rng, m, n, fill=np.nan)
+            _C.gemm(a, b, c, ta, tb, 0.5, -1.5, bias, ACTS["relu"], 0.0, z)
+            assert_within(z, want, tol, f"{t} threads, trans_a={ta} trans_b={tb}")
+            np.testing.assert_array_equal(c, np.maximum(z, 0))
+            return c, z
+
+        results = on_threads((1, 2, 3), run)
+        for c, z in results[1:]:
+            np.testing.assert_array_equal(results[0][1], z, f"trans_a={ta} trans_b={tb}")
+            np.testing.assert_array_equal(results[0][0], c, f"trans_a={ta} trans_b={tb}")
 
 
 # A Linear layer's input gradient at a small batch (dz·W: not transposed, plain
@@ -249,21 +256,18 @@ def test_threaded_epilogue_same_bits_and_exact(isa, rng, m, n, k):
 @pytest.mark.parametrize("m,n,k", [(20, 512, 512), (30, 200, 1000), (16, 100, 760), (5, 40, 300)])
 @pytest.mark.parametrize("strided", [False, True])
 def test_input_gradient_same_bits_on_every_thread_count(isa, rng, m, n, k, strided):
-    previous = _C.get_num_threads()
-    try:
-        a, b = operands(rng, m, n, k, False, False, strided)
-        want, tol = expected(a, b, None, False, False)
-        results = []
-        for t in (1, 2, 3, 4):
-            _C.set_num_threads(t)
-            c = matrix(rng, m, n, strided, fill=np.nan)
-            _C.gemm(a, b, c)
-            assert_within(c, want, tol, f"{t} threads")
-            results.append(c)
-        for t, c in enumerate(results[1:], 2):
-            np.testing.assert_array_equal(results[0], c, f"{t} threads")
-    finally:
-        _C.set_num_threads(previous)
+    a, b = operands(rng, m, n, k, False, False, strided)
+    want, tol = expected(a, b, None, False, False)
+
+    def run(t):
+        c = matrix(rng, m, n, strided, fill=np.nan)
+        _C.gemm(a, b, c)
+        assert_within(c, want, tol, f"{t} threads")
+        return c
+
+    results = on_threads((1, 2, 3, 4), run)
+    for t, c in enumerate(results[1:], 2):
+        np.testing.assert_array_equal(results[0], c, f"{t} threads")
 
 
 @pytest.mark.parametrize("m,n,k", [(10, 64, 784), (20, 37, 129), (200, 64, 100)])
