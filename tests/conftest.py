@@ -28,5 +28,22 @@ def threads(request):
 
 
 @pytest.fixture
+def on_threads():
+    """on_threads(counts, run) -> [run(t) for t in counts], each with t OpenMP threads; the
+    thread setting is restored afterwards."""
+    def run_on(counts, run):
+        previous = _C.get_num_threads()
+        try:
+            out = []
+            for t in counts:
+                _C.set_num_threads(t)
+                out.append(run(t))
+            return out
+        finally:
+            _C.set_num_threads(previous)
+    return run_on
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)

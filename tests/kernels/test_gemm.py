@@ -198,21 +198,8 @@ def test_empty_output(isa, threads, rng, m, n):
     assert c.shape == (m, n)
 
 
-def on_threads(counts, run):
-    """[run(t) for t in counts], each with t OpenMP threads; the setting is restored."""
-    previous = _C.get_num_threads()
-    try:
-        out = []
-        for t in counts:
-            _C.set_num_threads(t)
-            out.append(run(t))
-        return out
-    finally:
-        _C.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("m,n,k", [(20, 300, 784), (130, 200, 333), (256, 10, 512)])
-def test_same_bits_on_every_thread_count(isa, rng, m, n, k):
+def test_same_bits_on_every_thread_count(isa, rng, on_threads, m, n, k):
     for ta, tb in TRANS:
         a, b = operands(rng, m, n, k, ta, tb)
         bias = rng.standard_normal(n).astype(np.float32)
@@ -230,7 +217,7 @@ def test_same_bits_on_every_thread_count(isa, rng, m, n, k):
 # blocks, shares that are not whole register tiles, strided operands, beta, bias,
 # the kept pre-activation and a fused ReLU.
 @pytest.mark.parametrize("m,n,k", [(300, 200, 800), (256, 1000, 130), (40, 77, 400)])
-def test_threaded_epilogue_same_bits_and_exact(isa, rng, m, n, k):
+def test_threaded_epilogue_same_bits_and_exact(isa, rng, on_threads, m, n, k):
     for ta, tb in TRANS:
         a, b = operands(rng, m, n, k, ta, tb, strided=True)
         c0 = matrix(rng, m, n, strided=True)
@@ -255,7 +242,7 @@ def test_threaded_epilogue_same_bits_and_exact(isa, rng, m, n, k):
 # set's), on 1 to 4 threads, with strided and contiguous operands.
 @pytest.mark.parametrize("m,n,k", [(20, 512, 512), (30, 200, 1000), (16, 100, 760), (5, 40, 300)])
 @pytest.mark.parametrize("strided", [False, True])
-def test_input_gradient_same_bits_on_every_thread_count(isa, rng, m, n, k, strided):
+def test_input_gradient_same_bits_on_every_thread_count(isa, rng, on_threads, m, n, k, strided):
     a, b = operands(rng, m, n, k, False, False, strided)
     want, tol = expected(a, b, None, False, False)
 

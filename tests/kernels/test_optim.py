@@ -333,25 +333,22 @@ def test_mlp_parameters_in_one_call(isa, threads, rng):
         assert np.max(np.abs(a - b)) < 2.1e-3
 
 
-def test_every_thread_count_gives_identical_results(isa, rng):
+def test_every_thread_count_gives_identical_results(isa, rng, on_threads):
     """1 to 4 threads: more than this machine may have cores, so that threads take
     over each other's chunks, and runs that end inside tensors of every size."""
     shapes = MLP + [(3,), (1,), (33, 17)]
     p0 = tensors(rng, shapes)
     grads = grads_for(rng, shapes)
     cfg = dict(weight_decay=0.1, decoupled=False, amsgrad=True, maximize=True)
-    results = []
-    previous = _C.get_num_threads()
-    try:
-        for t in (1, 2, 3, 4):
-            _C.set_num_threads(t)
-            p, m, v, vm = copies(p0), copies(p0), [x * x for x in p0], [x * x for x in p0]
-            run_adam(p, [grads, grads], m, v, vm, 1e-3, 0.9, 0.999, 1e-8, cfg)
-            b = copies(p0)
-            _C.sgd_step(p, grads, b, 0.1, 0.9, 0.1, 0.01, False, False, False)
-            results.append(p + m + v + vm + b)
-    finally:
-        _C.set_num_threads(previous)
+
+    def run(t):
+        p, m, v, vm = copies(p0), copies(p0), [x * x for x in p0], [x * x for x in p0]
+        run_adam(p, [grads, grads], m, v, vm, 1e-3, 0.9, 0.999, 1e-8, cfg)
+        b = copies(p0)
+        _C.sgd_step(p, grads, b, 0.1, 0.9, 0.1, 0.01, False, False, False)
+        return p + m + v + vm + b
+
+    results = on_threads((1, 2, 3, 4), run)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
