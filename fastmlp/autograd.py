@@ -382,7 +382,9 @@ def grad_sink(leaf):
     return buf, False
 
 
-_wrap = None  # fastmlp.tensor._wrap, bound when fastmlp.tensor is imported (it imports this module)
+# fastmlp.tensor's _wrap and Tensor, bound when fastmlp.tensor is imported (it imports this module)
+_wrap = None
+_Tensor = None
 
 
 def commit_sink(leaf, buf, accumulated: bool) -> None:
@@ -578,8 +580,7 @@ def is_unit(g) -> bool:
 
 
 def _as_grad_arrays(tensors, grad_tensors) -> list:
-    from .tensor import Tensor
-
+    Tensor = _Tensor
     out = []
     for t, g in zip(tensors, grad_tensors):
         if g is None:
@@ -606,8 +607,7 @@ def _check_requires_grad(tensors) -> None:
 def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None, create_graph: bool = False,
              inputs=None) -> None:
     """``torch.autograd.backward``: accumulate gradients of ``tensors`` into the leaves."""
-    from .tensor import Tensor
-
+    Tensor = _Tensor
     if create_graph:
         raise NotImplementedError("create_graph=True (higher-order gradients) is not supported")
     if isinstance(tensors, Tensor):
@@ -625,6 +625,18 @@ def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None, cr
                 accumulate(t, g)
         return
     run_backward(tensors, grads, bool(retain_graph))
+
+
+def backward_unit(t, retain_graph: bool) -> None:
+    """``t.backward()`` without a gradient: backward(t) with the implicit gradient 1 of a
+    one-element tensor, the same checks, and no lists to build (a training loop's every step)."""
+    if not t._rg:
+        _check_requires_grad((t,))
+    d = t._data
+    if d.size != 1:
+        _as_grad_arrays((t,), (None,))  # raises the scalar-output message
+    _Engine.leaf_writes = True
+    _run((t,), (unit_grad(d),), retain_graph, None, None, None)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph: Optional[bool] = None, create_graph: bool = False,

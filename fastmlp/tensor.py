@@ -348,6 +348,9 @@ class Tensor:
     def backward(self, gradient=None, retain_graph: Optional[bool] = None, create_graph: bool = False,
                  inputs=None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (``torch.Tensor.backward``)."""
+        if gradient is None and inputs is None and not create_graph:
+            _ag.backward_unit(self, bool(retain_graph))
+            return
         _ag.backward([self], None if gradient is None else [gradient], retain_graph, create_graph, inputs)
 
     def register_hook(self, hook):
@@ -425,6 +428,9 @@ class Tensor:
             out._grad = _wrap(self._grad._data.copy())
         memo[id(self)] = out
         return out
+
+
+_ag._Tensor = Tensor
 
 
 def _check_grad(t: Tensor, g) -> None:

@@ -24,11 +24,9 @@ import numpy as np
 
 from .. import _C
 from .. import random as _random
-from ..autograd import HANDLED, Node, commit_sink
-from ..backend import cpu as _cpu
+from ..autograd import HANDLED, Node, _Engine, grad_sink
 from ..backend.acts import IDENTITY
-from ..tensor import Tensor, _result
-from .functional import LinearBackward
+from ..tensor import Tensor, _result, _wrap
 from .layers import Dropout, Flatten, Identity, Linear, _Activation
 from .module import _hook_version, _structure_version
 
@@ -249,7 +247,7 @@ class NoChain(_Cached):
 
 class ChainBackward(Node):
     """Backward of a native chain: every layer's weight and bias gradient (straight into .grad
-    where the leaf allows, as LinearBackward does) and the input gradient when it is needed."""
+    where the leaf allows, as functional.LinearBackward does) and the input gradient when it is needed."""
 
     __slots__ = ("chain", "tape", "in_shape")
     SAVES = True
@@ -262,14 +260,32 @@ class ChainBackward(Node):
         if g.dtype is not _F32 or not g.flags.c_contiguous:
             g = np.ascontiguousarray(g, dtype=np.float32)
         edges = self.next
+        kinds = self.kinds
         shapes = chain.shapes
-        sinks = []
         out = [None] * len(edges)
-        dests = [_grad_dest(edges, 1 + j, shapes[j], g, sinks, out) +
-                 _grad_dest(edges, 2 + j, shapes[j + 1], g, sinks, out) for j in range(0, len(shapes), 2)]
+        sinks = []
+        flat = []  # (array or None, accumulate) for every parameter, in order
+        writes = _Engine.leaf_writes
+        for i in range(1, len(edges)):
+            edge = edges[i]
+            if edge is None:
+                flat += (None, False)
+                continue
+            shape = shapes[i - 1]
+            sink = grad_sink(edge) if kinds[i] == 2 and writes else None
+            if sink is not None and sink[0].shape == shape:
+                buf, acc = sink
+                sinks.append((edge, buf, acc))
+                out[i] = HANDLED
+            else:  # a parameter computed by other ops, hooks, or autograd.grad collecting
+                buf, acc = np.empty(shape, dtype=np.float32), False
+                out[i] = buf
+            flat += (buf, acc)
+        dests = [tuple(flat[j:j + 4]) for j in range(0, len(flat), 4)]
         dx = chain.native.backward(self.tape, g, dests, edges[0] is not None)
         for leaf, buf, acc in sinks:
-            commit_sink(leaf, buf, acc)
+            if not acc:
+                leaf._grad = _wrap(buf)
         if dx is not None:
             out[0] = dx.reshape(self.in_shape) if dx.shape != self.in_shape else dx
         return tuple(out)
@@ -279,19 +295,4 @@ class ChainBackward(Node):
         if tape is not None:
             self.tape = None
             self.chain.free.append(tape)
-
-
-def _grad_dest(edges, i: int, shape, like, sinks: list, out: list) -> tuple:
-    """(array, accumulate) for the gradient of edge i (None, False: not wanted), as
-    LinearBackward._dest decides; records in `out` what the node returns for the edge."""
-    edge = edges[i]
-    if edge is None:
-        return None, False
-    buf, acc, sink = LinearBackward._dest(edge, shape, like, _cpu)
-    if sink:
-        sinks.append((edge, buf, acc))
-        out[i] = HANDLED
-    else:
-        out[i] = buf
-    return buf, acc
 
