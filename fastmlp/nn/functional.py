@@ -16,12 +16,17 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _dtype
+from .. import _C, _dtype
 from .. import random as _random
 from ..autograd import HANDLED, Node, _GradMode, commit_sink, grad_sink, is_unit
 from ..backend import for_array
+from ..backend.cpu import _native as _cpu_native
 from ..backend.acts import GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, backward_needs_input
 from ..tensor import Tensor, _result, _wrap
+
+_ndarray = np.ndarray
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
 
 __all__ = ["linear", "relu", "relu_", "leaky_relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax", "dropout",
            "cross_entropy", "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy",
@@ -519,6 +524,17 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
                   label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross entropy of logits against class indices or class probabilities
     (``torch.nn.functional.cross_entropy``), fused natively with its gradient."""
+    if weight is None and size_average is None and reduce is None and type(input) is Tensor \
+            and type(target) is Tensor and (reduction == "mean" or reduction == "sum") \
+            and 0.0 <= label_smoothing <= 1.0:
+        # The common case (float32 [rows, classes] logits on the CPU, int64 [rows] targets), as
+        # _class_loss computes it, without its general checks and reshapes: a training step's loss.
+        xd, td = input._data, target._data
+        if type(xd) is _ndarray and type(td) is _ndarray and xd.dtype is _F32 and td.dtype is _I64 \
+                and xd.ndim == 2 and td.shape == xd.shape[:1]:
+            loss, grad, _ = _cpu_native(_C.softmax_xent, (xd, td), None, int(ignore_index), float(label_smoothing),
+                                        reduction, _needs_grad(input))
+            return _loss_result(loss, grad, input, False, "NllLossBackward0")
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")

@@ -15,8 +15,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
+from .. import _C
 from ..backend import for_array
 from .optimizer import Optimizer, _check_lr
+
+_ndarray = np.ndarray
+_F32 = np.dtype(np.float32)
 
 
 class Adam(Optimizer):
@@ -66,17 +72,20 @@ class Adam(Optimizer):
         return update[:11] + (update[11] + 1,) + update[12:]
 
     def _step_group(self, group: dict) -> None:
-        params = group["params"]
+        u = self._flat_update(group)
+        if u is not None:
+            param = u[1]
+            vmax = None if u[5] is None else (u[5],)
+            if type(param) is _ndarray and param.dtype is _F32:  # the flat buffers are contiguous
+                _C.adam_step((param,), (u[2],), (u[3],), (u[4],), vmax, *u[6:])
+            else:
+                for_array(param).adam_step([param], [u[2]], [u[3]], [u[4]], vmax, *u[6:])
+            self._flat_update_done(group, u)
+            return
         beta1, beta2 = group["betas"]
         amsgrad = bool(group["amsgrad"])
         hyper = (float(group["lr"]), float(beta1), float(beta2), float(group["eps"]), float(group["weight_decay"]))
         flags = (amsgrad, bool(group["maximize"]), bool(group["decoupled_weight_decay"]))
-        u = self._flat_update(group)
-        if u is not None:
-            for_array(u[1]).adam_step([u[1]], [u[2]], [u[3]], [u[4]], None if u[5] is None else [u[5]], *u[6:11],
-                                      u[11], *u[12:])
-            self._flat_update_done(group, u)
-            return
         live = self._with_grads(group)
         if not live:
             return

@@ -181,10 +181,10 @@ class Optimizer:
         """Reset the gradients of all optimized parameters (to None by default, as PyTorch 2)."""
         for g in self.param_groups:
             for p in g["params"]:
-                if p.grad is None:
+                if p._grad is None:
                     continue
                 if set_to_none:
-                    p.grad = None
+                    p._grad = None
                 else:
                     if p.grad.grad_fn is not None:
                         p.grad = p.grad.detach()

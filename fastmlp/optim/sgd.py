@@ -7,8 +7,15 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
+from .. import _C
 from ..backend import for_array
 from .optimizer import Optimizer, _check_lr, required
+
+
+_ndarray = np.ndarray
+_F32 = np.dtype(np.float32)
 
 
 class SGD(Optimizer):
@@ -51,17 +58,20 @@ class SGD(Optimizer):
         return update[:-1] + (False,)  # momentum buffers exist after the first step
 
     def _step_group(self, group: dict) -> None:
-        params = group["params"]
-        lr, mom = float(group["lr"]), float(group["momentum"])
-        args = (lr, mom, float(group["dampening"]), float(group["weight_decay"]), bool(group["nesterov"]),
-                bool(group["maximize"]))
         u = self._flat_update(group)
         if u is not None:
-            for_array(u[1]).sgd_step([u[1]], [u[2]], None if u[3] is None else [u[3]], *u[4:])
+            param = u[1]
+            if type(param) is _ndarray and param.dtype is _F32:  # the flat buffers are contiguous
+                _C.sgd_step((param,), (u[2],), None if u[3] is None else (u[3],), *u[4:])
+            else:
+                for_array(param).sgd_step([param], [u[2]], None if u[3] is None else [u[3]], *u[4:])
             return
         live = self._with_grads(group)
         if not live:
             return
+        lr, mom = float(group["lr"]), float(group["momentum"])
+        args = (lr, mom, float(group["dampening"]), float(group["weight_decay"]), bool(group["nesterov"]),
+                bool(group["maximize"]))
         be = for_array(live[0]._data)
         if mom == 0:
             be.sgd_step([p._data for p in live], [p.grad._data for p in live], None, *args, False)
