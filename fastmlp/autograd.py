@@ -463,6 +463,48 @@ def run_backward(tensors: Sequence[Any], grads: Sequence[Any], retain_graph: boo
 
 
 def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
+    if capture is None and len(tensors) == 1 and tensors[0].grad_fn is not None:
+        return _run_path(tensors[0].grad_fn, grads[0], retain_graph)
+    return _run_graph(tensors, grads, retain_graph, capture, cap_nodes, inputs)
+
+
+def _run_path(node, g, retain_graph) -> None:
+    """Backward from one root while every node met has at most one edge to another node
+    (a training step's loss -> network -> leaves): each node is then reached once, by one
+    path, so it runs as soon as its gradient is known, with no dependency counts. At the
+    first node with two or more node edges, the general engine takes over from there."""
+    handled = _HANDLED
+    while True:
+        if node.kinds.count(1) > 1:
+            _run_graph_from(node, g, retain_graph)
+            return
+        if node.freed:
+            raise RuntimeError(_FREED_MESSAGE)
+        if node.hooks is not None or node.retained is not None:
+            g = _node_hooks(node, g)
+        if node.seq != _bumps and node.SAVED_TENSORS:
+            _check_saved_versions(node)
+        grads_in = node.backward(g)
+        if not retain_graph and node.SAVES:
+            node.release()
+            node.freed = True
+        nxt = None
+        for e, k, gi in zip(node.next, node.kinds, grads_in):
+            if k == 1:
+                nxt, g = e, gi
+            elif k == 2 and gi is not None and gi is not handled:
+                accumulate(e, gi)
+        if nxt is None or g is None:  # no gradient reaches the rest of the path
+            return
+        node = nxt
+
+
+def _run_graph_from(node, g, retain_graph) -> None:
+    """The general engine started at a node whose gradient is g."""
+    _walk({node: g}, [node], retain_graph, None, None)
+
+
+def _run_graph(tensors, grads, retain_graph, capture, cap_nodes, inputs):
     pending: dict = {}
     roots = []
     for t, g in zip(tensors, grads):
@@ -476,6 +518,15 @@ def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
             continue
         pending[fn] = g if fn not in pending else pending[fn] + g
         roots.append(fn)
+    _walk(pending, roots, retain_graph, capture, cap_nodes)
+    if capture is not None:
+        return [capture[id(t)] for t in inputs]
+    return None
+
+
+def _walk(pending: dict, roots: list, retain_graph, capture, cap_nodes) -> None:
+    """Run every node reachable from roots once all its gradients are in (pending holds the
+    roots' gradients); leaf gradients accumulate, or go to capture for autograd.grad."""
     deps = _dependencies(roots)
     ready = [r for r in dict.fromkeys(roots) if r not in deps]
     handled = _HANDLED
@@ -519,9 +570,6 @@ def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
                         capture[id(e)] = gi if capture[id(e)] is None else capture[id(e)] + gi
                 else:
                     accumulate(e, gi)
-    if capture is not None:
-        return [capture[id(t)] for t in inputs]
-    return None
 
 
 def _node_hooks(node: Node, g):

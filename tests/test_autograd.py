@@ -113,6 +113,23 @@ def test_shared_subexpression_gets_both_contributions():
     np.testing.assert_allclose(x.grad.numpy(), [2 * 2.0 + 3 * 4.0])
 
 
+def test_path_into_a_shared_subexpression():
+    """A path of single-edge nodes (with leaf edges on the way) that runs into a node with two
+    node edges: the engine walks the path, then hands over to the general algorithm."""
+    def f(x, w):
+        h = x * w
+        return ((h * h + h) * w).sum()
+
+    check_function(f, [r(3), r(3)])
+    xv, wv = r(3), r(3)
+    x = fastmlp.tensor(xv, requires_grad=True)
+    w = fastmlp.tensor(wv, requires_grad=True)
+    f(x, w).backward()  # loss.backward(): the implicit gradient
+    h = xv * wv
+    np.testing.assert_allclose(x.grad.numpy(), (2 * h + 1) * wv * wv, rtol=1e-12)
+    np.testing.assert_allclose(w.grad.numpy(), h * h + h + (2 * h + 1) * xv * wv, rtol=1e-12)
+
+
 def test_second_backward_through_freed_graph_raises():
     x = fastmlp.tensor([1.0, 2.0], requires_grad=True)
     loss = (x.exp() * x).sum()
