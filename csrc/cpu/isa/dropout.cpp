@@ -230,7 +230,15 @@ void dropout_forward_kernel(float* y, std::uint8_t* mask, const float* x, index_
     return;
   }
   const index_t steps = (n + kStep - 1) / kStep;
-#pragma omp parallel for schedule(static) num_threads(threads_for(n, kDropoutWork))
+  const int nt = threads_for(n, kDropoutWork);
+  if (nt <= 1) {  // no region for one thread (see dropout_backward_kernel)
+    for (index_t s = 0; s < steps; ++s) {
+      const index_t i0 = s * kStep;
+      dropout_step(y, mask, x, i0, i0 + kStep <= n ? kStep : n - i0, threshold, scale, seed, offset);
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(nt)
   for (index_t s = 0; s < steps; ++s) {
     const index_t i0 = s * kStep;
     dropout_step(y, mask, x, i0, i0 + kStep <= n ? kStep : n - i0, threshold, scale, seed, offset);
@@ -243,15 +251,30 @@ void dropout_backward_kernel(float* dx, const float* dy, const std::uint8_t* mas
   if (n <= 0) return;
   const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
   const int nt = threads_for(n, kCopyWork);
+  // One thread runs the loops without opening a parallel region: a region of one
+  // thread still costs about half a microsecond, more than 10k elements take here.
   if (accumulate) {
     // dy·scale is rounded before it is added, as in the reference: passing the product
     // through its bits (a select by bit mask) keeps the compiler from fusing it into an FMA.
+    if (nt <= 1) {
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) {
+        const std::int32_t keep = -static_cast<std::int32_t>(mask[i] != 0);
+        dx[i] += fm_bits_to_float(fm_float_to_bits(dy[i] * scale) & keep);
+      }
+      return;
+    }
 #pragma omp parallel for simd schedule(static) num_threads(nt)
     for (index_t i = 0; i < n; ++i) {
       const std::int32_t keep = -static_cast<std::int32_t>(mask[i] != 0);
       dx[i] += fm_bits_to_float(fm_float_to_bits(dy[i] * scale) & keep);
     }
   } else {
+    if (nt <= 1) {
+#pragma omp simd
+      for (index_t i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
+      return;
+    }
 #pragma omp parallel for simd schedule(static) num_threads(nt)
     for (index_t i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] * scale : 0.0f;
   }

@@ -86,6 +86,13 @@ void colsum_kernel(float* out, const float* x, index_t rows, index_t cols, index
   if (width > kColBlock) width = kColBlock;
   const index_t nblocks = (cols + width - 1) / width;
   if (nt > nblocks) nt = static_cast<int>(nblocks);
+  if (nt <= 1) {  // no parallel region for one thread (it costs about half a microsecond)
+    for (index_t b = 0; b < nblocks; ++b) {
+      const index_t c0 = b * width, nc = c0 + width < cols ? width : cols - c0;
+      colsum_block(out + c0, x + c0, rows, nc, ldx, accumulate);
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static) num_threads(nt)
   for (index_t b = 0; b < nblocks; ++b) {
     const index_t c0 = b * width, nc = c0 + width < cols ? width : cols - c0;
