@@ -23,6 +23,9 @@ def make(arch: str):
         return nn.Sequential(nn.Linear(784, 32), nn.GELU(), nn.Dropout(0.1), nn.Linear(32, 32, bias=False),
                              nn.LeakyReLU(0.05), nn.Identity(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 16),
                              nn.Sigmoid(), nn.Dropout(0.3), nn.Linear(16, 12), nn.Dropout(0.25))
+    if arch == "wide":  # layers wide enough that every GEMM of a batch of 32 runs on several threads
+        return nn.Sequential(nn.Linear(784, 256), nn.GELU(), nn.Dropout(0.2), nn.Linear(256, 192), nn.Tanh(),
+                             nn.Linear(192, 128), nn.ReLU(), nn.Dropout(0.1), nn.Linear(128, 10))
     if arch == "relu-last":
         return nn.Sequential(nn.Linear(784, 40), nn.ReLU(), nn.Linear(40, 10), nn.ReLU())
     raise KeyError(arch)
@@ -73,6 +76,15 @@ def test_chain_equals_module_path(arch, monkeypatch):
     assert out0.grad_fn.name() != "MlpChainBackward"
     assert out1.grad_fn.name() == "MlpChainBackward"
     assert_same(t0, t1)
+
+
+def test_wide_chain_equals_module_path_on_every_thread_count(monkeypatch, on_threads):
+    """At batch 32 the wide layers' products run on several threads (and one step adds to the
+    gradients of the step before): on 1, 2 and 3 threads, the chain is bitwise the module path."""
+    steps = ((32, False), (32, True), (9, False))
+    t0 = train("wide", False, monkeypatch, steps=steps)[2]
+    for t1 in on_threads((1, 2, 3), lambda t: train("wide", True, monkeypatch, steps=steps)[2]):
+        assert_same(t0, t1)
 
 
 @pytest.mark.parametrize("opt", ["adam", "adamw-amsgrad"])

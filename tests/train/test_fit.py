@@ -75,6 +75,38 @@ def test_fit_equals_the_hand_written_loop(dropout, monkeypatch):
         np.testing.assert_array_equal(v, reference[k])
 
 
+@pytest.mark.parametrize("make_opt", [lambda p: optim.SGD(p, lr=0.05, momentum=0.9), lambda p: optim.Adam(p, lr=1e-3)],
+                         ids=["sgd", "adam"])
+def test_fit_equals_the_loop_on_wide_layers(make_opt, on_threads):
+    """Layers wide enough that their products run on several threads at batch 32, with each
+    layer's update right after its gradients: fit is bitwise the eager loop, on 1, 2 and 3 threads."""
+    x, y = blobs(96, classes=10, dim=300)
+
+    def setup():
+        seeded(3)
+        model = nn.Sequential(nn.Linear(300, 256), nn.ReLU(), nn.Dropout(0.2), nn.Linear(256, 192), nn.GELU(),
+                              nn.Linear(192, 10))
+        return model, make_opt(model.parameters()), DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+
+    def run(threads, use_fit):
+        model, opt, loader = setup()
+        criterion = nn.CrossEntropyLoss()
+        if use_fit:
+            fit(model, criterion, opt, loader, epochs=2, progress=False)
+        else:
+            for _ in range(2):
+                for data, target in loader:
+                    opt.zero_grad()
+                    criterion(model(data), target).backward()
+                    opt.step()
+        return state_arrays(model)
+
+    reference = run(2, False)
+    for got in on_threads((1, 2, 3), lambda t: run(t, True)):
+        for k, v in got.items():
+            np.testing.assert_array_equal(v, reference[k], err_msg=k)
+
+
 class Recorder(nn.Module):
     """Wraps a model and records (training flag, grad mode) at every forward."""
 
