@@ -478,16 +478,7 @@ def _run_path(node, g, retain_graph) -> None:
         if node.kinds.count(1) > 1:
             _run_graph_from(node, g, retain_graph)
             return
-        if node.freed:
-            raise RuntimeError(_FREED_MESSAGE)
-        if node.hooks is not None or node.retained is not None:
-            g = _node_hooks(node, g)
-        if node.seq != _bumps and node.SAVED_TENSORS:
-            _check_saved_versions(node)
-        grads_in = node.backward(g)
-        if not retain_graph and node.SAVES:
-            node.release()
-            node.freed = True
+        grads_in = _apply(node, _receive(node, g), retain_graph)
         nxt = None
         for e, k, gi in zip(node.next, node.kinds, grads_in):
             if k == 1:
@@ -540,19 +531,11 @@ def _walk(pending: dict, roots: list, retain_graph, capture, cap_nodes) -> None:
                     if deps[e] == 0:
                         ready.append(e)
             continue
-        if node.freed:
-            raise RuntimeError(_FREED_MESSAGE)
-        if node.hooks is not None or node.retained is not None:
-            g = _node_hooks(node, g)
+        g = _receive(node, g)
         if cap_nodes and id(node) in cap_nodes:
             tid = cap_nodes[id(node)]
             capture[tid] = g if capture[tid] is None else capture[tid] + g
-        if node.seq != _bumps and node.SAVED_TENSORS:
-            _check_saved_versions(node)
-        grads_in = node.backward(g)
-        if not retain_graph and node.SAVES:
-            node.release()
-            node.freed = True
+        grads_in = _apply(node, g, retain_graph)
         for e, k, gi in zip(node.next, node.kinds, grads_in):
             if k == 0:
                 continue
@@ -570,6 +553,27 @@ def _walk(pending: dict, roots: list, retain_graph, capture, cap_nodes) -> None:
                         capture[id(e)] = gi if capture[id(e)] is None else capture[id(e)] + gi
                 else:
                     accumulate(e, gi)
+
+
+def _receive(node: Node, g):
+    """The gradient a node runs on: g after the node's hooks (raises if its graph was freed)."""
+    if node.freed:
+        raise RuntimeError(_FREED_MESSAGE)
+    if node.hooks is not None or node.retained is not None:
+        g = _node_hooks(node, g)
+    return g
+
+
+def _apply(node: Node, g, retain_graph) -> tuple:
+    """node.backward(g), after checking that the tensors it saved were not modified in place;
+    frees what it saved unless the graph is retained."""
+    if node.seq != _bumps and node.SAVED_TENSORS:
+        _check_saved_versions(node)
+    grads_in = node.backward(g)
+    if not retain_graph and node.SAVES:
+        node.release()
+        node.freed = True
+    return grads_in
 
 
 def _node_hooks(node: Node, g):
