@@ -207,18 +207,20 @@ inline bool use_dot(const Problem& p) {
 // two lines, which costs a second load: on AVX-512 cores 1.2-1.3x the time of a
 // 20x784x512 product. When B has enough rows to amortise it, A is first copied to
 // the thread's workspace with aligned rows (M·K floats, against M·K·N/kDotN loads
-// saved). The values, and the order in which K is summed, are the same, so the
-// result is bitwise that of the unaligned operands.
+// saved), if A is small (the dot path also serves tall A with narrow C, which is
+// left as it is rather than copied whole). The values, and the order in which K is
+// summed, are the same, so the result is bitwise that of the unaligned operands.
 constexpr std::uintptr_t kLine = 64;
 constexpr index_t kLineFloats = static_cast<index_t>(kLine / sizeof(float));
+constexpr index_t kMaxAlignedCopy = index_t(1) << 18;  // floats (1 MB)
 
 inline bool rows_aligned(const float* a, index_t ld, index_t rows) {
   return reinterpret_cast<std::uintptr_t>(a) % kLine == 0 && (rows == 1 || ld % kLineFloats == 0);
 }
 
 void run_dot(const Problem& p) {
-  if (p.N >= 4 * kDotN && p.K >= kW && !rows_aligned(p.A, p.lda, p.M)) {
-    const index_t ld = ceil_div(p.K, kLineFloats) * kLineFloats;
+  const index_t ld = ceil_div(p.K, kLineFloats) * kLineFloats;
+  if (p.N >= 4 * kDotN && p.K >= kW && p.M * ld <= kMaxAlignedCopy && !rows_aligned(p.A, p.lda, p.M)) {
     float* const a = tls_workspace.get(static_cast<size_t>(p.M * ld));
     if (a) {
       for (index_t m = 0; m < p.M; ++m) std::memcpy(a + m * ld, p.A + m * p.lda, sizeof(float) * p.K);
