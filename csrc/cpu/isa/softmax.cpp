@@ -606,10 +606,18 @@ LossSums softmax_xent_kernel(float* dlogits, float* row_loss, const float* logit
   if (block < 16) block = 16;
   const index_t nblocks = rows > 0 ? (rows + block - 1) / block : 0;
   double partial[kMaxBlocks];
-#pragma omp parallel for schedule(static) num_threads(threads_for(rows * cols, kRowWork))
-  for (index_t b = 0; b < nblocks; ++b) {
-    const index_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
-    partial[b] = run_xent_rows(fn, dlogits, row_loss, logits, labels, r0, r1, cols, ignore_index, P);
+  const int nt = threads_for(rows * cols, kRowWork);
+  if (nt <= 1) {  // a training step's loss: no parallel region for one thread (about half a microsecond)
+    for (index_t b = 0; b < nblocks; ++b) {
+      const index_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
+      partial[b] = run_xent_rows(fn, dlogits, row_loss, logits, labels, r0, r1, cols, ignore_index, P);
+    }
+  } else {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (index_t b = 0; b < nblocks; ++b) {
+      const index_t r0 = b * block, r1 = r0 + block < rows ? r0 + block : rows;
+      partial[b] = run_xent_rows(fn, dlogits, row_loss, logits, labels, r0, r1, cols, ignore_index, P);
+    }
   }
   double loss_sum = 0.0;
   for (index_t b = 0; b < nblocks; ++b) loss_sum += partial[b];
