@@ -142,8 +142,15 @@ def dropout_backward(dy, mask, p):
     return generic.dropout_backward(np, dy, mask, p)
 
 
+def _all_f32(arrays) -> bool:
+    for a in arrays:  # a loop, not all() over a generator: one flat buffer per step is the common case
+        if a.dtype is not _F32:
+            return False
+    return True
+
+
 def sgd_step(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
-    if all(p.dtype == _F32 for p in params) and all(g.dtype == _F32 for g in grads):
+    if _all_f32(params) and _all_f32(grads):
         _C.sgd_step(params, [_c(g) for g in grads], bufs if momentum else None, lr, momentum, dampening,
                     weight_decay, nesterov, maximize, first_step)
     else:
@@ -153,7 +160,7 @@ def sgd_step(params, grads, bufs, lr, momentum, dampening, weight_decay, nestero
 
 def adam_step(params, grads, ms, vs, vmaxs, lr, beta1, beta2, eps, weight_decay, step, amsgrad, maximize,
               decoupled):
-    if all(p.dtype == _F32 for p in params) and all(g.dtype == _F32 for g in grads):
+    if _all_f32(params) and _all_f32(grads):
         _C.adam_step(params, [_c(g) for g in grads], ms, vs, vmaxs if amsgrad else None, lr, beta1, beta2, eps,
                      weight_decay, step, amsgrad, maximize, decoupled)
     else:

@@ -15,14 +15,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-
-from .. import _C
 from ..backend import for_array
 from .optimizer import Optimizer, _check_lr
-
-_ndarray = np.ndarray
-_F32 = np.dtype(np.float32)
 
 
 class Adam(Optimizer):
@@ -74,12 +68,7 @@ class Adam(Optimizer):
     def _step_group(self, group: dict) -> None:
         u = self._flat_update(group)
         if u is not None:
-            param = u[1]
-            vmax = None if u[5] is None else (u[5],)
-            if type(param) is _ndarray and param.dtype is _F32:  # the flat buffers are contiguous
-                _C.adam_step((param,), (u[2],), (u[3],), (u[4],), vmax, *u[6:])
-            else:
-                for_array(param).adam_step([param], [u[2]], [u[3]], [u[4]], vmax, *u[6:])
+            for_array(u[1]).adam_step([u[1]], [u[2]], [u[3]], [u[4]], None if u[5] is None else [u[5]], *u[6:])
             self._flat_update_done(group, u)
             return
         beta1, beta2 = group["betas"]

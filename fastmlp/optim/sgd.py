@@ -7,15 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-
-from .. import _C
 from ..backend import for_array
 from .optimizer import Optimizer, _check_lr, required
-
-
-_ndarray = np.ndarray
-_F32 = np.dtype(np.float32)
 
 
 class SGD(Optimizer):
@@ -60,11 +53,7 @@ class SGD(Optimizer):
     def _step_group(self, group: dict) -> None:
         u = self._flat_update(group)
         if u is not None:
-            param = u[1]
-            if type(param) is _ndarray and param.dtype is _F32:  # the flat buffers are contiguous
-                _C.sgd_step((param,), (u[2],), None if u[3] is None else (u[3],), *u[4:])
-            else:
-                for_array(param).sgd_step([param], [u[2]], None if u[3] is None else [u[3]], *u[4:])
+            for_array(u[1]).sgd_step([u[1]], [u[2]], None if u[3] is None else [u[3]], *u[4:])
             return
         live = self._with_grads(group)
         if not live:
