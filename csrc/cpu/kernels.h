@@ -29,6 +29,13 @@ struct GemmEpilogue {
   float act_param = 0.0f;       // negative slope of LeakyReLU
   float* preact = nullptr;      // [M, ldz] or null
   index_t ldz = 0;
+  // With `descend` non-null, each final element c of C also takes a plain SGD step on
+  // the matching element of descend ([M, ldd], laid out as C): descend -= lr·c, the
+  // product rounded before the subtraction, as sgd_step computes it. A weight
+  // gradient's GEMM thereby updates the weights while its tile is in registers' reach.
+  float* descend = nullptr;
+  index_t ldd = 0;
+  float lr = 0.0f;
 };
 using GemmFn = void (*)(float* C, index_t ldc, const float* A, index_t lda, const float* B,
                         index_t ldb, index_t M, index_t N, index_t K, bool trans_a, bool trans_b,

@@ -96,6 +96,22 @@ void update_rows(const KernelTable& k, const MlpUpdate& u, const MlpLayer& L, in
     k.sgd_step(params, u.state[0] ? states[0] : nullptr, grads, sizes, count, u.sgd);
 }
 
+// Whether the update is a plain SGD step (no momentum, weight decay or maximize),
+// which the weight gradient's GEMM can apply itself (GemmEpilogue::descend).
+bool plain_sgd(const MlpUpdate& u) {
+  return u.kind == MlpUpdate::Kind::Sgd && u.sgd.momentum == 0.0f && u.sgd.weight_decay == 0.0f &&
+         !u.sgd.maximize;
+}
+
+// The update of a layer's bias alone (its weight is updated by the GEMM).
+void update_bias(const KernelTable& k, const MlpUpdate& u, const MlpLayer& L) {
+  if (!L.b) return;
+  float* params[1] = {u.param + (L.b - u.param)};
+  const float* grads[1] = {u.grad + (L.b - u.param)};
+  const index_t sizes[1] = {L.out};
+  k.sgd_step(params, nullptr, grads, sizes, 1, u.sgd);
+}
+
 // Threads for the weight gradient and update of a layer with no input gradient:
 // as many as the larger of the two kernels would take alone (the GEMM's and the
 // optimizers' thresholds, in the same units), at most one per row.
@@ -132,6 +148,21 @@ void grad_and_update_rows(const KernelTable& k, const MlpUpdate& u, const MlpLay
              GemmEpilogue{});
       update_rows(k, u, L, r0, r1);
     }
+  }
+}
+
+// The gradient with respect to layer ii's input: into gp (the previous layer's
+// output gradient, then through its dropout mask) for ii > 0, else into dx if wanted.
+void input_gradient(const KernelTable& k, const std::vector<MlpLayer>& layers, const MlpTape& t, size_t ii,
+                    const float* dz, float* gp, float* dx) {
+  const MlpLayer& L = layers[ii];
+  const index_t batch = t.batch;
+  if (ii > 0) {
+    const MlpLayer& P = layers[ii - 1];
+    k.gemm(gp, P.out, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
+    if (P.dropout > 0.0f) k.dropout_backward(gp, gp, t.mask[ii - 1].data(), batch * P.out, P.dropout, false);
+  } else if (dx) {
+    k.gemm(dx, L.in, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
   }
 }
 
@@ -191,6 +222,21 @@ void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScra
       k.act_backward(s.dz.data(), g, saved, cells, L.act, L.act_param, false);
       dz = s.dz.data();
     }
+    float* gp = ii > 0 ? s.grad[ii - 1].data() : nullptr;
+    if (plain_sgd(update) && D.dW && !D.acc_w) {
+      // Plain SGD: the input gradient first (the last read of W), then the weight
+      // gradient, whose GEMM steps W as it stores each tile of dW, then the bias.
+      if (D.db) k.colsum(D.db, dz, batch, L.out, L.out, D.acc_b);
+      input_gradient(k, layers, t, ii, dz, gp, dx);
+      GemmEpilogue ep;
+      ep.descend = update.param + (L.W - update.param);
+      ep.ldd = L.in;
+      ep.lr = update.sgd.lr;
+      k.gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, 0.0f, ep);
+      update_bias(k, update, L);
+      g = gp;
+      continue;
+    }
     if (ii == 0 && !dx) {
       const int nt = rows_threads(L, batch, update);
       if (nt > 1) {
@@ -203,16 +249,7 @@ void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScra
       k.gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, D.acc_w ? 1.0f : 0.0f,
              GemmEpilogue{});
     if (D.db) k.colsum(D.db, dz, batch, L.out, L.out, D.acc_b);
-    float* gp = nullptr;
-    if (ii > 0) {
-      // gradient w.r.t. this layer's input = the previous layer's (dropped) output
-      const MlpLayer& P = layers[ii - 1];
-      gp = s.grad[ii - 1].data();
-      k.gemm(gp, P.out, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
-      if (P.dropout > 0.0f) k.dropout_backward(gp, gp, t.mask[ii - 1].data(), batch * P.out, P.dropout, false);
-    } else if (dx) {
-      k.gemm(dx, L.in, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
-    }
+    input_gradient(k, layers, t, ii, dz, gp, dx);
     if (update.kind != MlpUpdate::Kind::None) update_rows(k, update, L, 0, L.out);  // W is not read again
     g = gp;
   }

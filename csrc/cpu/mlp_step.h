@@ -34,7 +34,10 @@ struct MlpLoss {
 // weights). The layers' W, b, dW and db point into the flat `param` and `grad`
 // buffers (the optimizer's, see fastmlp/optim/optimizer.py), and each state buffer
 // has the same layout. Adam/SGD are elementwise, so this gives bitwise the result
-// of one update over the whole flat buffer after the backward pass.
+// of one update over the whole flat buffer after the backward pass. A plain SGD step
+// (no momentum, weight decay or maximize) on a weight is taken by the weight
+// gradient's GEMM itself, tile by tile as dW is stored (GemmEpilogue::descend), with
+// the same rounding as the optimizer's kernel.
 struct MlpUpdate {
   enum class Kind { None, Sgd, Adam };
   Kind kind = Kind::None;

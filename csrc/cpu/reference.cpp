@@ -29,6 +29,10 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
       if (ep.bias) z += ep.bias[n];
       if (ep.preact) ep.preact[m * ep.ldz + n] = z;
       C[m * ldc + n] = act_forward(ep.act, z, ep.act_param);
+      if (ep.descend) {
+        volatile float step = ep.lr * C[m * ldc + n];  // rounded on its own, as sgd_step does
+        ep.descend[m * ep.ldd + n] -= step;
+      }
     }
   }
 }

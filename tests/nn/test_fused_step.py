@@ -101,9 +101,11 @@ def test_fused_step_equals_eager_step(arch, opt_name, loss_kw, held):
 @pytest.mark.parametrize("opt_name", ["adam", "sgd", "sgd-plain", "adam-amsgrad-max"])
 def test_first_layer_update_in_threads_equals_eager_step(opt_name):
     """The first layer's gradient and update run in one parallel region over its rows (when the
-    layer is big enough): bitwise the eager step, whatever the thread count and row split."""
+    layer is big enough), or, for plain SGD, inside the weight gradient's GEMM: bitwise the eager
+    step, whatever the thread count and row split. The 400-row batch makes that GEMM sum K in
+    several blocks, of which only the last may step the weights."""
     rng = np.random.default_rng(1)
-    batches = [(rng.random((b, 784), dtype=np.float32), rng.integers(0, 10, b)) for b in (10, 10, 3)]
+    batches = [(rng.random((b, 784), dtype=np.float32), rng.integers(0, 10, b)) for b in (10, 10, 3, 400)]
     previous = fastmlp.get_num_threads()
     runs = {}
     try:

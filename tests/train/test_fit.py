@@ -75,8 +75,8 @@ def test_fit_equals_the_hand_written_loop(dropout, monkeypatch):
         np.testing.assert_array_equal(v, reference[k])
 
 
-@pytest.mark.parametrize("make_opt", [lambda p: optim.SGD(p, lr=0.05, momentum=0.9), lambda p: optim.Adam(p, lr=1e-3)],
-                         ids=["sgd", "adam"])
+@pytest.mark.parametrize("make_opt", [lambda p: optim.SGD(p, lr=0.05, momentum=0.9), lambda p: optim.SGD(p, lr=0.05),
+                                      lambda p: optim.Adam(p, lr=1e-3)], ids=["sgd", "sgd-plain", "adam"])
 def test_fit_equals_the_loop_on_wide_layers(make_opt, on_threads):
     """Layers wide enough that their products run on several threads at batch 32, with each
     layer's update right after its gradients: fit is bitwise the eager loop, on 1, 2 and 3 threads."""

@@ -193,6 +193,8 @@ void dot_nt(const Problem& p) {
       f(p.K, p.A + m0 * p.lda, p.lda, p.B + n0 * p.ldb, p.ldb, p.C + m0 * p.ldc + n0,
         p.ldc, p.preact ? p.preact + m0 * p.ldz + n0 : nullptr, p.ldz,
         p.bias ? p.bias + n0 : nullptr, e);
+      if (p.descend)
+        descend_rows(p.descend + m0 * p.ldd + n0, p.ldd, p.C + m0 * p.ldc + n0, p.ldc, m1 - m0, n1 - n0, p.lr);
     }
   }
 }

@@ -54,6 +54,7 @@ void no_product(const Problem& p) {
       if (z) z[n] = v;
       c[n] = act_forward(p.act, v, p.act_param);
     }
+    if (p.descend) descend_rows(p.descend + m * p.ldd, p.ldd, c, p.ldc, 1, p.N, p.lr);
   }
 }
 
@@ -75,6 +76,7 @@ void unpacked(const Problem& p) {
       if (z) z[n] = v;
       c[n] = act_forward(p.act, v, p.act_param);
     }
+    if (p.descend) descend_rows(p.descend + m * p.ldd, p.ldd, c, p.ldc, 1, p.N, p.lr);
   }
 }
 
@@ -136,6 +138,8 @@ void packed(const Problem& p) {
   blk.a = abuf;
   blk.ldc = p.ldc;
   blk.ldz = p.ldz;
+  blk.ldw = p.ldd;
+  blk.lr = p.lr;
 
   for (index_t jb = 0; jb < nblocks; ++jb) {
     const index_t n0 = jb * p.N / nblocks, nc = (jb + 1) * p.N / nblocks - n0;
@@ -169,6 +173,7 @@ void packed(const Problem& p) {
           blk.c = p.C + j0;
           blk.z = z ? z + j0 : nullptr;
           blk.bias = bias ? bias + j0 : nullptr;
+          blk.w = e.final && p.descend ? p.descend + j0 : nullptr;
           macro_kernel(blk);
         }
         continue;
@@ -189,6 +194,7 @@ void packed(const Problem& p) {
         blk.c = p.C + m0 * p.ldc + n0;
         blk.z = z ? z + m0 * p.ldz + n0 : nullptr;
         blk.bias = bias ? bias + n0 : nullptr;
+        blk.w = e.final && p.descend ? p.descend + m0 * p.ldd + n0 : nullptr;
         macro_kernel(blk);
       }
     }
@@ -249,6 +255,7 @@ Problem slice(const Problem& p, index_t m0, index_t m1, index_t n0, index_t n1) 
   s.B = p.trans_b ? p.B + n0 * p.ldb : p.B + n0;
   s.bias = p.bias ? p.bias + n0 : nullptr;
   s.preact = p.preact ? p.preact + m0 * p.ldz + n0 : nullptr;
+  s.descend = p.descend ? p.descend + m0 * p.ldd + n0 : nullptr;
   s.M = m1 - m0;
   s.N = n1 - n0;
   return s;
@@ -278,6 +285,9 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   p.ldz = ep.ldz;
   p.act = ep.act;
   p.act_param = ep.act_param;
+  p.descend = ep.descend;
+  p.ldd = ep.ldd;
+  p.lr = ep.lr;
   if (K <= 0) {
     no_product(p);
     return;

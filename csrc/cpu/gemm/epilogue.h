@@ -37,6 +37,30 @@ inline void act_rows(float* c, index_t ldc, index_t rows, index_t cols, Act act,
   }
 }
 
+// w -= lr·c over a stored tile of `rows` rows by `cols` columns (GemmEpilogue::descend).
+// The product is kept in a register before the subtraction, so that it is rounded
+// on its own as in the optimizer's SGD kernel, never fused into an FMA.
+inline void descend_rows(float* w, index_t ldw, const float* c, index_t ldc, index_t rows, index_t cols,
+                         float lr) {
+  const vf l = vset1(lr);
+  for (index_t i = 0; i < rows; ++i) {
+    float* wr = w + i * ldw;
+    const float* cr = c + i * ldc;
+    index_t j = 0;
+    for (; j + kW <= cols; j += kW) {
+      vf step = vmul(l, vload(cr + j));
+      in_register(step);
+      vstore(wr + j, vsub(vload(wr + j), step));
+    }
+    if (j < cols) {
+      const int n = static_cast<int>(cols - j);
+      vf step = vmul(l, vload_n(cr + j, n));
+      in_register(step);
+      vstore_n(wr + j, vsub(vload_n(wr + j, n), step), n);
+    }
+  }
+}
+
 // z = alpha·acc (+ beta·c); on the final block z += bias, preact = z, then the
 // in-register activation. One vector of one row; n valid lanes (n == kW: all).
 template <bool Full>

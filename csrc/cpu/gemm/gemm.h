@@ -68,6 +68,9 @@ struct Problem {
   index_t ldz;
   Act act;
   float act_param;
+  float* descend;     // [M, ldd] or null (see GemmEpilogue)
+  index_t ldd;
+  float lr;
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
@@ -100,6 +103,9 @@ struct PackedBlock {
   float* z;  // preact at the block origin, or null
   index_t ldz;
   const float* bias;  // bias at the block's first column, or null
+  float* w;           // GemmEpilogue::descend at the block origin, or null
+  index_t ldw;
+  float lr;
   TileEpilogue epi;
   bool rows_outer;  // loop over row panels outside (short K: stream C row-wise)
 };

@@ -24,6 +24,7 @@ inline vf vset1(float x) { return _mm512_set1_ps(x); }
 inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
 inline void vstore(float* p, vf x) { _mm512_storeu_ps(p, x); }
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }  // a·b + c
 // x > 0 ? x : 0 (NaN gives 0, as act_forward does). The zero-masking forms used
@@ -50,6 +51,7 @@ inline vf vset1(float x) { return _mm256_set1_ps(x); }
 inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
 inline void vstore(float* p, vf x) { _mm256_storeu_ps(p, x); }
 inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vrelu(vf x) { return _mm256_max_ps(_mm256_setzero_ps(), x); }  // NaN and -0 pass as x
@@ -84,6 +86,7 @@ inline vf vload(const float* p) {
 }
 inline void vstore(float* p, vf x) { __builtin_memcpy(p, &x, sizeof x); }
 inline vf vadd(vf a, vf b) { return a + b; }
+inline vf vsub(vf a, vf b) { return a - b; }
 inline vf vmul(vf a, vf b) { return a * b; }
 inline vf vfma(vf a, vf b, vf c) { return a * b + c; }
 inline vf vrelu(vf x) {

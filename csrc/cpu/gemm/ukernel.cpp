@@ -120,6 +120,7 @@ void macro_kernel(const PackedBlock& k) {
       const UkernelFn f = h == h_lo ? f_lo : f_hi;
       f(k.kc, k.a + r0 * k.kc, k.b + q * k.b_ps, k.b_ks, c, k.ldc, c_next,
         k.z ? k.z + r0 * k.ldz + n0 : nullptr, k.ldz, k.bias ? k.bias + n0 : nullptr, nv, k.epi);
+      if (k.w && k.epi.final) descend_rows(k.w + r0 * k.ldw + n0, k.ldw, c, k.ldc, h, nv, k.lr);
     }
   }
 }
