@@ -239,16 +239,20 @@ def test_threaded_epilogue_same_bits_and_exact(isa, rng, on_threads, m, n, k):
 
 # A Linear layer's input gradient at a small batch (dz·W: not transposed, plain
 # epilogue, K much longer than M, 2 to 4 K blocks depending on the instruction
-# set's), on 1 to 4 threads, with strided and contiguous operands.
-@pytest.mark.parametrize("m,n,k", [(20, 512, 512), (30, 200, 1000), (16, 100, 760), (5, 40, 300)])
+# set's), on 1 to 4 threads, with strided and contiguous operands. With two K
+# blocks, two threads split K and add their halves; the sum must be bitwise the
+# one-thread product, for either operand transposed and any alpha too.
+@pytest.mark.parametrize("m,n,k", [(20, 512, 512), (30, 200, 1000), (16, 100, 760), (5, 40, 300),
+                                   (50, 70, 511)])
 @pytest.mark.parametrize("strided", [False, True])
-def test_input_gradient_same_bits_on_every_thread_count(isa, rng, on_threads, m, n, k, strided):
-    a, b = operands(rng, m, n, k, False, False, strided)
-    want, tol = expected(a, b, None, False, False)
+@pytest.mark.parametrize("ta,tb,alpha", [(False, False, 1.0), (True, False, 0.5), (False, True, -2.0)])
+def test_input_gradient_same_bits_on_every_thread_count(isa, rng, on_threads, m, n, k, strided, ta, tb, alpha):
+    a, b = operands(rng, m, n, k, ta, tb, strided)
+    want, tol = expected(a, b, None, ta, tb, alpha)
 
     def run(t):
         c = matrix(rng, m, n, strided, fill=np.nan)
-        _C.gemm(a, b, c)
+        _C.gemm(a, b, c, ta, tb, alpha)
         assert_within(c, want, tol, f"{t} threads")
         return c
 

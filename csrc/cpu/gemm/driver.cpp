@@ -40,6 +40,8 @@ struct Workspace {
   }
 };
 thread_local Workspace tls_workspace;
+// A thread's partial product when two threads split K (split_k below).
+thread_local Workspace tls_partial;
 
 // C = act(beta·C + bias) when K == 0 (alpha·0 as the reference computes it).
 void no_product(const Problem& p) {
@@ -261,6 +263,67 @@ Problem slice(const Problem& p, index_t m0, index_t m1, index_t n0, index_t n1) 
   return s;
 }
 
+// Whether two threads split K rather than C: when C is a single block of rows with
+// a plain epilogue and K is exactly two cache blocks. Each thread then reads the
+// same amount of B as a split of the columns would, but its own rows of B: for
+// dX = dZ·W of a Linear layer those are the rows of W (the layer's outputs) whose
+// forward products and weight gradient the same thread computes, so they stay in
+// its core's cache instead of moving between the cores. The first thread forms
+// alpha·(the first K block's product) in C and the second alpha·(the second's) in
+// its workspace; their sum is what the packed path forms on one thread (it stores
+// the first block into C and adds the second block to it, and a float sum of two
+// terms does not depend on their order), so the result is bitwise the same.
+inline bool split_k(const Problem& p, bool dot, int nt) {
+  return nt == 2 && !dot && p.M <= kMC && (p.K + kKC - 1) / kKC == 2 && p.beta == 0.0f && !p.bias &&
+         !p.preact && p.act == Act::Identity && !p.descend;
+}
+
+// C = alpha·op(A)·op(B) on two threads, one K block each (see split_k).
+void gemm_split_k(const Problem& p) {
+  const index_t k_half = p.K / 2;  // the packed path's block boundary: kb·K / kblocks
+  float* partial = nullptr;
+  bool ok = true;
+#pragma omp parallel num_threads(2)
+  {
+    const int t = omp_get_thread_num();
+    if (t == 1) {
+      partial = tls_partial.get(static_cast<size_t>(p.M * p.N));
+      ok = partial != nullptr;
+    }
+#pragma omp barrier
+    if (t == 0 || ok) {
+      Problem q = p;
+      q.K = t == 0 ? k_half : p.K - k_half;
+      if (t == 1) {
+        q.C = partial;
+        q.ldc = p.N;
+        q.A = p.trans_a ? p.A + k_half * p.lda : p.A + k_half;
+        q.B = p.trans_b ? p.B + k_half : p.B + k_half * p.ldb;
+      }
+      packed(q);
+    }
+#pragma omp barrier
+    if (ok) {  // C += partial, half of the rows each
+      const index_t m0 = t * p.M / 2, m1 = (t + 1) * p.M / 2;
+      for (index_t m = m0; m < m1; ++m) {
+        float* c = p.C + m * p.ldc;
+        const float* s = partial + m * p.N;
+        index_t n = 0;
+        for (; n + kW <= p.N; n += kW) vstore(c + n, vadd(vload(s + n), vload(c + n)));
+        for (; n < p.N; ++n) c[n] = s[n] + c[n];
+      }
+    }
+  }
+  if (!ok) {  // no memory for the partial product: the second block on this thread
+    Problem q = p;
+    q.beta = 1.0f;
+    q.K = p.K - k_half;
+    q.A = p.trans_a ? p.A + k_half * p.lda : p.A + k_half;
+    q.B = p.trans_b ? p.B + k_half : p.B + k_half * p.ldb;
+    packed(q);
+  }
+}
+
 // C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias)
 void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
           index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
@@ -309,6 +372,10 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   if (nt > units) nt = static_cast<int>(units);
   if (nt <= 1) {
     run(p, dot);
+    return;
+  }
+  if (split_k(p, dot, nt)) {
+    gemm_split_k(p);
     return;
   }
 #pragma omp parallel num_threads(nt)
