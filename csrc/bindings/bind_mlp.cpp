@@ -210,6 +210,7 @@ std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
     const float* xp = x.f32();
     const std::int64_t* yp = y.i64();
     for (index_t i = 0; i < steps; ++i) {
+      update.keep_weight_grads = i + 1 == steps;  // only the last step's gradients are seen
       const cpu::MlpStepResult r =
           self.stepper.train_step(xp, yp, sizes[i], seeds.data() + i * nd, offsets.data() + i * nd, loss, update);
       lp[i] = r.loss;

@@ -36,6 +36,10 @@ struct GemmEpilogue {
   float* descend = nullptr;
   index_t ldd = 0;
   float lr = 0.0f;
+  // With descend and keep_c false, C is only wanted for that step: the GEMM may leave
+  // it unwritten (it keeps each tile in a scratch tile instead, where K fits in one
+  // cache block), which spares the memory traffic of storing a gradient no one reads.
+  bool keep_c = true;
 };
 using GemmFn = void (*)(float* C, index_t ldc, const float* A, index_t lda, const float* B,
                         index_t ldb, index_t M, index_t N, index_t K, bool trans_a, bool trans_b,

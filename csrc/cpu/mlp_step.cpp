@@ -232,6 +232,7 @@ void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScra
       ep.descend = update.param + (L.W - update.param);
       ep.ldd = L.in;
       ep.lr = update.sgd.lr;
+      ep.keep_c = update.keep_weight_grads;
       k.gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, 0.0f, ep);
       update_bias(k, update, L);
       g = gp;

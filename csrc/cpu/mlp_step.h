@@ -46,6 +46,10 @@ struct MlpUpdate {
   float* state[3] = {nullptr, nullptr, nullptr};  // SGD: momentum (or null); Adam: m, v, vmax (or null)
   SgdOptions sgd{};
   AdamOptions adam{};
+  // False when no one reads this step's weight gradients (a step of a run whose
+  // gradients are overwritten by the next): a plain SGD step may then leave dW
+  // unwritten (GemmEpilogue::keep_c). The parameters are updated all the same.
+  bool keep_weight_grads = true;
 };
 
 struct MlpStepResult {

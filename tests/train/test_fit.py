@@ -300,12 +300,13 @@ class PlainLoader(DataLoader):
     """A DataLoader subclass: fit iterates it batch by batch (it does not gather runs of batches)."""
 
 
-@pytest.mark.parametrize("opt_name", ["adam", "sgd-momentum"])
+@pytest.mark.parametrize("opt_name", ["adam", "sgd-momentum", "sgd"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_fit_gathering_runs_of_batches_changes_no_result(opt_name, dropout, monkeypatch):
     """Over a row-wise dataset fit gathers many batches at once and runs their steps in one native
-    call; history, weights and optimizer state are bitwise those of going batch by batch (the
-    partial last batch and dropout masks included)."""
+    call; history, weights, the last step's gradients and optimizer state are bitwise those of
+    going batch by batch (the partial last batch and dropout masks included; plain SGD leaves
+    the gradients of all but a run's last step unstored)."""
     import fastmlp.train.loop as loop
 
     monkeypatch.setattr(loop, "_CHUNK_FLOATS", 4 * 17)  # 17 rows: runs of three batches of 5
@@ -319,10 +320,11 @@ def test_fit_gathering_runs_of_batches_changes_no_result(opt_name, dropout, monk
         seeded(3)
         model = small_model(dropout=dropout)
         opt = optim.Adam(model.parameters(), lr=0.01) if opt_name == "adam" else \
-            optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+            optim.SGD(model.parameters(), lr=0.05, momentum=0.9 if opt_name == "sgd-momentum" else 0.0)
         h = fit(model, nn.CrossEntropyLoss(), opt, cls(TensorDataset(x, y), batch_size=5, shuffle=True), epochs=2,
                 progress=False)
-        results.append((h["train_loss"], state_arrays(model), opt.state_dict()["state"]))
+        grads = {f"{name}.grad": p.grad.numpy().copy() for name, p in model.named_parameters()}
+        results.append((h["train_loss"], {**state_arrays(model), **grads}, opt.state_dict()["state"]))
         if cls is DataLoader:
             assert runs == [[5, 5, 5]] * 4 + [[5, 4]] + [[5, 5, 5]] * 4 + [[5, 4]]
             runs.clear()

@@ -142,6 +142,8 @@ void packed(const Problem& p) {
   blk.ldz = p.ldz;
   blk.ldw = p.ldd;
   blk.lr = p.lr;
+  // C need not be stored when it only feeds the descent and no later K block reads it.
+  blk.scratch_c = p.descend && !p.keep_c && kblocks == 1;
 
   for (index_t jb = 0; jb < nblocks; ++jb) {
     const index_t n0 = jb * p.N / nblocks, nc = (jb + 1) * p.N / nblocks - n0;
@@ -351,6 +353,7 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   p.descend = ep.descend;
   p.ldd = ep.ldd;
   p.lr = ep.lr;
+  p.keep_c = ep.keep_c;
   if (K <= 0) {
     no_product(p);
     return;

@@ -71,6 +71,7 @@ struct Problem {
   float* descend;     // [M, ldd] or null (see GemmEpilogue)
   index_t ldd;
   float lr;
+  bool keep_c;        // see GemmEpilogue
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
@@ -106,6 +107,7 @@ struct PackedBlock {
   float* w;           // GemmEpilogue::descend at the block origin, or null
   index_t ldw;
   float lr;
+  bool scratch_c;     // with w: tiles go to a scratch tile, not to c (see GemmEpilogue::keep_c)
   TileEpilogue epi;
   bool rows_outer;  // loop over row panels outside (short K: stream C row-wise)
 };

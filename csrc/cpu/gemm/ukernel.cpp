@@ -95,6 +95,8 @@ UkernelFn ukernel_for(index_t h, bool plain) {
 }  // namespace
 
 void macro_kernel(const PackedBlock& k) {
+  alignas(64) float scratch[kMR * kNR];
+  const bool to_scratch = k.scratch_c && k.w && k.epi.final;
   const index_t q_count = (k.nc + kNR - 1) / kNR;
   // Panel heights differ by at most one: two kernels serve the whole block.
   const index_t h_lo = k.mc / k.panels;
@@ -111,16 +113,17 @@ void macro_kernel(const PackedBlock& k) {
       const index_t h = (p + 1) * k.mc / k.panels - r0;
       const index_t n0 = q * kNR;
       const int nv = static_cast<int>(k.nc - n0 < kNR ? k.nc - n0 : kNR);
-      float* const c = k.c + r0 * k.ldc + n0;
-      const float* c_next = c;
-      if (k.rows_outer && q + 1 < q_count)
+      float* const c = to_scratch ? scratch : k.c + r0 * k.ldc + n0;
+      const index_t ldc = to_scratch ? kNR : k.ldc;
+      const float* c_next = c;  // (the scratch tile stays in L1)
+      if (!to_scratch && k.rows_outer && q + 1 < q_count)
         c_next = c + kNR;
-      else if (!k.rows_outer && p + 1 < k.panels)
-        c_next = c + h * k.ldc;
+      else if (!to_scratch && !k.rows_outer && p + 1 < k.panels)
+        c_next = c + h * ldc;
       const UkernelFn f = h == h_lo ? f_lo : f_hi;
-      f(k.kc, k.a + r0 * k.kc, k.b + q * k.b_ps, k.b_ks, c, k.ldc, c_next,
+      f(k.kc, k.a + r0 * k.kc, k.b + q * k.b_ps, k.b_ks, c, ldc, c_next,
         k.z ? k.z + r0 * k.ldz + n0 : nullptr, k.ldz, k.bias ? k.bias + n0 : nullptr, nv, k.epi);
-      if (k.w && k.epi.final) descend_rows(k.w + r0 * k.ldw + n0, k.ldw, c, k.ldc, h, nv, k.lr);
+      if (k.w && k.epi.final) descend_rows(k.w + r0 * k.ldw + n0, k.ldw, c, ldc, h, nv, k.lr);
     }
   }
 }
