@@ -105,7 +105,8 @@ class MlpStepper {
   MlpStepper(std::vector<MlpLayer> layers, index_t max_batch);
 
   // One step on x [batch, in0] with labels [batch]; dropout layer j (in order) uses
-  // Philox stream (seeds[j], offsets[j]). Writes dW/db of every layer.
+  // Philox stream (seeds[j], offsets[j]). Writes dW/db of every layer (but for the
+  // weights' dW under a plain SGD update with keep_weight_grads false).
   // With an update (kind != None), also applies it to every layer's parameters.
   MlpStepResult train_step(const float* x, const std::int64_t* labels, index_t batch,
                            const std::uint64_t* seeds, const std::uint64_t* offsets, const MlpLoss& loss,

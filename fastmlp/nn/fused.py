@@ -186,7 +186,10 @@ class FusedTrainStep:
         """Consecutive steps over the rows of (x, y), one per entry of `sizes` (the rows of each
         batch, in order), in one native call: returns each step's loss and the rows predicted
         right in all. Bitwise the same as calling the step on each batch in turn (which it
-        does when the optimizer is not updated natively). ``accepts(x, y)`` must hold."""
+        does when the optimizer is not updated natively). Under plain SGD the steps before
+        the last leave their weight gradients unstored (the next step would overwrite them
+        unread); ``.grad`` afterwards holds the last step's, as it would. ``accepts(x, y)``
+        must hold."""
         xd, yd = x._data, y._data
         if xd.ndim != 2:
             xd = xd.reshape(xd.shape[0], -1)
