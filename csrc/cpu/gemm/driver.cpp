@@ -280,6 +280,15 @@ inline bool split_k(const Problem& p, bool dot, int nt) {
          !p.preact && p.act == Act::Identity && !p.descend;
 }
 
+// The product over K from k0 on: op(A)'s columns and op(B)'s rows from k0.
+Problem k_tail(const Problem& p, index_t k0) {
+  Problem q = p;
+  q.K = p.K - k0;
+  q.A = p.trans_a ? p.A + k0 * p.lda : p.A + k0;
+  q.B = p.trans_b ? p.B + k0 : p.B + k0 * p.ldb;
+  return q;
+}
+
 // C = alpha·op(A)·op(B) on two threads, one K block each (see split_k).
 void gemm_split_k(const Problem& p) {
   const index_t k_half = p.K / 2;  // the packed path's block boundary: kb·K / kblocks
@@ -293,15 +302,14 @@ void gemm_split_k(const Problem& p) {
       ok = partial != nullptr;
     }
 #pragma omp barrier
-    if (t == 0 || ok) {
+    if (t == 0) {
       Problem q = p;
-      q.K = t == 0 ? k_half : p.K - k_half;
-      if (t == 1) {
-        q.C = partial;
-        q.ldc = p.N;
-        q.A = p.trans_a ? p.A + k_half * p.lda : p.A + k_half;
-        q.B = p.trans_b ? p.B + k_half : p.B + k_half * p.ldb;
-      }
+      q.K = k_half;
+      packed(q);
+    } else if (ok) {
+      Problem q = k_tail(p, k_half);
+      q.C = partial;
+      q.ldc = p.N;
       packed(q);
     }
 #pragma omp barrier
@@ -316,12 +324,9 @@ void gemm_split_k(const Problem& p) {
       }
     }
   }
-  if (!ok) {  // no memory for the partial product: the second block on this thread
-    Problem q = p;
+  if (!ok) {  // no memory for the partial product: the second block on this thread, added to C
+    Problem q = k_tail(p, k_half);
     q.beta = 1.0f;
-    q.K = p.K - k_half;
-    q.A = p.trans_a ? p.A + k_half * p.lda : p.A + k_half;
-    q.B = p.trans_b ? p.B + k_half : p.B + k_half * p.ldb;
     packed(q);
   }
 }
