@@ -16,9 +16,30 @@ using UkernelFn = void (*)(index_t kc, const float* a, const float* b, index_t b
 // with a long row stride that the hardware prefetchers follow poorly.
 constexpr index_t kPrefetchRows = 8;
 
-// C[MR, nv] = epilogue(acc), acc[i][j] = Σ_k a[k·MR + i] · b[k·b_ks + j]   (j < kNR)
-// a: packed A panel (MR rows per k); b: kNR contiguous columns per k; c_next: the
-// tile of C the next call writes (only prefetched).
+// acc[i][j] = Σ_k a[k·MR + i] · b[k·b_ks + j]   (j < kNR), acc zeroed by the caller.
+// a: packed A panel (MR rows per k); b: kNR contiguous columns per k.
+template <int MR>
+inline void accumulate(index_t kc, const float* __restrict a, const float* __restrict b, index_t b_ks,
+                       vf (&acc)[MR][kNV]) {
+  for (index_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 4
+    for (int j = 0; j < kNR; j += 16) __builtin_prefetch(b + kPrefetchRows * b_ks + j);
+    vf bv[kNV];
+#pragma GCC unroll 4
+    for (int j = 0; j < kNV; ++j) bv[j] = vload(b + j * kW);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const vf ai = vset1(a[i]);
+#pragma GCC unroll 4
+      for (int j = 0; j < kNV; ++j) acc[i][j] = vfma(ai, bv[j], acc[i][j]);
+    }
+    a += MR;
+    b += b_ks;
+  }
+}
+
+// C[MR, nv] = epilogue(acc) (see accumulate); c_next: the tile of C the next call
+// writes (only prefetched).
 template <int MR, bool Plain>
 void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, index_t b_ks,
              float* c, index_t ldc, const float* c_next, float* z, index_t ldz,
@@ -38,21 +59,7 @@ void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, i
     __builtin_prefetch(c_next + i * ldc, 1);
     __builtin_prefetch(c_next + i * ldc + kNR - 1, 1);
   }
-  for (index_t k = 0; k < kc; ++k) {
-#pragma GCC unroll 4
-    for (int j = 0; j < kNR; j += 16) __builtin_prefetch(b + kPrefetchRows * b_ks + j);
-    vf bv[kNV];
-#pragma GCC unroll 4
-    for (int j = 0; j < kNV; ++j) bv[j] = vload(b + j * kW);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const vf ai = vset1(a[i]);
-#pragma GCC unroll 4
-      for (int j = 0; j < kNV; ++j) acc[i][j] = vfma(ai, bv[j], acc[i][j]);
-    }
-    a += MR;
-    b += b_ks;
-  }
+  accumulate<MR>(kc, a, b, b_ks, acc);
   if constexpr (Plain) {  // C = acc: no scaling, no C to read, nothing to add or keep
     (void)z, (void)ldz, (void)bias;
     if (nv == kNR) {
@@ -67,6 +74,50 @@ void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, i
   for (int i = 0; i < MR; ++i)
     store_row<kNV>(c + i * ldc, z ? z + i * ldz : nullptr, bias, acc[i], nv, e);
   if (e.final && e.mode == ActMode::Pass) act_rows(c, ldc, MR, nv, e.act, e.act_param);
+}
+
+// A full-width tile of a weight gradient whose GEMM takes the SGD step
+// (GemmEpilogue::descend): C = acc (when c is non-null), then w -= lr·acc straight
+// from the registers, the product rounded on its own as in descend_rows.
+using DescendFn = void (*)(index_t kc, const float* a, const float* b, index_t b_ks, float* c, index_t ldc,
+                           float* w, index_t ldw, float lr);
+
+template <int MR>
+void ukernel_descend(index_t kc, const float* __restrict a, const float* __restrict b, index_t b_ks, float* c,
+                     index_t ldc, float* w, index_t ldw, float lr) {
+  vf acc[MR][kNV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < kNV; ++j) acc[i][j] = vzero();
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {  // the weights this tile steps, wanted at the end
+    __builtin_prefetch(w + i * ldw, 1);
+    __builtin_prefetch(w + i * ldw + kNR - 1, 1);
+  }
+  accumulate<MR>(kc, a, b, b_ks, acc);
+  const vf l = vset1(lr);
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < kNV; ++j) {
+      if (c) vstore(c + i * ldc + j * kW, acc[i][j]);
+      vf step = vmul(l, acc[i][j]);
+      in_register(step);
+      float* wp = w + i * ldw + j * kW;
+      vstore(wp, vsub(vload(wp), step));
+    }
+  }
+}
+
+template <int H = kMR>
+DescendFn descend_for(index_t h) {
+  if constexpr (H == 1) {
+    (void)h;
+    return ukernel_descend<1>;
+  } else {
+    return h == H ? ukernel_descend<H> : descend_for<H - 1>(h);
+  }
 }
 
 // Whether a block's epilogue is a plain store of the accumulators (the weight
@@ -103,6 +154,10 @@ void macro_kernel(const PackedBlock& k) {
   const bool plain = plain_epilogue(k);
   const UkernelFn f_lo = ukernel_for(h_lo, plain);
   const UkernelFn f_hi = h_lo < kMR ? ukernel_for(h_lo + 1, plain) : f_lo;
+  // A plain weight gradient that steps its weights: full tiles do both in registers.
+  const bool fused = plain && k.w && k.epi.final;
+  const DescendFn d_lo = fused ? descend_for(h_lo) : nullptr;
+  const DescendFn d_hi = fused && h_lo < kMR ? descend_for(h_lo + 1) : d_lo;
   const index_t outer = k.rows_outer ? k.panels : q_count;
   const index_t inner = k.rows_outer ? q_count : k.panels;
   for (index_t o = 0; o < outer; ++o) {
@@ -113,6 +168,12 @@ void macro_kernel(const PackedBlock& k) {
       const index_t h = (p + 1) * k.mc / k.panels - r0;
       const index_t n0 = q * kNR;
       const int nv = static_cast<int>(k.nc - n0 < kNR ? k.nc - n0 : kNR);
+      if (fused && nv == kNR) {
+        (h == h_lo ? d_lo : d_hi)(k.kc, k.a + r0 * k.kc, k.b + q * k.b_ps, k.b_ks,
+                                  to_scratch ? nullptr : k.c + r0 * k.ldc + n0, k.ldc, k.w + r0 * k.ldw + n0,
+                                  k.ldw, k.lr);
+        continue;
+      }
       float* const c = to_scratch ? scratch : k.c + r0 * k.ldc + n0;
       const index_t ldc = to_scratch ? kNR : k.ldc;
       const float* c_next = c;  // (the scratch tile stays in L1)
