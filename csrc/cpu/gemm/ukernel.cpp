@@ -16,11 +16,22 @@ using UkernelFn = void (*)(index_t kc, const float* a, const float* b, index_t b
 // with a long row stride that the hardware prefetchers follow poorly.
 constexpr index_t kPrefetchRows = 8;
 
-// acc[i][j] = Σ_k a[k·MR + i] · b[k·b_ks + j]   (j < kNR), acc zeroed by the caller.
-// a: packed A panel (MR rows per k); b: kNR contiguous columns per k.
+// acc[i][j] = Σ_k a[k·MR + i] · b[k·b_ks + j]   (j < kNR)
+// a: packed A panel (MR rows per k); b: kNR contiguous columns per k. First asks for
+// the MR×kNR tile at `soon` (rows ld_soon apart), which the caller writes after the
+// products, to be fetched for writing while they compute.
 template <int MR>
 inline void accumulate(index_t kc, const float* __restrict a, const float* __restrict b, index_t b_ks,
-                       vf (&acc)[MR][kNV]) {
+                       const float* soon, index_t ld_soon, vf (&acc)[MR][kNV]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < kNV; ++j) acc[i][j] = vzero();
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    __builtin_prefetch(soon + i * ld_soon, 1);
+    __builtin_prefetch(soon + i * ld_soon + kNR - 1, 1);
+  }
   for (index_t k = 0; k < kc; ++k) {
 #pragma GCC unroll 4
     for (int j = 0; j < kNR; j += 16) __builtin_prefetch(b + kPrefetchRows * b_ks + j);
@@ -48,18 +59,9 @@ void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, i
   // instead of being reloaded after every store of the epilogue.
   const TileEpilogue e = epi;
   vf acc[MR][kNV];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < kNV; ++j) acc[i][j] = vzero();
   // Fetch the next tile of C (its rows have the same stride) while this one computes:
   // with a short K the stores are what takes the time.
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    __builtin_prefetch(c_next + i * ldc, 1);
-    __builtin_prefetch(c_next + i * ldc + kNR - 1, 1);
-  }
-  accumulate<MR>(kc, a, b, b_ks, acc);
+  accumulate<MR>(kc, a, b, b_ks, c_next, ldc, acc);
   if constexpr (Plain) {  // C = acc: no scaling, no C to read, nothing to add or keep
     (void)z, (void)ldz, (void)bias;
     if (nv == kNR) {
@@ -86,16 +88,7 @@ template <int MR>
 void ukernel_descend(index_t kc, const float* __restrict a, const float* __restrict b, index_t b_ks, float* c,
                      index_t ldc, float* w, index_t ldw, float lr) {
   vf acc[MR][kNV];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < kNV; ++j) acc[i][j] = vzero();
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {  // the weights this tile steps, wanted at the end
-    __builtin_prefetch(w + i * ldw, 1);
-    __builtin_prefetch(w + i * ldw + kNR - 1, 1);
-  }
-  accumulate<MR>(kc, a, b, b_ks, acc);
+  accumulate<MR>(kc, a, b, b_ks, w, ldw, acc);  // (the weights this tile steps, wanted at the end)
   const vf l = vset1(lr);
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
