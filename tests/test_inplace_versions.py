@@ -300,3 +300,67 @@ def test_clamp_min_and_clamp_max():
     x = fastmlp.tensor([-1.0, 0.5, 2.0], requires_grad=True)
     x.clamp_min(0).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [0, 1, 1])
+
+
+# ---- Linear layers and the native chain ------------------------------------------------------
+# Each case: a model builder (fastmlp or torch module namespace -> model), and what is modified in
+# place after the forward pass: the layer's input or its output.
+_LAYER_MODELS = {
+    "linear": lambda nn: nn.Linear(5, 3),
+    "linear_relu_linear": lambda nn: nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)),
+    "flatten_mlp_dropout_eval": lambda nn: nn.Sequential(nn.Flatten(), nn.Linear(5, 4), nn.Tanh(), nn.Dropout(0.5),
+                                                         nn.Linear(4, 3)).eval(),
+    "ends_in_relu": lambda nn: nn.Sequential(nn.Linear(5, 4), nn.ReLU()),
+    "ends_in_sigmoid": lambda nn: nn.Sequential(nn.Linear(5, 4), nn.Sigmoid()),
+    "ends_in_gelu": lambda nn: nn.Sequential(nn.Linear(5, 4), nn.GELU()),
+    "ends_in_tanh_dropout": lambda nn: nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Dropout(0.5)),
+}
+
+
+def _modify_after_forward(lib, model_name: str, what: str) -> bool:
+    """Runs the model on h = x * 1, modifies h (what="input") or the output in place, and
+    returns whether backward raised the in-place error."""
+    lib.manual_seed(0)
+    model = _LAYER_MODELS[model_name](lib.nn)
+    h = lib.randn(4, 5) * 1.0
+    out = model(h)
+    (h if what == "input" else out).mul_(2.0)
+    try:
+        out.sum().backward()
+    except RuntimeError as e:
+        assert MODIFIED in str(e)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("model_name", sorted(_LAYER_MODELS))
+def test_linear_input_modified_in_place_raises(model_name):
+    # Every Linear reads its input for the weight gradient: the gradient of the doubled input
+    # would be silently wrong.
+    assert _modify_after_forward(fastmlp, model_name, "input")
+
+
+def test_sequential_that_takes_the_chain_records_one_node():
+    model = _LAYER_MODELS["linear_relu_linear"](fastmlp.nn)
+    assert type(model(fastmlp.randn(2, 5)).grad_fn).__name__ == "ChainBackward"
+
+
+@pytest.mark.parametrize("what", ["input", "output"])
+@pytest.mark.parametrize("model_name", sorted(_LAYER_MODELS))
+def test_linear_and_chain_raise_where_torch_raises(model_name, what):
+    torch = pytest.importorskip("torch")
+    assert _modify_after_forward(fastmlp, model_name, what) == _modify_after_forward(torch, model_name, what)
+
+
+def test_linear_output_modified_in_place_keeps_correct_gradients():
+    # A Linear without activation does not read its output: modifying it is allowed and the
+    # gradients are those of the unmodified product (x·Wᵀ + b).
+    fastmlp.manual_seed(0)
+    lin = fastmlp.nn.Linear(5, 3)
+    x = fastmlp.randn(4, 5, requires_grad=True)
+    out = lin(x)
+    out.mul_(2.0)
+    out.sum().backward()
+    w = lin.weight.detach().numpy().astype(np.float64)
+    np.testing.assert_allclose(x.grad.numpy(), np.tile(2.0 * w.sum(0), (4, 1)), rtol=1e-6)
+    np.testing.assert_allclose(lin.weight.grad.numpy(), np.tile(2.0 * x.detach().numpy().sum(0), (3, 1)), rtol=1e-6)

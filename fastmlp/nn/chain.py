@@ -25,7 +25,7 @@ import numpy as np
 from .. import _C
 from .. import random as _random
 from ..autograd import HANDLED, Node, _Engine, grad_sink
-from ..backend.acts import IDENTITY
+from ..backend.acts import IDENTITY, backward_needs_input
 from ..tensor import Tensor, _result, _wrap
 from .layers import Dropout, Flatten, Identity, Linear, _Activation
 from .module import _hook_version, _structure_version
@@ -134,6 +134,8 @@ class Chain(_Cached):
             layers.append((lin.weight._data, None if lin.bias is None else lin.bias._data, act, param, p))
         self.native = _C.MlpChain(layers)
         self.draws = self.native.dropout_layers
+        last = blocks[-1]
+        self.output_saved = last[1] != IDENTITY and not backward_needs_input(last[1]) and (last[3] is None or not last[3].training or last[3].p == 0)
         self.free: list = []  # tapes whose backward has run, for the next forward
         self.structure = _structure_version[0]
         self.hooks_checked = -1
@@ -219,6 +221,9 @@ class Chain(_Cached):
         node.chain = self
         node.tape = tape
         node.in_shape = x._data.shape
+        node.x = xd
+        node.weights = self.arrays[::2]
+        node.out = y if self.output_saved else None
         return _result(y, node)
 
 
@@ -249,8 +254,12 @@ class ChainBackward(Node):
     """Backward of a native chain: every layer's weight and bias gradient (straight into .grad
     where the leaf allows, as functional.LinearBackward does) and the input gradient when it is needed."""
 
-    __slots__ = ("chain", "tape", "in_shape")
+    __slots__ = ("chain", "tape", "in_shape", "x", "weights", "out")
     SAVES = True
+    # The tape points at the input (the first layer's weight gradient reads it) and at the
+    # output (the last activation's backward reads it when no dropout follows), and backward
+    # reads the weights for the input gradients.
+    SAVED_TENSORS = (("x", -1), ("weights", -1), ("out", -1))
 
     def name(self) -> str:
         return "MlpChainBackward"
@@ -292,6 +301,7 @@ class ChainBackward(Node):
 
     def release(self):
         tape = self.tape
+        self.x = self.weights = self.out = None
         if tape is not None:
             self.tape = None
             self.chain.free.append(tape)

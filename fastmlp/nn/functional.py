@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from .. import _C, _dtype
+from .. import autograd as _autograd
 from .. import random as _random
 from ..autograd import HANDLED, Node, _GradMode, commit_sink, grad_sink, is_unit
 from ..backend import for_array
@@ -65,9 +66,16 @@ class LinearBackward(Node):
 
     __slots__ = ("x", "w", "saved", "act", "param", "in_shape", "has_bias")
     SAVES = True
+    # x is read for the weight's gradient, w for the input's; the activation's saved tensor
+    # (its input or output) for every gradient, and only when there is an activation.
+    SAVED_TENSORS = (("x", 1), ("w", 0), ("act_saved", -1))
 
     def name(self) -> str:
         return _ACT_NODE_NAMES[self.act] if self.act != IDENTITY or self.has_bias else "MmBackward0"
+
+    @property
+    def act_saved(self):
+        return None if self.act == IDENTITY else self.saved
 
     def backward(self, g):
         be = for_array(g)
@@ -159,6 +167,7 @@ def linear_act(input: Tensor, weight: Tensor, bias: Optional[Tensor], act: int, 
 class _ActBackward(Node):
     __slots__ = ("saved", "act", "param")
     SAVES = True
+    SAVED_TENSORS = (("saved", -1),)  # the activation's input or output
 
     def name(self) -> str:
         return _ACT_NODE_NAMES[self.act] if self.act != IDENTITY else "IdentityBackward0"
@@ -193,6 +202,7 @@ def _activation(x: Tensor, act: int, param: float, inplace: bool = False) -> Ten
         if node is not None:
             if not backward_needs_input(act):
                 node.saved = xd
+                node.seq = _autograd._bumps  # saved as it is after this write, as PyTorch records it
             x.grad_fn = node
             x._rg = True
         return x
