@@ -5,7 +5,8 @@ from .layers import (GELU, BatchNorm1d, Dropout, Flatten, Identity, LeakyReLU, L
                      Softmax, Tanh, Unflatten)
 from .loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module, Parameter
+from .plan import explain
 
 __all__ = ["Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "LogSoftmax",
            "Dropout", "BatchNorm1d", "Flatten", "Unflatten", "Identity", "Sequential", "ModuleList",
-           "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init"]
+           "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCELoss", "BCEWithLogitsLoss", "functional", "init", "explain"]

@@ -27,8 +27,9 @@ from .. import random as _random
 from ..autograd import HANDLED, Node, _Engine, grad_sink
 from ..backend.acts import IDENTITY, backward_needs_input
 from ..tensor import Tensor, _result, _wrap
-from .layers import Dropout, Flatten, Identity, Linear, _Activation
+from .layers import Dropout, Flatten, Linear, _Activation
 from .module import _hook_version, _structure_version
+from .plan import Plan, Refusal, check_parameters, plan_modules
 
 # Sequential takes the native chain only while this is true (the tests compare it with the
 # module-by-module path).
@@ -36,46 +37,6 @@ enabled = True
 
 _F32 = np.dtype(np.float32)
 _ndarray = np.ndarray
-
-
-def plan(mods: tuple) -> Optional[tuple]:
-    """(flatten?, [(linear, act, act_param, dropout module or None)]) for a chain of supported
-    modules, else None. Hooks are checked per call (see Chain.usable)."""
-    blocks: list = []
-    flatten = False
-    i, n = 0, len(mods)
-    while i < n:
-        m = mods[i]
-        t = type(m)
-        if t is Identity:
-            i += 1
-            continue
-        if t is Flatten and not blocks and not flatten and m.start_dim == 1 and m.end_dim == -1:
-            flatten = True
-            i += 1
-            continue
-        if t is not Linear:
-            return None
-        act, param, drop = IDENTITY, 0.0, None
-        i += 1
-        while i < n and type(mods[i]) is Identity:
-            i += 1
-        if i < n and isinstance(mods[i], _Activation) and mods[i].act >= 0 and _fusable(mods[i]):
-            act, param = mods[i].act, float(mods[i].act_param())
-            i += 1
-        if i < n and type(mods[i]) is Dropout and 0.0 <= mods[i].p < 1.0:
-            drop = mods[i]
-            i += 1
-        blocks.append((m, act, param, drop))
-    return (flatten, blocks) if blocks else None
-
-
-def _fusable(m) -> bool:
-    """An activation the chain applies in a GEMM epilogue (hooks are checked per call)."""
-    hooks = m._forward_hooks, m._forward_pre_hooks
-    if hooks[0] or hooks[1]:
-        return True  # decided per call (Chain.usable), not by the plan
-    return m.fusable()
 
 
 def _settable(m) -> bool:
@@ -99,20 +60,24 @@ def _settings(mods: tuple) -> tuple:
         elif t is Flatten:
             out.append((m.start_dim, m.end_dim))
         else:
-            out.append((_fusable(m), m.act_param()))
+            out.append((m.fusable(), m.act_param()))
     return tuple(out)
 
 
 class _Cached:
-    """What Chain and NoChain remember of the modules they were built for: the modules, and the
-    settings of those that have any (see _settable)."""
+    """What Chain and NoChain remember of the modules they were built for: the modules, the
+    settings of those that have any (see _settable) and the hooks (by the global hook version:
+    a plan depends on which modules have hooks)."""
 
     def __init__(self, mods: tuple):
         self.mods = mods
         self.settable = tuple(m for m in mods if _settable(m))
         self.settings = _settings(self.settable)
+        self.hooks = _hook_version[0]
 
     def settings_current(self) -> bool:
+        if self.hooks != _hook_version[0]:
+            return False
         return not self.settable or _settings(self.settable) == self.settings
 
 
@@ -120,48 +85,39 @@ class Chain(_Cached):
     """The native chain of one Sequential, valid while its modules, their parameter arrays and
     their settings (see _settable) stay as they were when it was built."""
 
-    def __init__(self, mods: tuple, flatten: bool, blocks: list):
+    def __init__(self, mods: tuple, plan: Plan):
         super().__init__(mods)
-        self.flatten = flatten
-        self.linears = tuple(b[0] for b in blocks)
+        self.plan = plan
+        blocks = plan.blocks
+        self.flatten = plan.flatten
+        self.linears = tuple(b.linear for b in blocks)
         self.params = tuple(p for lin in self.linears for p in (lin.weight, lin.bias))
         self.arrays = tuple(None if p is None else p._data for p in self.params)
         self.in_features = self.linears[0].weight._data.shape[1]
         self.shapes = tuple(None if p is None else p._data.shape for p in self.params)
         layers = []
-        for lin, act, param, drop in blocks:
-            p = float(drop.p) if drop is not None and drop.training else 0.0
-            layers.append((lin.weight._data, None if lin.bias is None else lin.bias._data, act, param, p))
+        for b in blocks:
+            lin = b.linear
+            layers.append((lin.weight._data, None if lin.bias is None else lin.bias._data, b.act, b.act_param,
+                           b.dropout_p()))
         self.native = _C.MlpChain(layers)
         self.draws = self.native.dropout_layers
         last = blocks[-1]
-        self.output_saved = last[1] != IDENTITY and not backward_needs_input(last[1]) and (last[3] is None or not last[3].training or last[3].p == 0)
+        self.output_saved = last.act != IDENTITY and not backward_needs_input(last.act) and last.dropout_p() == 0
         self.free: list = []  # tapes whose backward has run, for the next forward
         self.structure = _structure_version[0]
-        self.hooks_checked = -1
-        self.hooked = False
 
     @staticmethod
     def build(mods: tuple):
-        """The chain of `mods`, or a NoChain that remembers they have none."""
-        p = plan(mods)
-        if p is None:
-            return NoChain(mods)
-        seen = set()
-        for lin, *_ in p[1]:
-            for t in (lin.weight, lin.bias):
-                if t is None:
-                    continue
-                if type(t._data) is not _ndarray or t._data.dtype is not _F32 or not t._data.flags.c_contiguous \
-                        or t.grad_fn is not None:
-                    return NoChain(mods)
-                # A parameter used twice (a Linear repeated, tied weights) gets the sum of two
-                # gradients, which the module path accumulates and the chain does not.
-                if id(t) in seen or id(t._data) in seen:
-                    return NoChain(mods)
-                seen.add(id(t))
-                seen.add(id(t._data))
-        return Chain(mods, *p)
+        """The chain of `mods`, or a NoChain that remembers why they have none."""
+        p = plan_modules(mods)
+        if p:
+            why = check_parameters(p)
+            if why:
+                p = Refusal(why)
+        if not p:
+            return NoChain(mods, p)
+        return Chain(mods, p)
 
     def current(self, mods: tuple) -> bool:
         """Whether this chain still describes `mods` (same modules, parameters and dropout modes)."""
@@ -179,13 +135,7 @@ class Chain(_Cached):
         return self.settings_current()
 
     def usable(self, x: Tensor) -> bool:
-        """Whether this call can take the native chain: no module hooks, and x a float32 CPU
-        tensor of the right width."""
-        if self.hooks_checked != _hook_version[0]:
-            self.hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self.mods)
-            self.hooks_checked = _hook_version[0]
-        if self.hooked:
-            return False
+        """Whether this call can take the native chain: x a float32 CPU tensor of the right width."""
         xd = x._data
         if type(xd) is not _ndarray or xd.dtype is not _F32:
             return False
@@ -237,8 +187,9 @@ class NoChain(_Cached):
 
     native = None
 
-    def __init__(self, mods: tuple):
+    def __init__(self, mods: tuple, refusal: Refusal):
         super().__init__(mods)
+        self.refusal = refusal
         self.arrays = _linear_arrays(mods)
 
     def current(self, mods: tuple) -> bool:

@@ -8,6 +8,7 @@ from ..autograd import _GradMode
 from ..tensor import Tensor
 from . import functional as F
 from . import chain as _chain
+from . import plan as _plan
 from .chain import Chain
 from .layers import Linear, _Activation
 from .module import Module
@@ -91,6 +92,8 @@ class Sequential(Module):
             chain = self.__dict__.get("_chain")
             if chain is None or not chain.current(mods):
                 chain = self.__dict__["_chain"] = Chain.build(mods)
+                if _plan.explain_enabled():
+                    _plan.log_once(self)
             if chain.native is not None and chain.usable(input):
                 return chain(input)
         mods = list(self._modules.values())

@@ -23,54 +23,19 @@ import numpy as np
 
 from .. import _C
 from .. import random as _random
-from ..backend.acts import IDENTITY
 from ..tensor import Tensor, _wrap
-from .container import Sequential
-from .layers import Dropout, Flatten, Identity, Linear, _Activation
-from ..optim.adam import Adam, AdamW
-from ..optim.sgd import SGD
-from .loss import CrossEntropyLoss
+from .plan import TrainingPlan, plan_training
 
 _F32 = np.dtype(np.float32)
-
-
-def _plan_layers(model: Sequential) -> Optional[list]:
-    """[(linear, act_code, act_param, dropout_p)] for a supported Sequential, else None."""
-    plan: list = []
-    mods = list(model)
-    i = 0
-    while i < len(mods):
-        m = mods[i]
-        if m._has_hooks():
-            return None
-        if isinstance(m, Identity) or (type(m) is Flatten and m.start_dim == 1 and m.end_dim == -1 and not plan):
-            i += 1
-            continue
-        if type(m) is not Linear:
-            return None
-        act, param, p = IDENTITY, 0.0, 0.0
-        i += 1
-        if i < len(mods) and isinstance(mods[i], _Activation):
-            if not mods[i].fusable():
-                return None
-            act, param = mods[i].act, mods[i].act_param()
-            i += 1
-        if i < len(mods) and type(mods[i]) is Dropout and not mods[i]._has_hooks():
-            p = float(mods[i].p)
-            i += 1
-        plan.append((m, act, param, p))
-    if not plan or plan[-1][1] != IDENTITY or plan[-1][3] != 0.0:
-        return None
-    return plan
 
 
 class FusedTrainStep:
     """step(x, y) -> (loss, correct) for a supported model; see the module docstring."""
 
-    def __init__(self, model, loss_fn, optimizer, plan: list):
+    def __init__(self, model, loss_fn, optimizer, training: TrainingPlan):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        self.plan = plan
-        self.params = [p for lin, *_ in plan for p in ((lin.weight, lin.bias) if lin.bias is not None else (lin.weight,))]
+        self.plan = training.plan
+        self.params = [p for b in self.plan.blocks for p in (b.linear.weight, b.linear.bias) if p is not None]
         self._stepper = None
         self._bound: list = []
         self._dropouts = 0
@@ -79,35 +44,19 @@ class FusedTrainStep:
         self._holding = False
         self._next: Optional[tuple] = None
         self._pending: Optional[tuple] = None
-        self.in_features = plan[0][0].in_features
-        self.classes = plan[-1][0].out_features
-        # SGD, Adam and AdamW themselves (not subclasses, which may change step()) with one
-        # parameter group are updated inside the native step, layer by layer.
-        self._native_update = type(optimizer) in (SGD, Adam, AdamW) and len(optimizer.param_groups) == 1
+        self.in_features = self.plan.in_features
+        self.classes = self.plan.out_features
+        # SGD, Adam and AdamW themselves with one parameter group are updated inside the
+        # native step, layer by layer (see plan_training).
+        self._native_update = training.update is not None
 
     @classmethod
     def build(cls, model, loss_fn, optimizer) -> Optional["FusedTrainStep"]:
-        if type(model) is not Sequential or type(loss_fn) is not CrossEntropyLoss or loss_fn._has_hooks():
+        """The step of a model that plan_training accepts, else None (the caller runs the eager loop)."""
+        t = plan_training(model, loss_fn, optimizer)
+        if not t:
             return None
-        if loss_fn.reduction != "mean":
-            return None
-        plan = _plan_layers(model)
-        if plan is None:
-            return None
-        step = cls(model, loss_fn, optimizer, plan)
-        model_params = {id(p) for p in model.parameters()}
-        if {id(p) for p in step.params} != model_params:
-            return None
-        opt_params = [p for g in optimizer.param_groups for p in g["params"]]
-        if {id(p) for p in opt_params} != model_params or len(opt_params) != len(model_params):
-            return None
-        for p in step.params:
-            if type(p._data) is not np.ndarray or p._data.dtype is not _F32 or not p._rg or p._hooks:
-                return None
-        w = loss_fn.weight
-        if w is not None and (type(w._data) is not np.ndarray or w._data.dtype != _F32):
-            return None
-        return step
+        return cls(model, loss_fn, optimizer, t)
 
     def _bind(self, batch: int) -> None:
         """(Re)make the native stepper over the parameters' current arrays and gradient buffers."""
@@ -116,14 +65,14 @@ class FusedTrainStep:
             if flat is None:
                 raise RuntimeError("the optimizer could not lay its parameters out in one buffer")
         layers = []
-        for lin, act, param, p in self.plan:
-            W, b = lin.weight, lin.bias
+        for blk in self.plan.blocks:
+            W, b = blk.linear.weight, blk.linear.bias
             layers.append((W._data, None if b is None else b._data, W._grad_buf, None if b is None else b._grad_buf,
-                           act, param, p))
+                           blk.act, blk.act_param, blk.dropout_p()))
         size = max(batch, 1 if self._stepper is None else self._stepper.max_batch)
         self._stepper = _C.MlpStepper(layers, size)
         self._bound = [(p, p._data, p._grad_buf) for p in self.params]
-        self._dropouts = sum(1 for *_, p in self.plan if p > 0)
+        self._dropouts = sum(1 for blk in self.plan.blocks if blk.dropout_p() > 0)
 
     def accepts(self, x, y) -> bool:
         """Whether (x, y) is a batch this step takes as is: float32 CPU inputs of the first

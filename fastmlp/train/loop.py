@@ -26,6 +26,7 @@ import time
 from typing import Callable, Iterable, Optional
 
 from ..autograd import is_grad_enabled
+from ..nn import plan as _plan
 from ..nn.fused import FusedTrainStep
 from ..utils.data import DataLoader
 from .callbacks import Callback, FitState, LRSchedulerCallback
@@ -127,10 +128,9 @@ def _fused_step(model, loss_fn, optimizer) -> Optional[FusedTrainStep]:
     """
     if not is_grad_enabled():
         return None
-    step = FusedTrainStep.build(model, loss_fn, optimizer)
-    if step is None or not all(m.training for m in model.modules()):
-        return None
-    return step
+    if _plan.explain_enabled():
+        _plan.log_once(model, loss_fn, optimizer)
+    return FusedTrainStep.build(model, loss_fn, optimizer)
 
 
 def _loader_len(loader) -> Optional[int]:
