@@ -1,4 +1,6 @@
-// MlpStepper binding: whole forward/loss/backward passes of a Sequential MLP in one call.
+// MlpProgram binding: the forward and backward passes of a Sequential MLP, and whole training
+// steps, in one native call each. Layers and optimizer updates cross the language boundary as
+// classes with named fields (MlpLayer, MlpUpdate), checked here before any kernel runs.
 #include <pybind11/stl.h>
 
 #include <memory>
@@ -12,82 +14,124 @@
 namespace fastmlp::bind {
 namespace {
 
-// Keeps the parameter and gradient arrays alive while the stepper points into them.
-struct PyMlpStepper {
-  cpu::MlpStepper stepper;
-  std::vector<View> keep;
+// One Linear layer of a program, as Python describes it: y = act(x·Wᵀ + b), then dropout.
+// weight_grad/bias_grad are where train_step writes the layer's gradients (None: the program
+// only runs eagerly, where each backward says where gradients go).
+struct PyMlpLayer {
+  py::object weight = py::none(), bias = py::none(), weight_grad = py::none(), bias_grad = py::none();
+  int act = 0;
+  float act_param = 0.0f;
+  float dropout = 0.0f;
 };
 
-// The layers of a stepper, (W, b, dW, db, act, act_param, dropout) each, or of a chain,
-// (W, b, act, act_param, dropout) each (with_grads false); `keep` receives the views.
-std::vector<cpu::MlpLayer> parse_layers(py::sequence layers, const char* fn, bool with_grads,
-                                        std::vector<View>& keep) {
-  const index_t n = static_cast<index_t>(py::len(layers));
+// An optimizer update applied inside train_step: SGD or Adam(W) over the optimizer's flat
+// parameter and gradient buffers (see fastmlp/optim/optimizer.py), with PyTorch's options.
+struct PyMlpUpdate {
+  std::string kind = "sgd";  // "sgd" or "adam"
+  py::object param = py::none(), grad = py::none();
+  py::object momentum_buffer = py::none();                                          // SGD
+  py::object exp_avg = py::none(), exp_avg_sq = py::none(), max_exp_avg_sq = py::none();  // Adam
+  // Python floats, kept as such for the optimizers' own steps (float64 parameters use them
+  // unrounded); the float32 program rounds them as the float32 kernels do.
+  double lr = 0.0, weight_decay = 0.0;
+  bool maximize = false;
+  double momentum = 0.0, dampening = 0.0;  // SGD
+  bool nesterov = false, first_step = false;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Adam
+  std::int64_t step = 1;
+  bool amsgrad = false, decoupled_weight_decay = false;
+
+  // The update of the optimizer step that follows this one, when nothing else ran between:
+  // Adam's step count advances, and SGD's momentum buffers exist after the first step.
+  PyMlpUpdate next() const {
+    PyMlpUpdate u = *this;
+    ++u.step;
+    u.first_step = false;
+    return u;
+  }
+};
+
+struct PyMlpProgram {
+  std::unique_ptr<cpu::MlpProgram> program;
+  std::vector<View> params;  // every layer's W and b, kept alive
+  std::vector<View> grads;   // every layer's dW and db (train_step writes them)
+  bool trainable = false;    // every layer has its gradient buffers
+};
+
+// One forward pass's saved state, and the arrays it points into (its input and output).
+struct PyMlpTape {
+  cpu::MlpTape tape;
+  py::object x, out;
+};
+
+PyMlpProgram* make_program(const std::vector<PyMlpLayer>& layers) {
+  const char* fn = "MlpProgram";
+  const size_t n = layers.size();
   if (n < 1) value_error(str_cat(fn, ": needs at least one layer"));
-  const size_t fields = with_grads ? 7 : 5;
-  const int a = with_grads ? 4 : 2;  // index of act in the tuple
+  auto* p = new PyMlpProgram;
+  std::unique_ptr<PyMlpProgram> guard(p);
   std::vector<cpu::MlpLayer> out;
+  std::vector<std::string> grad_names, param_names;
   index_t prev_out = -1;
-  for (index_t i = 0; i < n; ++i) {
-    py::handle item = layers[i];
-    if (!py::isinstance<py::tuple>(item) || py::len(item) != fields)
-      value_error(str_cat(fn, ": layer ", i, " must be ",
-                          with_grads ? "(W, b, dW, db, act, act_param, dropout)" : "(W, b, act, act_param, dropout)"));
-    py::tuple t = py::reinterpret_borrow<py::tuple>(item);
-    const std::string wn = str_cat("layers[", i, "].W"), bn = str_cat("layers[", i, "].b"),
-                      dwn = str_cat("layers[", i, "].dW"), dbn = str_cat("layers[", i, "].db");
-    View W = contiguous(t[0], fn, wn.c_str(), Dtype::F32, false);
-    if (W.shape.size() != 2) value_error(str_cat(fn, ": ", wn, " must be 2-D [out, in]; got ", describe(t[0])));
-    const index_t o = W.shape[0], in = W.shape[1];
-    if (o < 1 || in < 1) value_error(str_cat(fn, ": ", wn, " must not be empty; got ", describe(t[0])));
-    if (prev_out >= 0 && in != prev_out)
-      value_error(str_cat(fn, ": ", wn, " expects ", in, " inputs but the previous layer has ", prev_out, " outputs"));
+  bool all_grads = true;
+  for (size_t i = 0; i < n; ++i) {
+    const PyMlpLayer& in = layers[i];
+    const std::string wn = str_cat("layers[", i, "].weight"), bn = str_cat("layers[", i, "].bias"),
+                      dwn = str_cat("layers[", i, "].weight_grad"), dbn = str_cat("layers[", i, "].bias_grad");
+    View W = contiguous(in.weight, fn, wn.c_str(), Dtype::F32, false);
+    if (W.shape.size() != 2) value_error(str_cat(fn, ": ", wn, " must be 2-D [out, in]; got ", describe(in.weight)));
+    const index_t o = W.shape[0], k = W.shape[1];
+    if (o < 1 || k < 1) value_error(str_cat(fn, ": ", wn, " must not be empty; got ", describe(in.weight)));
+    if (prev_out >= 0 && k != prev_out)
+      value_error(str_cat(fn, ": ", wn, " expects ", k, " inputs but the previous layer has ", prev_out, " outputs"));
     cpu::MlpLayer L;
     L.W = W.f32();
-    L.in = in;
+    L.in = k;
     L.out = o;
-    View dW;
-    if (with_grads) {
-      dW = contiguous(t[2], fn, dwn.c_str(), Dtype::F32, true);
-      require_shape(dW, {o, in}, fn, dwn.c_str());
-      require_no_overlap(dW, W, fn, dwn.c_str(), wn.c_str(), false);
-      L.dW = dW.f32();
-    }
-    if (!t[1].is_none()) {
-      View b = contiguous(t[1], fn, bn.c_str(), Dtype::F32, false);
+    p->params.push_back(std::move(W));
+    param_names.push_back(wn);
+    if (!in.bias.is_none()) {
+      View b = contiguous(in.bias, fn, bn.c_str(), Dtype::F32, false);
       require_shape(b, {o}, fn, bn.c_str());
       L.b = b.f32();
-      if (with_grads) {
-        View db = contiguous(t[3], fn, dbn.c_str(), Dtype::F32, true);
-        require_shape(db, {o}, fn, dbn.c_str());
-        require_no_overlap(db, b, fn, dbn.c_str(), bn.c_str(), false);
-        require_no_overlap(db, dW, fn, dbn.c_str(), dwn.c_str(), false);
-        L.db = db.f32();
-        keep.push_back(std::move(db));
-      }
-      keep.push_back(std::move(b));
+      p->params.push_back(std::move(b));
+      param_names.push_back(bn);
     }
-    L.act = act_from_int(t[a].cast<int>(), fn);
-    L.act_param = t[a + 1].cast<float>();
-    L.dropout = t[a + 2].cast<float>();
+    View dW = optional_contiguous(in.weight_grad, fn, dwn.c_str(), Dtype::F32, true);
+    if (!dW.is_none()) {
+      require_shape(dW, {o, k}, fn, dwn.c_str());
+      L.dW = dW.f32();
+      p->grads.push_back(std::move(dW));
+      grad_names.push_back(dwn);
+    }
+    View db = optional_contiguous(in.bias_grad, fn, dbn.c_str(), Dtype::F32, true);
+    if (!db.is_none()) {
+      if (!L.b) value_error(str_cat(fn, ": ", dbn, " must be None: layer ", i, " has no bias"));
+      require_shape(db, {o}, fn, dbn.c_str());
+      L.db = db.f32();
+      p->grads.push_back(std::move(db));
+      grad_names.push_back(dbn);
+    }
+    all_grads = all_grads && L.dW && (!L.b || L.db);
+    L.act = act_from_int(in.act, fn);
+    L.act_param = in.act_param;
+    L.dropout = in.dropout;
     if (!(L.dropout >= 0.0f && L.dropout < 1.0f))
-      value_error(str_cat(fn, ": layer ", i, " dropout must be in [0, 1); got ", L.dropout));
-    keep.push_back(std::move(W));
-    if (with_grads) keep.push_back(std::move(dW));
+      value_error(str_cat(fn, ": layers[", i, "].dropout must be in [0, 1); got ", L.dropout));
     out.push_back(L);
     prev_out = o;
   }
-  return out;
-}
-
-PyMlpStepper* make_stepper(py::sequence layers, index_t max_batch) {
-  const char* fn = "MlpStepper";
-  if (max_batch < 1) value_error(str_cat(fn, ": max_batch must be >= 1; got ", max_batch));
-  std::vector<View> keep;
-  std::vector<cpu::MlpLayer> out = parse_layers(layers, fn, true, keep);
-  if (out.back().act != Act::Identity || out.back().dropout != 0.0f)
-    value_error(str_cat(fn, ": the last layer produces the logits: no activation or dropout"));
-  return new PyMlpStepper{cpu::MlpStepper(std::move(out), max_batch), std::move(keep)};
+  // Every gradient buffer a step writes must be apart from every other one and from every
+  // parameter (of any layer): a shared or overlapping buffer would give silent garbage.
+  for (size_t i = 0; i < p->grads.size(); ++i) {
+    for (size_t j = 0; j < i; ++j)
+      require_no_overlap(p->grads[i], p->grads[j], fn, grad_names[i].c_str(), grad_names[j].c_str(), false);
+    for (size_t j = 0; j < p->params.size(); ++j)
+      require_no_overlap(p->grads[i], p->params[j], fn, grad_names[i].c_str(), param_names[j].c_str(), false);
+  }
+  p->trainable = all_grads;
+  p->program = std::make_unique<cpu::MlpProgram>(std::move(out));
+  return guard.release();
 }
 
 // Whether the whole of [p, p + n) lies in the flat buffer v.
@@ -96,47 +140,45 @@ bool inside(const float* p, index_t n, const View& v) {
   return p >= base && p + n <= base + v.shape[0];
 }
 
-// The optimizer update from Python:
-//   ("sgd", param, grad, momentum_buf or None, lr, momentum, dampening, weight_decay, nesterov, maximize,
-//    first_step)
-//   ("adam", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq or None, lr, beta1, beta2, eps, weight_decay,
-//    step, amsgrad, maximize, decoupled_weight_decay)
-// param and grad are the flat buffers every layer's W, b, dW, db must lie in at equal offsets; the
-// state buffers are float32 vectors of the same length. `keep` holds the checked views.
-cpu::MlpUpdate parse_update(py::handle obj, const cpu::MlpStepper& s, std::vector<View>& keep) {
-  const char* fn = "MlpStepper.train_step";
+// The checked native form of an update; `keep` holds its views for the duration of the call.
+cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char* fn, std::vector<View>& keep) {
   cpu::MlpUpdate u;
   if (obj.is_none()) return u;
-  if (!py::isinstance<py::tuple>(obj) || py::len(obj) < 1)
-    type_error(fn, "update", "a tuple ('sgd' or 'adam', ...) or None", obj);
-  py::tuple t = py::reinterpret_borrow<py::tuple>(obj);
-  const std::string kind = py::cast<std::string>(t[0]);
-  const bool adam = kind == "adam";
-  if (!adam && kind != "sgd") value_error(str_cat(fn, ": update kind must be 'sgd' or 'adam'; got '", kind, "'"));
-  const size_t want = adam ? 15 : 11;
-  if (py::len(t) != want) value_error(str_cat(fn, ": a '", kind, "' update has ", want, " fields; got ", py::len(t)));
-  const int states = adam ? 3 : 1;
-  static const char* const names[] = {"update.param", "update.grad", "update.state0", "update.state1",
-                                      "update.state2"};
+  if (!py::isinstance<PyMlpUpdate>(obj)) type_error(fn, "update", "an MlpUpdate or None", obj);
+  const PyMlpUpdate& in = obj.cast<const PyMlpUpdate&>();
+  const bool adam = in.kind == "adam";
+  if (!adam && in.kind != "sgd") value_error(str_cat(fn, ": update.kind must be 'sgd' or 'adam'; got '", in.kind, "'"));
+  struct Field {
+    const char* name;
+    const py::object* obj;
+    bool optional;
+  };
+  const Field sgd_fields[] = {{"update.param", &in.param, false}, {"update.grad", &in.grad, false},
+                              {"update.momentum_buffer", &in.momentum_buffer, true}};
+  const Field adam_fields[] = {{"update.param", &in.param, false},       {"update.grad", &in.grad, false},
+                               {"update.exp_avg", &in.exp_avg, false},   {"update.exp_avg_sq", &in.exp_avg_sq, false},
+                               {"update.max_exp_avg_sq", &in.max_exp_avg_sq, true}};
+  const Field* fields = adam ? adam_fields : sgd_fields;
+  const int nfields = adam ? 5 : 3;
   keep.clear();
-  for (int i = 0; i < 2 + states; ++i) {
-    const bool optional = i == 1 + states;  // momentum buffer (SGD) or max_exp_avg_sq (Adam)
-    View v = optional ? optional_contiguous(t[1 + i], fn, names[i], Dtype::F32, true)
-                      : contiguous(t[1 + i], fn, names[i], Dtype::F32, true);
+  for (int i = 0; i < nfields; ++i) {
+    const Field& f = fields[i];
+    View v = f.optional ? optional_contiguous(*f.obj, fn, f.name, Dtype::F32, true)
+                        : contiguous(*f.obj, fn, f.name, Dtype::F32, true);
     if (!v.is_none()) {
-      if (v.shape.size() != 1) value_error(str_cat(fn, ": ", names[i], " must be 1-D; got ", shape_str(v.shape)));
-      if (i > 0) require_shape(v, keep[0].shape, fn, names[i]);
+      if (v.shape.size() != 1) value_error(str_cat(fn, ": ", f.name, " must be 1-D; got ", shape_str(v.shape)));
+      if (i > 0) require_shape(v, keep[0].shape, fn, f.name);
       for (const View& other : keep)
-        if (!other.is_none()) require_no_overlap(v, other, fn, names[i], "another update buffer", false);
+        if (!other.is_none()) require_no_overlap(v, other, fn, f.name, "another update buffer", false);
     }
-    keep.push_back(v);
+    keep.push_back(std::move(v));
   }
   const View& param = keep[0];
   const View& grad = keep[1];
-  for (size_t i = 0; i < s.layers().size(); ++i) {
-    const cpu::MlpLayer& L = s.layers()[i];
-    const index_t nw = L.out * L.in;
-    const bool ok = inside(L.W, nw, param) && L.dW - grad.f32() == L.W - param.f32() &&
+  const auto& layers = prog.program->layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const cpu::MlpLayer& L = layers[i];
+    const bool ok = inside(L.W, L.out * L.in, param) && L.dW - grad.f32() == L.W - param.f32() &&
                     (!L.b || (inside(L.b, L.out, param) && L.db - grad.f32() == L.b - param.f32()));
     if (!ok)
       value_error(str_cat(fn, ": layer ", i, "'s parameters and gradients do not lie at matching offsets in "
@@ -144,22 +186,23 @@ cpu::MlpUpdate parse_update(py::handle obj, const cpu::MlpStepper& s, std::vecto
   }
   u.param = param.f32();
   u.grad = grad.f32();
-  for (int i = 0; i < states; ++i) u.state[i] = keep[2 + i].is_none() ? nullptr : keep[2 + i].f32();
+  for (int i = 2; i < nfields; ++i) u.state[i - 2] = keep[i].is_none() ? nullptr : keep[i].f32();
   if (adam) {
     u.kind = cpu::MlpUpdate::Kind::Adam;
-    u.adam = cpu::AdamOptions{py::cast<float>(t[6]),  py::cast<float>(t[7]),  py::cast<float>(t[8]),
-                              py::cast<float>(t[9]),  py::cast<float>(t[10]), py::cast<bool>(t[14]),
-                              py::cast<bool>(t[12]), py::cast<bool>(t[13]), py::cast<std::int64_t>(t[11])};
-    if (u.adam.amsgrad != (u.state[2] != nullptr))
-      value_error(str_cat(fn, ": update.state2 (max_exp_avg_sq) must be given exactly when amsgrad is on"));
-    if (u.adam.step < 1) value_error(str_cat(fn, ": update step must be >= 1; got ", u.adam.step));
+    u.adam = cpu::AdamOptions{static_cast<float>(in.lr),    static_cast<float>(in.beta1),
+                              static_cast<float>(in.beta2), static_cast<float>(in.eps),
+                              static_cast<float>(in.weight_decay), in.decoupled_weight_decay,
+                              in.amsgrad, in.maximize, in.step};
+    if (in.amsgrad != (u.state[2] != nullptr))
+      value_error(str_cat(fn, ": update.max_exp_avg_sq must be given exactly when amsgrad is on"));
+    if (in.step < 1) value_error(str_cat(fn, ": update.step must be >= 1; got ", in.step));
   } else {
     u.kind = cpu::MlpUpdate::Kind::Sgd;
-    u.sgd = cpu::SgdOptions{py::cast<float>(t[4]), py::cast<float>(t[5]), py::cast<float>(t[6]),
-                            py::cast<float>(t[7]), py::cast<bool>(t[8]), py::cast<bool>(t[9]),
-                            py::cast<bool>(t[10])};
+    u.sgd = cpu::SgdOptions{static_cast<float>(in.lr), static_cast<float>(in.momentum),
+                            static_cast<float>(in.dampening), static_cast<float>(in.weight_decay),
+                            in.nesterov, in.maximize, in.first_step};
     if (u.sgd.momentum != 0.0f && !u.state[0])
-      value_error(str_cat(fn, ": SGD with momentum needs update.state0 (the momentum buffer)"));
+      value_error(str_cat(fn, ": SGD with momentum needs update.momentum_buffer"));
     if (u.sgd.momentum == 0.0f) u.state[0] = nullptr;
   }
   return u;
@@ -171,23 +214,28 @@ cpu::MlpUpdate parse_update(py::handle obj, const cpu::MlpStepper& s, std::vecto
 // step count advances by one per step, and SGD's first-step flag holds for step 0 only.
 // Returns the per-step (mean loss, rows predicted right) as two arrays.
 std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
-    PyMlpStepper& self, const char* fn, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
+    PyMlpProgram& self, const char* fn, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
     const std::vector<std::uint64_t>& seeds, const std::vector<std::uint64_t>& offsets, py::handle weight_obj,
     std::int64_t ignore_index, float label_smoothing, py::handle update_obj) {
-  const cpu::MlpStepper& s = self.stepper;
+  const cpu::MlpProgram& s = *self.program;
+  if (!self.trainable)
+    value_error(str_cat(fn, ": this program has no gradient buffers (give every layer weight_grad, and bias_grad "
+                        "where it has a bias)"));
+  if (s.layers().back().act != Act::Identity || s.layers().back().dropout != 0.0f)
+    value_error(str_cat(fn, ": the last layer produces the logits: it must have no activation or dropout"));
   const index_t in0 = s.layers().front().in, classes = s.layers().back().out;
   View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
   if (x.shape.size() != 2 || x.shape[1] != in0)
     value_error(str_cat(fn, ": x must be [batch, ", in0, "]; got ", describe(x_obj)));
   index_t rows = 0;
   for (size_t i = 0; i < sizes.size(); ++i) {
-    if (sizes[i] < 1 || sizes[i] > s.max_batch())
-      value_error(str_cat(fn, ": batch ", i, " has ", sizes[i], " rows; this stepper takes 1 to ", s.max_batch()));
+    if (sizes[i] < 1 || sizes[i] > x.shape[0])
+      value_error(str_cat(fn, ": batch ", i, " has ", sizes[i], " rows; x has ", x.shape[0]));
     rows += sizes[i];
+    if (rows > x.shape[0]) break;
   }
   if (sizes.empty() || rows != x.shape[0])
-    value_error(str_cat(fn, ": the batch sizes must add up to the rows of x (", x.shape[0], "); they add up to ",
-                        rows));
+    value_error(str_cat(fn, ": the batch sizes must add up to the rows of x (", x.shape[0], ")"));
   View y = contiguous(y_obj, fn, "target", Dtype::I64, false);
   require_labels(y, rows, classes, ignore_index, fn, "target");
   const index_t nd = s.dropout_layers(), steps = static_cast<index_t>(sizes.size());
@@ -198,9 +246,15 @@ std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
   if (!w.is_none()) require_shape(w, {classes}, fn, "weight");
   if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
     value_error(str_cat(fn, ": label_smoothing must be in [0, 1]; got ", label_smoothing));
+  for (const View& g : self.grads) {
+    require_no_overlap(g, x, fn, "a gradient buffer", "x", false);
+    if (!w.is_none()) require_no_overlap(g, w, fn, "a gradient buffer", "weight", false);
+  }
   cpu::MlpLoss loss{w.is_none() ? nullptr : w.f32(), ignore_index, label_smoothing};
   std::vector<View> update_views;
-  cpu::MlpUpdate update = parse_update(update_obj, s, update_views);
+  cpu::MlpUpdate update = parse_update(update_obj, self, fn, update_views);
+  for (const View& v : update_views)
+    if (!v.is_none()) require_no_overlap(v, x, fn, "an update buffer", "x", false);
   py::array_t<double> losses(steps);
   py::array_t<std::int64_t> correct(steps);
   double* lp = losses.mutable_data();
@@ -212,7 +266,7 @@ std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
     for (index_t i = 0; i < steps; ++i) {
       update.keep_weight_grads = i + 1 == steps;  // only the last step's gradients are seen
       const cpu::MlpStepResult r =
-          self.stepper.train_step(xp, yp, sizes[i], seeds.data() + i * nd, offsets.data() + i * nd, loss, update);
+          self.program->train_step(xp, yp, sizes[i], seeds.data() + i * nd, offsets.data() + i * nd, loss, update);
       lp[i] = r.loss;
       cp[i] = r.correct;
       xp += sizes[i] * in0;
@@ -224,10 +278,10 @@ std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
   return {losses, correct};
 }
 
-py::tuple train_step(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, const std::vector<std::uint64_t>& seeds,
+py::tuple train_step(PyMlpProgram& self, py::handle x_obj, py::handle y_obj, const std::vector<std::uint64_t>& seeds,
                      const std::vector<std::uint64_t>& offsets, py::handle weight_obj, std::int64_t ignore_index,
                      float label_smoothing, py::handle update_obj) {
-  const char* fn = "MlpStepper.train_step";
+  const char* fn = "MlpProgram.train_step";
   View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
   const index_t batch = x.shape.size() == 2 ? x.shape[0] : 0;  // run_steps reports any other shape
   auto r = run_steps(self, fn, x_obj, y_obj, {batch}, seeds, offsets, weight_obj, ignore_index, label_smoothing,
@@ -235,98 +289,77 @@ py::tuple train_step(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, con
   return py::make_tuple(r.first.at(0), r.second.at(0));
 }
 
-py::tuple train_steps(PyMlpStepper& self, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
+py::tuple train_steps(PyMlpProgram& self, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
                       const std::vector<std::uint64_t>& seeds, const std::vector<std::uint64_t>& offsets,
                       py::handle weight_obj, std::int64_t ignore_index, float label_smoothing, py::handle update_obj) {
-  auto r = run_steps(self, "MlpStepper.train_steps", x_obj, y_obj, sizes, seeds, offsets, weight_obj, ignore_index,
+  auto r = run_steps(self, "MlpProgram.train_steps", x_obj, y_obj, sizes, seeds, offsets, weight_obj, ignore_index,
                      label_smoothing, update_obj);
   return py::make_tuple(r.first, r.second);
 }
 
-// ---- the eager chain -------------------------------------------------------------
-
-struct PyMlpChain {
-  std::unique_ptr<cpu::MlpChain> chain;
-  std::vector<View> keep;  // the layers' W and b
-  int dropouts = 0;
-};
-
-// One forward pass's saved state, and the arrays it points into (its input and output).
-struct PyMlpTape {
-  cpu::MlpTape tape;
-  py::object x, out;
-};
-
-PyMlpChain* make_chain(py::sequence layers) {
-  auto* c = new PyMlpChain;
-  std::unique_ptr<PyMlpChain> guard(c);
-  std::vector<cpu::MlpLayer> parsed = parse_layers(layers, "MlpChain", false, c->keep);
-  c->dropouts = cpu::count_dropout(parsed);
-  c->chain = std::make_unique<cpu::MlpChain>(std::move(parsed));
-  return guard.release();
-}
-
-// y = the chain's output for x [batch, in0], a new array; `tape` keeps what backward needs.
-py::array_t<float> chain_forward(PyMlpChain& self, py::handle x_obj, const std::vector<std::uint64_t>& seeds,
-                                 const std::vector<std::uint64_t>& offsets, PyMlpTape& tape) {
-  const char* fn = "MlpChain.forward";
-  const auto& layers = self.chain->layers();
+// y = the program's output for x [batch, in0], a new array; `tape` keeps what backward needs.
+py::array_t<float> forward(PyMlpProgram& self, py::handle x_obj, const std::vector<std::uint64_t>& seeds,
+                           const std::vector<std::uint64_t>& offsets, PyMlpTape& tape) {
+  const char* fn = "MlpProgram.forward";
+  const auto& layers = self.program->layers();
   const index_t in0 = layers.front().in, out_n = layers.back().out;
   View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
   if (x.shape.size() != 2 || x.shape[1] != in0 || x.shape[0] < 1)
     value_error(str_cat(fn, ": x must be [batch, ", in0, "] with batch >= 1; got ", describe(x_obj)));
-  if (static_cast<int>(seeds.size()) != self.dropouts || static_cast<int>(offsets.size()) != self.dropouts)
-    value_error(str_cat(fn, ": needs one (seed, offset) per dropout layer (", self.dropouts, "); got ", seeds.size(),
-                        " and ", offsets.size()));
+  const int nd = self.program->dropout_layers();
+  if (static_cast<int>(seeds.size()) != nd || static_cast<int>(offsets.size()) != nd)
+    value_error(str_cat(fn, ": needs one (seed, offset) per dropout layer (", nd, "); got ", seeds.size(), " and ",
+                        offsets.size()));
   const index_t batch = x.shape[0];
   py::array_t<float> out = new_f32({batch, out_n});
   float* op = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    self.chain->forward(tape.tape, x.f32(), batch, seeds.data(), offsets.data(), op);
+    self.program->forward(tape.tape, x.f32(), batch, seeds.data(), offsets.data(), op);
   }
   tape.x = py::reinterpret_borrow<py::object>(x_obj);
   tape.out = out;
   return out;
 }
 
-// The backward pass over `tape` from g = ∂loss/∂y: grads[i] = (dW or None, accumulate, db or None,
-// accumulate) per layer; returns ∂loss/∂x when need_dx, else None.
-py::object chain_backward(PyMlpChain& self, PyMlpTape& tape, py::handle g_obj, py::sequence grads, bool need_dx) {
-  const char* fn = "MlpChain.backward";
-  const auto& layers = self.chain->layers();
-  if (tape.tape.owner != self.chain.get())
-    value_error(str_cat(fn, ": the tape was not filled by this chain's forward"));
+// The backward pass over `tape` from g = ∂loss/∂y: layer i's weight gradient goes to
+// weight_grads[i] (None: not wanted), added to it when accumulate_weight[i], and likewise its
+// bias gradient; returns ∂loss/∂x when need_dx, else None.
+py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::sequence weight_grads,
+                    py::sequence bias_grads, const std::vector<bool>& accumulate_weight,
+                    const std::vector<bool>& accumulate_bias, bool need_dx) {
+  const char* fn = "MlpProgram.backward";
+  const auto& layers = self.program->layers();
+  if (tape.tape.program != self.program->id())
+    value_error(str_cat(fn, ": the tape was not filled by this program's forward"));
   const index_t batch = tape.tape.batch, in0 = layers.front().in;
   View g = contiguous(g_obj, fn, "grad", Dtype::F32, false);
   require_shape(g, {batch, layers.back().out}, fn, "grad");
   const size_t n = layers.size();
-  if (static_cast<size_t>(py::len(grads)) != n)
-    value_error(str_cat(fn, ": needs one (dW, acc, db, acc) per layer (", n, "); got ", py::len(grads)));
+  if (static_cast<size_t>(py::len(weight_grads)) != n || static_cast<size_t>(py::len(bias_grads)) != n ||
+      accumulate_weight.size() != n || accumulate_bias.size() != n)
+    value_error(str_cat(fn, ": weight_grads, bias_grads, accumulate_weight and accumulate_bias need one entry per "
+                        "layer (", n, ")"));
   std::vector<cpu::MlpGradDest> dest(n);
   std::vector<View> views;  // every destination, checked against the others and the inputs
   std::vector<std::string> names;
   for (size_t i = 0; i < n; ++i) {
-    py::handle item = grads[i];
-    if (!py::isinstance<py::tuple>(item) || py::len(item) != 4)
-      value_error(str_cat(fn, ": grads[", i, "] must be (dW or None, accumulate, db or None, accumulate)"));
-    py::tuple t = py::reinterpret_borrow<py::tuple>(item);
     const cpu::MlpLayer& L = layers[i];
-    const std::string wn = str_cat("grads[", i, "].dW"), bn = str_cat("grads[", i, "].db");
-    View dW = optional_contiguous(t[0], fn, wn.c_str(), Dtype::F32, true);
+    const std::string wn = str_cat("weight_grads[", i, "]"), bn = str_cat("bias_grads[", i, "]");
+    View dW = optional_contiguous(weight_grads[i], fn, wn.c_str(), Dtype::F32, true);
     if (!dW.is_none()) {
       require_shape(dW, {L.out, L.in}, fn, wn.c_str());
       dest[i].dW = dW.f32();
-      dest[i].acc_w = t[1].cast<bool>();
+      dest[i].acc_w = accumulate_weight[i];
       views.push_back(std::move(dW));
       names.push_back(wn);
     }
-    View db = optional_contiguous(t[2], fn, bn.c_str(), Dtype::F32, true);
+    View db = optional_contiguous(bias_grads[i], fn, bn.c_str(), Dtype::F32, true);
     if (!db.is_none()) {
       if (!L.b) value_error(str_cat(fn, ": ", bn, " must be None: layer ", i, " has no bias"));
       require_shape(db, {L.out}, fn, bn.c_str());
       dest[i].db = db.f32();
-      dest[i].acc_b = t[3].cast<bool>();
+      dest[i].acc_b = accumulate_bias[i];
       views.push_back(std::move(db));
       names.push_back(bn);
     }
@@ -344,11 +377,11 @@ py::object chain_backward(PyMlpChain& self, PyMlpTape& tape, py::handle g_obj, p
     for (size_t j = 0; j < i; ++j) require_no_overlap(views[i], views[j], fn, names[i].c_str(), names[j].c_str(), false);
     require_no_overlap(views[i], g, fn, names[i].c_str(), "grad", false);
     require_no_overlap(views[i], x, fn, names[i].c_str(), "the forward's x", false);
-    for (const View& p : self.keep) require_no_overlap(views[i], p, fn, names[i].c_str(), "a weight or bias", false);
+    for (const View& p : self.params) require_no_overlap(views[i], p, fn, names[i].c_str(), "a weight or bias", false);
   }
   {
     py::gil_scoped_release nogil;
-    self.chain->backward(tape.tape, g.f32(), dest.data(), dxp);
+    self.program->backward(tape.tape, g.f32(), dest.data(), dxp);
   }
   if (need_dx) return std::move(dx);
   return py::none();
@@ -357,41 +390,75 @@ py::object chain_backward(PyMlpChain& self, PyMlpTape& tape, py::handle g_obj, p
 }  // namespace
 
 void bind_mlp(py::module_& m) {
-  py::class_<PyMlpTape>(m, "MlpTape", "What one MlpChain.forward saves for its backward pass (reusable).")
+  py::class_<PyMlpLayer>(m, "MlpLayer", "One Linear layer of an MlpProgram: y = act(x·Wᵀ + b), then dropout.")
+      .def(py::init([](py::object weight, py::object bias, int act, float act_param, float dropout,
+                       py::object weight_grad, py::object bias_grad) {
+             return PyMlpLayer{weight, bias, weight_grad, bias_grad, act, act_param, dropout};
+           }),
+           py::arg("weight"), py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("act_param") = 0.0f,
+           py::arg("dropout") = 0.0f, py::arg("weight_grad") = py::none(), py::arg("bias_grad") = py::none())
+      .def_readwrite("weight", &PyMlpLayer::weight)
+      .def_readwrite("bias", &PyMlpLayer::bias)
+      .def_readwrite("weight_grad", &PyMlpLayer::weight_grad)
+      .def_readwrite("bias_grad", &PyMlpLayer::bias_grad)
+      .def_readwrite("act", &PyMlpLayer::act)
+      .def_readwrite("act_param", &PyMlpLayer::act_param)
+      .def_readwrite("dropout", &PyMlpLayer::dropout);
+  py::class_<PyMlpUpdate>(m, "MlpUpdate",
+                          "An SGD or Adam(W) update over an optimizer's flat buffers, applied inside "
+                          "MlpProgram.train_step as soon as each layer's gradients are final.")
+      .def(py::init<>())
+      .def_readwrite("kind", &PyMlpUpdate::kind)
+      .def_readwrite("param", &PyMlpUpdate::param)
+      .def_readwrite("grad", &PyMlpUpdate::grad)
+      .def_readwrite("momentum_buffer", &PyMlpUpdate::momentum_buffer)
+      .def_readwrite("exp_avg", &PyMlpUpdate::exp_avg)
+      .def_readwrite("exp_avg_sq", &PyMlpUpdate::exp_avg_sq)
+      .def_readwrite("max_exp_avg_sq", &PyMlpUpdate::max_exp_avg_sq)
+      .def_readwrite("lr", &PyMlpUpdate::lr)
+      .def_readwrite("weight_decay", &PyMlpUpdate::weight_decay)
+      .def_readwrite("maximize", &PyMlpUpdate::maximize)
+      .def_readwrite("momentum", &PyMlpUpdate::momentum)
+      .def_readwrite("dampening", &PyMlpUpdate::dampening)
+      .def_readwrite("nesterov", &PyMlpUpdate::nesterov)
+      .def_readwrite("first_step", &PyMlpUpdate::first_step)
+      .def_readwrite("beta1", &PyMlpUpdate::beta1)
+      .def_readwrite("beta2", &PyMlpUpdate::beta2)
+      .def_readwrite("eps", &PyMlpUpdate::eps)
+      .def_readwrite("step", &PyMlpUpdate::step)
+      .def_readwrite("amsgrad", &PyMlpUpdate::amsgrad)
+      .def_readwrite("decoupled_weight_decay", &PyMlpUpdate::decoupled_weight_decay)
+      .def("next", &PyMlpUpdate::next,
+           "The update of the following optimizer step (Adam's step + 1; SGD's first_step off).");
+  py::class_<PyMlpTape>(m, "MlpTape", "What one MlpProgram.forward saves for its backward pass (reusable).")
       .def(py::init<>())
       .def_property_readonly("batch", [](const PyMlpTape& t) { return t.tape.batch; });
-  py::class_<PyMlpChain>(m, "MlpChain",
-                         "The Linear/activation/Dropout layers of a Sequential, run eagerly in one native call "
-                         "forward (saving into a tape) and one backward.")
-      .def(py::init(&make_chain), py::arg("layers"),
-           "layers: [(W, b, act, act_param, dropout), ...] float32 arrays (b may be None).")
-      .def("forward", &chain_forward, py::arg("x"), py::arg("seeds"), py::arg("offsets"), py::arg("tape"),
+  py::class_<PyMlpProgram>(m, "MlpProgram",
+                           "The Linear/activation/Dropout layers of a Sequential as one native program: "
+                           "forward into a tape and backward in one call each, or whole training steps "
+                           "(forward, softmax cross-entropy, backward and optional optimizer update).")
+      .def(py::init(&make_program), py::arg("layers"), "layers: a list of MlpLayer.")
+      .def("forward", &forward, py::arg("x"), py::arg("seeds"), py::arg("offsets"), py::arg("tape"),
            "y for x [batch, in]; dropout layer j uses stream (seeds[j], offsets[j]); `tape` receives what "
            "backward needs.")
-      .def("backward", &chain_backward, py::arg("tape"), py::arg("grad"), py::arg("grads"), py::arg("need_dx"),
-           "Gradients from grad = dloss/dy over a tape of this chain: grads[i] = (dW or None, accumulate, db "
-           "or None, accumulate); returns dloss/dx when need_dx, else None.")
-      .def_property_readonly("dropout_layers", [](const PyMlpChain& c) { return c.dropouts; });
-  py::class_<PyMlpStepper>(m, "MlpStepper",
-                           "Forward, softmax cross-entropy and backward of a Linear/activation/Dropout MLP in one "
-                           "call, writing every layer's weight and bias gradients; buffers are reused across steps.")
-      .def(py::init(&make_stepper), py::arg("layers"), py::arg("max_batch"),
-           "layers: [(W, b, dW, db, act, act_param, dropout), ...] float32 arrays (b/db may be None).")
+      .def("backward", &backward, py::arg("tape"), py::arg("grad"), py::arg("weight_grads"), py::arg("bias_grads"),
+           py::arg("accumulate_weight"), py::arg("accumulate_bias"), py::arg("need_dx"),
+           "Gradients from grad = dloss/dy over a tape of this program, into weight_grads[i] / bias_grads[i] "
+           "(None: not wanted; added to when accumulate_*[i]); returns dloss/dx when need_dx, else None.")
       .def("train_step", &train_step, py::arg("x"), py::arg("target"), py::arg("seeds"), py::arg("offsets"),
            py::arg("weight") = py::none(), py::arg("ignore_index") = -100, py::arg("label_smoothing") = 0.0f,
            py::arg("update") = py::none(),
-           "One forward/backward on a batch, and with `update` (an SGD or Adam step over the flat "
-           "parameter buffer, see parse_update) the optimizer step too; returns (mean loss, number of "
-           "rows predicted right).")
+           "One forward/backward on a batch into the layers' weight_grad/bias_grad, and with `update` the "
+           "optimizer step too; returns (mean loss, number of rows predicted right).")
       .def("train_steps", &train_steps, py::arg("x"), py::arg("target"), py::arg("sizes"), py::arg("seeds"),
            py::arg("offsets"), py::arg("weight") = py::none(), py::arg("ignore_index") = -100,
            py::arg("label_smoothing") = 0.0f, py::arg("update") = py::none(),
            "Consecutive train_step calls over the rows of x: step i takes the next sizes[i] rows and "
            "dropout streams (seeds, offsets)[i*d:(i+1)*d]; with `update`, step i is the i-th of "
-           "consecutive optimizer steps (Adam's step count advances, SGD's first_step holds for step 0 "
-           "only). Returns (losses, correct) as arrays, one entry per step.")
-      .def_property_readonly("max_batch", [](const PyMlpStepper& s) { return s.stepper.max_batch(); })
-      .def_property_readonly("dropout_layers", [](const PyMlpStepper& s) { return s.stepper.dropout_layers(); });
+           "consecutive optimizer steps (as update.next() gives them). Returns (losses, correct) as "
+           "arrays, one entry per step.")
+      .def_property_readonly("dropout_layers", [](const PyMlpProgram& s) { return s.program->dropout_layers(); })
+      .def_property_readonly("trainable", [](const PyMlpProgram& s) { return s.trainable; });
 }
 
 }  // namespace fastmlp::bind

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <atomic>
 #include <limits>
 
 namespace fastmlp::cpu {
@@ -50,22 +51,12 @@ void size_scratch(MlpScratch& s, const std::vector<MlpLayer>& layers, index_t ba
 
 }  // namespace
 
-MlpStepper::MlpStepper(std::vector<MlpLayer> layers, index_t max_batch)
-    : layers_(std::move(layers)), max_batch_(max_batch) {
-  size_tape(tape_, layers_, max_batch);
-  size_scratch(scratch_, layers_, max_batch);
-  dest_.resize(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) dest_[i] = MlpGradDest{layers_[i].dW, layers_[i].db, false, false};
-  dlogits_.resize(static_cast<size_t>(max_batch) * static_cast<size_t>(layers_.back().out));
-}
-
 int count_dropout(const std::vector<MlpLayer>& layers) {
   int n = 0;
   for (const MlpLayer& L : layers) n += L.dropout > 0.0f;
   return n;
 }
 
-int MlpStepper::dropout_layers() const { return count_dropout(layers_); }
 
 // forward:  h_{i+1} = drop(act(h_i·W_iᵀ + b_i))      logits = h_L·W_Lᵀ + b_L
 // loss:     softmax cross-entropy, mean over the batch, gradient dlogits in the same pass
@@ -256,13 +247,41 @@ void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScra
   }
 }
 
-MlpStepResult MlpStepper::train_step(const float* x, const std::int64_t* labels, index_t batch,
+namespace {
+std::atomic<std::uint64_t> next_program_id{1};
+}  // namespace
+
+MlpProgram::MlpProgram(std::vector<MlpLayer> layers)
+    : layers_(std::move(layers)), dropouts_(count_dropout(layers_)), id_(next_program_id++) {
+  dest_.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) dest_[i] = MlpGradDest{layers_[i].dW, layers_[i].db, false, false};
+}
+
+void MlpProgram::forward(MlpTape& tape, const float* x, index_t batch, const std::uint64_t* seeds,
+                         const std::uint64_t* offsets, float* out) const {
+  size_tape(tape, layers_, batch);
+  tape.program = id_;
+  mlp_forward(layers_, tape, x, batch, seeds, offsets, out);
+}
+
+void MlpProgram::backward(const MlpTape& tape, const float* g, const MlpGradDest* dest, float* dx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_scratch(scratch_, layers_, tape.batch);
+  mlp_backward(layers_, tape, scratch_, g, dest, dx);
+}
+
+MlpStepResult MlpProgram::train_step(const float* x, const std::int64_t* labels, index_t batch,
                                      const std::uint64_t* seeds, const std::uint64_t* offsets,
                                      const MlpLoss& loss, const MlpUpdate& update) {
+  std::lock_guard<std::mutex> lock(mutex_);
   const KernelTable& k = kernels();
-  mlp_forward(layers_, tape_, x, batch, seeds, offsets);
   const index_t classes = layers_.back().out;
-  const float* logits = tape_.output;
+  size_tape(step_tape_, layers_, batch);
+  size_scratch(scratch_, layers_, batch);
+  const size_t cells = static_cast<size_t>(batch) * static_cast<size_t>(classes);
+  if (dlogits_.size() < cells) dlogits_.resize(cells);
+  mlp_forward(layers_, step_tape_, x, batch, seeds, offsets);
+  const float* logits = step_tape_.output;
   const LossSums sums = k.softmax_xent(dlogits_.data(), nullptr, logits, labels, loss.class_weight, batch, classes,
                                        loss.ignore_index, loss.label_smoothing, 1.0f, true);
   MlpStepResult result;
@@ -276,21 +295,8 @@ MlpStepResult MlpStepper::train_step(const float* x, const std::int64_t* labels,
       if (row[c] > row[best]) best = c;
     result.correct += best == labels[r];
   }
-  mlp_backward(layers_, tape_, scratch_, dlogits_.data(), dest_.data(), nullptr, update);
+  mlp_backward(layers_, step_tape_, scratch_, dlogits_.data(), dest_.data(), nullptr, update);
   return result;
-}
-
-void MlpChain::forward(MlpTape& tape, const float* x, index_t batch, const std::uint64_t* seeds,
-                       const std::uint64_t* offsets, float* out) const {
-  size_tape(tape, layers_, batch);
-  tape.owner = this;
-  mlp_forward(layers_, tape, x, batch, seeds, offsets, out);
-}
-
-void MlpChain::backward(const MlpTape& tape, const float* g, const MlpGradDest* dest, float* dx) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  size_scratch(scratch_, layers_, tape.batch);
-  mlp_backward(layers_, tape, scratch_, g, dest, dx);
 }
 
 }  // namespace fastmlp::cpu

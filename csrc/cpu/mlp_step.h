@@ -67,7 +67,7 @@ struct MlpTape {
   std::vector<const float*> inputs;  // each layer's input: x, then the previous layer's (dropped) output
   const float* output = nullptr;     // the last layer's output
   index_t batch = 0;
-  const void* owner = nullptr;       // the MlpChain whose forward filled it (null for a stepper's own)
+  std::uint64_t program = 0;         // the id of the MlpProgram whose forward filled it (0: none)
 };
 
 // Where the backward pass writes one layer's gradients: dW [out, in] and db [out]
@@ -100,53 +100,49 @@ struct MlpScratch {
 void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& tape, MlpScratch& scratch, const float* g,
                   const MlpGradDest* dest, float* dx, const MlpUpdate& update = MlpUpdate{});
 
-class MlpStepper {
+// The number of dropout layers (with p > 0) among `layers`.
+int count_dropout(const std::vector<MlpLayer>& layers);
+
+// One MLP program: the Linear/activation/Dropout layers of a Sequential, run
+//  - eagerly, for model(x) and the loss.backward() that follows: forward() into a tape
+//    the caller keeps (one per forward pass whose backward is still to come), and
+//    backward() from that tape into the gradient destinations it is given;
+//  - as whole training steps: train_step() runs forward, softmax cross-entropy, backward
+//    into the layers' own dW/db and, with an update, the optimizer step, over a tape and
+//    scratch of its own.
+// Every buffer only grows, so passes over batches no larger than earlier ones allocate
+// nothing. Each program has an id, unique in the process, that its tapes record: a tape
+// is only accepted by the program whose forward filled it.
+class MlpProgram {
  public:
-  MlpStepper(std::vector<MlpLayer> layers, index_t max_batch);
+  explicit MlpProgram(std::vector<MlpLayer> layers);
+
+  void forward(MlpTape& tape, const float* x, index_t batch, const std::uint64_t* seeds,
+               const std::uint64_t* offsets, float* out) const;
+  // Over a tape this program's forward filled; may run on several threads at once.
+  void backward(const MlpTape& tape, const float* g, const MlpGradDest* dest, float* dx);
 
   // One step on x [batch, in0] with labels [batch]; dropout layer j (in order) uses
   // Philox stream (seeds[j], offsets[j]). Writes dW/db of every layer (but for the
-  // weights' dW under a plain SGD update with keep_weight_grads false).
-  // With an update (kind != None), also applies it to every layer's parameters.
+  // weights' dW under a plain SGD update with keep_weight_grads false). With an update
+  // (kind != None), also applies it to every layer's parameters. Needs every layer's dW.
   MlpStepResult train_step(const float* x, const std::int64_t* labels, index_t batch,
                            const std::uint64_t* seeds, const std::uint64_t* offsets, const MlpLoss& loss,
                            const MlpUpdate& update = MlpUpdate{});
 
-  index_t max_batch() const { return max_batch_; }
   const std::vector<MlpLayer>& layers() const { return layers_; }
-  int dropout_layers() const;
+  int dropout_layers() const { return dropouts_; }
+  std::uint64_t id() const { return id_; }
 
  private:
   std::vector<MlpLayer> layers_;
-  index_t max_batch_;
-  MlpTape tape_;
+  int dropouts_;
+  std::uint64_t id_;
+  std::mutex mutex_;  // guards everything below
   MlpScratch scratch_;
+  MlpTape step_tape_;
   std::vector<MlpGradDest> dest_;
   std::vector<float> dlogits_;
-};
-
-// The number of dropout layers (with p > 0) among `layers`.
-int count_dropout(const std::vector<MlpLayer>& layers);
-
-// The eager form of the same passes, for model(x) and the loss.backward() that
-// follows (fastmlp.nn.Sequential): one call each way, over tapes that the caller
-// keeps, one per forward pass whose backward is still to come. The layers' dW/db
-// are not used: each backward says where its gradients go.
-class MlpChain {
- public:
-  explicit MlpChain(std::vector<MlpLayer> layers) : layers_(std::move(layers)) {}
-
-  void forward(MlpTape& tape, const float* x, index_t batch, const std::uint64_t* seeds,
-               const std::uint64_t* offsets, float* out) const;
-  // Over a tape this chain's forward filled; may run on several threads at once.
-  void backward(const MlpTape& tape, const float* g, const MlpGradDest* dest, float* dx);
-
-  const std::vector<MlpLayer>& layers() const { return layers_; }
-
- private:
-  std::vector<MlpLayer> layers_;
-  std::mutex mutex_;  // guards scratch_
-  MlpScratch scratch_;
 };
 
 }  // namespace fastmlp::cpu

@@ -4,7 +4,7 @@ A ``Sequential`` made of Linear layers, each optionally followed by a fusable
 activation (ReLU, LeakyReLU, Sigmoid, Tanh, GELU) and a Dropout (optionally behind
 a leading ``Flatten`` and with ``Identity`` anywhere), called on a float32 CPU
 tensor while gradients are enabled, runs its whole forward pass in one native call
-(``fastmlp._C.MlpChain``) and records one autograd node, whose backward computes
+(``fastmlp._C.MlpProgram``, see ``fastmlp.nn.plan``) and records one autograd node, whose backward computes
 every layer's gradients in one more call, writing them straight into the
 parameters' ``.grad`` as the per-layer nodes would. The kernels and their order are
 those of the module-by-module path, and dropout draws the same generator offsets
@@ -29,7 +29,7 @@ from ..backend.acts import IDENTITY, backward_needs_input
 from ..tensor import Tensor, _result, _wrap
 from .layers import Dropout, Flatten, Linear, _Activation
 from .module import _hook_version, _structure_version
-from .plan import Plan, Refusal, check_parameters, plan_modules
+from .plan import Plan, Refusal, check_parameters, plan_modules, program_layer
 
 # Sequential takes the native chain only while this is true (the tests compare it with the
 # module-by-module path).
@@ -95,12 +95,7 @@ class Chain(_Cached):
         self.arrays = tuple(None if p is None else p._data for p in self.params)
         self.in_features = self.linears[0].weight._data.shape[1]
         self.shapes = tuple(None if p is None else p._data.shape for p in self.params)
-        layers = []
-        for b in blocks:
-            lin = b.linear
-            layers.append((lin.weight._data, None if lin.bias is None else lin.bias._data, b.act, b.act_param,
-                           b.dropout_p()))
-        self.native = _C.MlpChain(layers)
+        self.native = _C.MlpProgram([program_layer(b) for b in blocks])
         self.draws = self.native.dropout_layers
         last = blocks[-1]
         self.output_saved = last.act != IDENTITY and not backward_needs_input(last.act) and last.dropout_p() == 0
@@ -224,12 +219,12 @@ class ChainBackward(Node):
         shapes = chain.shapes
         out = [None] * len(edges)
         sinks = []
-        flat = []  # (array or None, accumulate) for every parameter, in order
+        n = len(shapes) // 2
+        dws, dbs, acc_w, acc_b = [None] * n, [None] * n, [False] * n, [False] * n
         writes = _Engine.leaf_writes
         for i in range(1, len(edges)):
             edge = edges[i]
             if edge is None:
-                flat += (None, False)
                 continue
             shape = shapes[i - 1]
             sink = grad_sink(edge) if kinds[i] == 2 and writes else None
@@ -240,9 +235,12 @@ class ChainBackward(Node):
             else:  # a parameter computed by other ops, hooks, or autograd.grad collecting
                 buf, acc = np.empty(shape, dtype=np.float32), False
                 out[i] = buf
-            flat += (buf, acc)
-        dests = [tuple(flat[j:j + 4]) for j in range(0, len(flat), 4)]
-        dx = chain.native.backward(self.tape, g, dests, edges[0] is not None)
+            layer, is_bias = divmod(i - 1, 2)
+            if is_bias:
+                dbs[layer], acc_b[layer] = buf, acc
+            else:
+                dws[layer], acc_w[layer] = buf, acc
+        dx = chain.native.backward(self.tape, g, dws, dbs, acc_w, acc_b, edges[0] is not None)
         for leaf, buf, acc in sinks:
             if not acc:
                 leaf._grad = _wrap(buf)

@@ -6,7 +6,7 @@
 produces logits for ``CrossEntropyLoss`` (mean reduction), trained on float32 CPU
 tensors — or None for anything else, and the caller keeps the eager loop.
 
-A step runs forward, loss and backward in C++ (``fastmlp._C.MlpStepper``) with
+A step runs forward, loss and backward in C++ (``fastmlp._C.MlpProgram.train_step``) with
 buffers reused across steps, writing the gradients straight into the optimizer's
 flat gradient buffer; for SGD, Adam and AdamW the same native call then applies
 the optimizer's update, layer by layer while the layer is still in cache (other
@@ -24,7 +24,7 @@ import numpy as np
 from .. import _C
 from .. import random as _random
 from ..tensor import Tensor, _wrap
-from .plan import TrainingPlan, plan_training
+from .plan import TrainingPlan, plan_training, program_layer
 
 _F32 = np.dtype(np.float32)
 
@@ -36,7 +36,7 @@ class FusedTrainStep:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.plan = training.plan
         self.params = [p for b in self.plan.blocks for p in (b.linear.weight, b.linear.bias) if p is not None]
-        self._stepper = None
+        self._program = None
         self._bound: list = []
         self._dropouts = 0
         # A held run (see hold()): the update the next step reuses, and the last applied one
@@ -58,19 +58,13 @@ class FusedTrainStep:
             return None
         return cls(model, loss_fn, optimizer, t)
 
-    def _bind(self, batch: int) -> None:
+    def _bind(self) -> None:
         """(Re)make the native stepper over the parameters' current arrays and gradient buffers."""
         for group in self.optimizer.param_groups:
             flat = self.optimizer._flat_for(group, force=True)
             if flat is None:
                 raise RuntimeError("the optimizer could not lay its parameters out in one buffer")
-        layers = []
-        for blk in self.plan.blocks:
-            W, b = blk.linear.weight, blk.linear.bias
-            layers.append((W._data, None if b is None else b._data, W._grad_buf, None if b is None else b._grad_buf,
-                           blk.act, blk.act_param, blk.dropout_p()))
-        size = max(batch, 1 if self._stepper is None else self._stepper.max_batch)
-        self._stepper = _C.MlpStepper(layers, size)
+        self._program = _C.MlpProgram([program_layer(blk, grads=True) for blk in self.plan.blocks])
         self._bound = [(p, p._data, p._grad_buf) for p in self.params]
         self._dropouts = sum(1 for blk in self.plan.blocks if blk.dropout_p() > 0)
 
@@ -107,11 +101,11 @@ class FusedTrainStep:
         if yd.dtype != np.int64 or not yd.flags.c_contiguous:
             yd = np.ascontiguousarray(yd, dtype=np.int64)
         batch = xd.shape[0]
-        st = self._stepper
+        st = self._program
         update = self._next
-        if update is None or batch > st.max_batch:
-            update = self._prepare(batch)
-            st = self._stepper
+        if update is None:
+            update = self._prepare()
+            st = self._program
         gen = _random.default_generator
         seeds, offsets = [], []
         for _ in range(self._dropouts):
@@ -146,12 +140,11 @@ class FusedTrainStep:
             xd = np.ascontiguousarray(xd)
         if not yd.flags.c_contiguous:
             yd = np.ascontiguousarray(yd)
-        biggest = max(sizes)
-        st = self._stepper
+        st = self._program
         update = self._next
-        if update is None or biggest > st.max_batch:
-            update = self._prepare(biggest)
-            st = self._stepper
+        if update is None:
+            update = self._prepare()
+            st = self._program
         if update is None:  # the optimizer steps outside the native call: one batch at a time
             losses, correct, at = [], 0, 0
             for n in sizes:
@@ -183,14 +176,14 @@ class FusedTrainStep:
         # the values a float32 loss tensor's item() gives
         return losses.astype(np.float32).tolist(), int(correct.sum())
 
-    def _prepare(self, batch: int) -> Optional[tuple]:
+    def _prepare(self):
         """Check (and if needed rebind) the stepper against the parameters as they are now, make the
         gradient buffers the parameters' .grad, and return the optimizer's update (None: none native)."""
         self.flush()
-        st = self._stepper
-        if st is None or batch > st.max_batch or any(p._data is not d or p._grad_buf is not g
+        st = self._program
+        if st is None or any(p._data is not d or p._grad_buf is not g
                                                      for p, d, g in self._bound):
-            self._bind(batch)
+            self._bind()
         for p, _, g in self._bound:  # the gradients this step writes are the parameters' .grad
             pg = p.grad
             if pg is None or pg._data is not g:

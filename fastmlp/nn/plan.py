@@ -54,6 +54,19 @@ class Block:
         return float(d.p) if d is not None and d.training else 0.0
 
 
+def program_layer(block: Block, grads: bool = False):
+    """The native program's description of a block (``fastmlp._C.MlpLayer``); with `grads`,
+    its gradients go to the parameters' flat gradient buffers (see Optimizer._flat_for)."""
+    from .. import _C
+
+    w, b = block.linear.weight, block.linear.bias
+    layer = _C.MlpLayer(w._data, None if b is None else b._data, block.act, block.act_param, block.dropout_p())
+    if grads:
+        layer.weight_grad = w._grad_buf
+        layer.bias_grad = None if b is None else b._grad_buf
+    return layer
+
+
 @dataclass(frozen=True)
 class Plan:
     """A model the native MLP program runs: an optional leading flatten, then `blocks`."""

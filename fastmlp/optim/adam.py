@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .. import _C
 from ..backend import for_array
 from .optimizer import Optimizer, _check_lr
 
@@ -37,10 +38,9 @@ class Adam(Optimizer):
                         fused=fused, decoupled_weight_decay=bool(decoupled_weight_decay))
         super().__init__(params, defaults)
 
-    def _flat_update(self, group: dict) -> Optional[tuple]:
-        """This group's update over its flat buffers, as MlpStepper.train_step takes it, or None:
-        ("adam", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq or None, lr, beta1, beta2, eps,
-        weight_decay, step, amsgrad, maximize, decoupled)."""
+    def _flat_update(self, group: dict) -> Optional["_C.MlpUpdate"]:
+        """This group's next update over its flat buffers (an MlpUpdate, as MlpProgram.train_step
+        takes it), or None when the group has no flat layout or uneven step counts."""
         params = group["params"]
         flat = self._flat_for(group)
         if flat is None or not flat.intact(params):
@@ -49,26 +49,37 @@ class Adam(Optimizer):
         if len(steps) != 1:
             return None
         beta1, beta2 = group["betas"]
-        amsgrad = bool(group["amsgrad"])
-        vmax = flat.ensure_state(self, params, "max_exp_avg_sq") if amsgrad else None
-        return ("adam", flat.param, flat.grad, flat.ensure_state(self, params, "exp_avg"),
-                flat.ensure_state(self, params, "exp_avg_sq"), vmax, float(group["lr"]), float(beta1),
-                float(beta2), float(group["eps"]), float(group["weight_decay"]), steps.pop() + 1, amsgrad,
-                bool(group["maximize"]), bool(group["decoupled_weight_decay"]))
+        u = _C.MlpUpdate()
+        u.kind = "adam"
+        u.param, u.grad = flat.param, flat.grad
+        u.exp_avg = flat.ensure_state(self, params, "exp_avg")
+        u.exp_avg_sq = flat.ensure_state(self, params, "exp_avg_sq")
+        u.amsgrad = bool(group["amsgrad"])
+        if u.amsgrad:
+            u.max_exp_avg_sq = flat.ensure_state(self, params, "max_exp_avg_sq")
+        u.lr, u.beta1, u.beta2, u.eps = float(group["lr"]), float(beta1), float(beta2), float(group["eps"])
+        u.weight_decay = float(group["weight_decay"])
+        u.step = steps.pop() + 1
+        u.maximize = bool(group["maximize"])
+        u.decoupled_weight_decay = bool(group["decoupled_weight_decay"])
+        return u
 
-    def _flat_update_done(self, group: dict, update: tuple) -> None:
-        step = update[11]
+    def _flat_update_done(self, group: dict, update) -> None:
+        step = update.step
         state = self.state
         for p in group["params"]:
             state[p]["step"] = step
 
-    def _flat_update_next(self, group: dict, update: tuple) -> Optional[tuple]:
-        return update[:11] + (update[11] + 1,) + update[12:]
+    def _flat_update_next(self, group: dict, update):
+        return update.next()
 
     def _step_group(self, group: dict) -> None:
         u = self._flat_update(group)
         if u is not None:
-            for_array(u[1]).adam_step([u[1]], [u[2]], [u[3]], [u[4]], None if u[5] is None else [u[5]], *u[6:])
+            for_array(u.param).adam_step([u.param], [u.grad], [u.exp_avg], [u.exp_avg_sq],
+                                         None if u.max_exp_avg_sq is None else [u.max_exp_avg_sq], u.lr, u.beta1,
+                                         u.beta2, u.eps, u.weight_decay, u.step, u.amsgrad, u.maximize,
+                                         u.decoupled_weight_decay)
             self._flat_update_done(group, u)
             return
         beta1, beta2 = group["betas"]

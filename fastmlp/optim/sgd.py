@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .. import _C
 from ..backend import for_array
 from .optimizer import Optimizer, _check_lr, required
 
@@ -26,34 +27,41 @@ class SGD(Optimizer):
                         maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
-    def _flat_update(self, group: dict) -> Optional[tuple]:
-        """This group's update over its flat buffers, as MlpStepper.train_step takes it, or None:
-        ("sgd", param, grad, momentum_buffer or None, lr, momentum, dampening, weight_decay, nesterov,
-        maximize, first_step)."""
+    def _flat_update(self, group: dict) -> Optional["_C.MlpUpdate"]:
+        """This group's next update over its flat buffers (an MlpUpdate, as MlpProgram.train_step
+        takes it), or None when the group has no flat layout or only some momentum buffers."""
         params = group["params"]
         flat = self._flat_for(group)
         if flat is None or not flat.intact(params):
             return None
-        mom = float(group["momentum"])
-        buf, first = None, False
-        if mom != 0:
+        u = _C.MlpUpdate()
+        u.kind = "sgd"
+        u.param, u.grad = flat.param, flat.grad
+        u.momentum = float(group["momentum"])
+        if u.momentum != 0:
             have = [("momentum_buffer" in self.state[p]) for p in params]
             if not (all(have) or not any(have)):
                 return None
-            buf, first = flat.ensure_state(self, params, "momentum_buffer"), not any(have)
-        return ("sgd", flat.param, flat.grad, buf, float(group["lr"]), mom, float(group["dampening"]),
-                float(group["weight_decay"]), bool(group["nesterov"]), bool(group["maximize"]), first)
+            u.momentum_buffer = flat.ensure_state(self, params, "momentum_buffer")
+            u.first_step = not any(have)
+        u.lr, u.dampening = float(group["lr"]), float(group["dampening"])
+        u.weight_decay = float(group["weight_decay"])
+        u.nesterov, u.maximize = bool(group["nesterov"]), bool(group["maximize"])
+        return u
 
-    def _flat_update_done(self, group: dict, update: tuple) -> None:
+    def _flat_update_done(self, group: dict, update) -> None:
         pass  # the momentum buffers were registered by _flat_update
 
-    def _flat_update_next(self, group: dict, update: tuple) -> Optional[tuple]:
-        return update[:-1] + (False,)  # momentum buffers exist after the first step
+    def _flat_update_next(self, group: dict, update):
+        return update.next()  # momentum buffers exist after the first step
 
     def _step_group(self, group: dict) -> None:
         u = self._flat_update(group)
         if u is not None:
-            for_array(u[1]).sgd_step([u[1]], [u[2]], None if u[3] is None else [u[3]], *u[4:])
+            for_array(u.param).sgd_step([u.param], [u.grad],
+                                        None if u.momentum_buffer is None else [u.momentum_buffer], u.lr,
+                                        u.momentum, u.dampening, u.weight_decay, u.nesterov, u.maximize,
+                                        u.first_step)
             return
         live = self._with_grads(group)
         if not live:

@@ -338,32 +338,87 @@ def test_model_with_a_chain_deep_copies():
     assert other(x).grad_fn.name() == "MlpChainBackward"
 
 
-def test_chain_native_checks():
+def _layer(W, b=None, dropout=0.0, **grads):
+    return fastmlp._C.MlpLayer(W, b, 0, 0.0, dropout, **grads)
+
+
+def _backward(c, tape, g, dW=None, db=None, need_dx=False):
+    return c.backward(tape, g, [dW], [db], [False], [False], need_dx)
+
+
+def test_program_native_checks():
     W = np.zeros((4, 3), np.float32)
     b = np.zeros(4, np.float32)
-    c = fastmlp._C.MlpChain([(W, b, 0, 0.0, 0.0)])
+    c = fastmlp._C.MlpProgram([_layer(W, b)])
     tape = fastmlp._C.MlpTape()
     with pytest.raises(ValueError, match=r"x must be \[batch, 3\]"):
         c.forward(np.zeros((2, 5), np.float32), [], [], tape)
     with pytest.raises(TypeError, match="float32"):
         c.forward(np.zeros((2, 3)), [], [], tape)
-    with pytest.raises(ValueError, match="not filled by this chain"):
-        c.backward(tape, np.zeros((2, 4), np.float32), [(None, False, None, False)], False)
+    with pytest.raises(ValueError, match="not filled by this program"):
+        _backward(c, tape, np.zeros((2, 4), np.float32))
     c.forward(np.ones((2, 3), np.float32), [], [], tape)
     with pytest.raises(ValueError, match=r"grad"):
-        c.backward(tape, np.zeros((3, 4), np.float32), [(None, False, None, False)], False)
-    with pytest.raises(ValueError, match=r"grads\[0\].dW"):
-        c.backward(tape, np.zeros((2, 4), np.float32), [(np.zeros((3, 4), np.float32), False, None, False)], False)
+        _backward(c, tape, np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"weight_grads\[0\]"):
+        _backward(c, tape, np.zeros((2, 4), np.float32), dW=np.zeros((3, 4), np.float32))
     with pytest.raises(ValueError, match="overlap"):
-        c.backward(tape, np.zeros((2, 4), np.float32), [(W, False, None, False)], False)
+        _backward(c, tape, np.zeros((2, 4), np.float32), dW=W)
     y = c.forward(np.ones((2, 3), np.float32), [], [], tape)
     with pytest.raises(ValueError, match="overlap"):  # the output is what a ReLU's backward reads
-        c.backward(tape, np.zeros((2, 4), np.float32), [(None, False, y[0], False)], False)
-    with pytest.raises(ValueError, match="one \\(dW, acc, db, acc\\) per layer"):
-        c.backward(tape, np.zeros((2, 4), np.float32), [], False)
+        _backward(c, tape, np.zeros((2, 4), np.float32), db=y[0])
+    with pytest.raises(ValueError, match="one entry per layer"):
+        c.backward(tape, np.zeros((2, 4), np.float32), [], [], [], [], False)
     with pytest.raises(ValueError, match="dropout must be in"):
-        fastmlp._C.MlpChain([(W, b, 0, 0.0, 1.0)])
+        fastmlp._C.MlpProgram([_layer(W, b, dropout=1.0)])
     with pytest.raises(ValueError, match="expects 5 inputs"):
-        fastmlp._C.MlpChain([(W, b, 0, 0.0, 0.0), (np.zeros((2, 5), np.float32), None, 0, 0.0, 0.0)])
-    dx = c.backward(tape, np.ones((2, 4), np.float32), [(None, False, None, False)], True)
+        fastmlp._C.MlpProgram([_layer(W, b), _layer(np.zeros((2, 5), np.float32))])
+    dx = _backward(c, tape, np.ones((2, 4), np.float32), need_dx=True)
     np.testing.assert_array_equal(dx, np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="no gradient buffers"):
+        c.train_step(np.ones((2, 3), np.float32), np.zeros(2, np.int64), [], [])
+
+
+def test_program_refuses_buffers_shared_across_layers():
+    # a gradient buffer shared by two layers, or one layer's gradient written into another's
+    # weights, would silently mix gradients and parameters
+    W1, W2 = np.zeros((4, 3), np.float32), np.zeros((4, 4), np.float32)
+    shared = np.zeros(16, np.float32)
+    with pytest.raises(ValueError, match=r"layers\[1\].weight_grad.*layers\[0\].weight_grad"):
+        fastmlp._C.MlpProgram([_layer(W1, weight_grad=shared[:12].reshape(4, 3)),
+                               _layer(W2, weight_grad=shared.reshape(4, 4))])
+    flat = np.zeros(12 + 16, np.float32)
+    with pytest.raises(ValueError, match=r"layers\[1\].weight_grad.*layers\[0\].weight"):
+        fastmlp._C.MlpProgram([_layer(flat[:12].reshape(4, 3), weight_grad=np.zeros((4, 3), np.float32)),
+                               _layer(W2, weight_grad=flat[:16].reshape(4, 4))])
+
+
+def test_tape_of_a_freed_program_is_refused_by_a_new_one():
+    W = np.ones((4, 3), np.float32)
+    tape = fastmlp._C.MlpTape()
+    old = fastmlp._C.MlpProgram([_layer(W)])
+    old.forward(np.ones((2, 3), np.float32), [], [], tape)
+    del old
+    for _ in range(20):  # new programs, some likely at the freed one's address
+        new = fastmlp._C.MlpProgram([_layer(W)])
+        with pytest.raises(ValueError, match="not filled by this program"):
+            _backward(new, tape, np.zeros((2, 4), np.float32))
+
+
+def test_train_step_takes_any_batch_size():
+    # buffers grow on demand: no maximum batch fixed at construction
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((3, 5)).astype(np.float32)
+    dW = np.zeros_like(W)
+    c = fastmlp._C.MlpProgram([_layer(W, weight_grad=dW)])
+    for batch in (2, 7, 1, 64):
+        x = rng.standard_normal((batch, 5)).astype(np.float32)
+        y = rng.integers(0, 3, batch)
+        loss, correct = c.train_step(x, y, [], [])
+        z = x.astype(np.float64) @ W.T.astype(np.float64)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        np.testing.assert_allclose(loss, -np.log(p[np.arange(batch), y]).mean(), rtol=1e-5)
+        p[np.arange(batch), y] -= 1
+        np.testing.assert_allclose(dW, p.T @ x / batch, rtol=1e-4, atol=1e-6)
+        assert correct == int((z.argmax(1) == y).sum())

@@ -182,19 +182,43 @@ def test_native_update_checks_its_buffers():
     x = fastmlp.rand(4, 784)
     y = fastmlp.randint(0, 10, (4,))
     step(x, y)
-    st = step._stepper
-    upd = opt._flat_update(opt.param_groups[0])
+    st = step._program
     xd, yd = x.numpy(), y.numpy()
-    with pytest.raises(ValueError, match="update.state0"):
-        st.train_step(xd, yd, [1, 1], [0, 0], update=upd[:3] + (np.zeros(5, np.float32),) + upd[4:])
+
+    def bad(**fields):
+        upd = opt._flat_update(opt.param_groups[0])
+        for k, v in fields.items():
+            setattr(upd, k, v)
+        st.train_step(xd, yd, [1, 1], [0, 0], update=upd)
+
+    with pytest.raises(ValueError, match=r"'update.momentum_buffer' must have shape"):
+        bad(momentum_buffer=np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="momentum_buffer.*overlaps"):
+        bad(momentum_buffer=opt._flat_update(opt.param_groups[0]).param)
     with pytest.raises(ValueError, match="matching offsets"):
-        st.train_step(xd, yd, [1, 1], [0, 0], update=(upd[0], upd[1].copy()) + upd[2:])
-    with pytest.raises(ValueError, match="11 fields"):
-        st.train_step(xd, yd, [1, 1], [0, 0], update=upd[:5])
+        bad(grad=opt._flat_update(opt.param_groups[0]).grad.copy())
+    with pytest.raises(ValueError, match="needs update.momentum_buffer"):
+        bad(momentum_buffer=None)
     with pytest.raises(ValueError, match="'sgd' or 'adam'"):
-        st.train_step(xd, yd, [1, 1], [0, 0], update=("lbfgs",) + upd[1:])
+        bad(kind="lbfgs")
+    with pytest.raises(TypeError, match="'update.exp_avg' must be a float32 numpy array; got None"):
+        bad(kind="adam")  # an Adam update without its state buffers
     with pytest.raises(TypeError, match="update"):
         st.train_step(xd, yd, [1, 1], [0, 0], update=[1, 2])
+
+
+def test_update_next_is_the_following_step():
+    model = make("seed004")
+    x, y = fastmlp.rand(4, 784), fastmlp.randint(0, 10, (4,))
+    opt = optim.Adam(model.parameters())
+    FusedTrainStep.build(model, nn.CrossEntropyLoss(), opt)(x, y)
+    u = opt._flat_update(opt.param_groups[0])
+    n = u.next()
+    assert (u.step, n.step) == (2, 3) and n.lr == u.lr == 1e-3 and n.param is u.param
+    u = fastmlp._C.MlpUpdate()
+    u.kind, u.first_step, u.momentum, u.lr = "sgd", True, 0.9, 0.1
+    n = u.next()
+    assert u.first_step and not n.first_step and (n.momentum, n.lr, n.kind) == (0.9, 0.1, "sgd")
 
 
 def test_train_steps_checks_its_batches():
@@ -203,14 +227,18 @@ def test_train_steps_checks_its_batches():
     step = FusedTrainStep.build(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
     x, y = fastmlp.rand(6, 784), fastmlp.randint(0, 10, (6,))
     step(x[:4], y[:4])
-    st = step._stepper
+    st = step._program
     xd, yd = x.numpy(), y.numpy()
-    with pytest.raises(ValueError, match=r"sizes must add up to the rows of x \(6\); they add up to 5"):
+    with pytest.raises(ValueError, match=r"sizes must add up to the rows of x \(6\)"):
         st.train_steps(xd, yd, [3, 2], [1] * 4, [0] * 4)
-    with pytest.raises(ValueError, match="batch 1 has 0 rows; this stepper takes 1 to 4"):
+    with pytest.raises(ValueError, match="batch 1 has 0 rows; x has 6"):
         st.train_steps(xd, yd, [4, 0, 2], [1] * 6, [0] * 6)
-    with pytest.raises(ValueError, match="batch 0 has 6 rows; this stepper takes 1 to 4"):
-        st.train_steps(xd, yd, [6], [1] * 2, [0] * 2)
+    with pytest.raises(ValueError, match="batch 0 has 7 rows; x has 6"):
+        st.train_steps(xd, yd, [7], [1] * 2, [0] * 2)
+    with pytest.raises(ValueError, match=r"batch 0 has 4611686018427387904 rows; x has 6"):
+        st.train_steps(xd, yd, [2**62, 2**62], [1] * 4, [0] * 4)  # no overflow in the sum
+    with pytest.raises(ValueError, match=r"sizes must add up to the rows of x \(6\)"):
+        st.train_steps(xd, yd, [5, 5, -4], [1] * 6, [0] * 6)
     with pytest.raises(ValueError, match=r"per dropout layer \(2\) and step \(2\); got 2 and 2"):
         st.train_steps(xd, yd, [3, 3], [1] * 2, [0] * 2)
     bad = yd.copy()
