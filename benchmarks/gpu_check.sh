@@ -24,9 +24,9 @@ OUT="${OUT:-./gpu-check-out}"
 PY="${PYTHON:-python3}"
 BUDGET="${GPU_CHECK_BUDGET:-470}"  # seconds for the whole run (8 minutes, less a margin)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT" || exit 1
 mkdir -p "$OUT" || exit 1
-OUT="$(cd "$OUT" && pwd)"
+OUT="$(cd "$OUT" && pwd)"  # relative to where the script was started
+cd "$ROOT" || exit 1
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 
 START=$SECONDS
