@@ -1,7 +1,7 @@
 """Training benchmark: one MNIST epoch per configuration in fastmlp (the seed-style loop and
 ``fastmlp.train.fit``), in plain NumPy (benchmarks/numpy_mlp.py) and in PyTorch when installed.
 
-    python benchmarks/bench_train.py [--configs seed-001,mid] [--repeat 3] [--data DIR]
+    python benchmarks/bench_train.py [--configs seed-001,mid] [--repeat 3] [--data DIR] [--device cuda]
 
 Every implementation trains the same network with the same optimizer and batch size
 from a fresh initialisation for one epoch over the 60,000 training images, then
@@ -15,6 +15,13 @@ benchmarks/results/train.csv and, with matplotlib, train.png.
 The PyTorch rows read MNIST from tensors in memory through a TensorDataset and
 torch.utils.data.DataLoader (the tutorials' torchvision pipeline decodes images
 one by one and would be slower still).
+
+With ``--device cuda`` (or ``cuda:N``) the same configurations train on the GPU:
+fastmlp's ``fit`` and the tutorial loop (each batch moved with ``.to(device)``)
+against the same loop in PyTorch on CUDA, the clock stopped after a device
+synchronisation; it writes train_cuda.csv. Without a usable GPU it exits with a
+message saying why (status 2); without a CUDA build of PyTorch the torch row is
+left out, with a note.
 """
 from __future__ import annotations
 
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-download", action="store_true", help="do not download MNIST when it is missing")
     p.add_argument("--limit", type=int, default=0, help="train on the first N images only (a quick check)")
     p.add_argument("--no-plot", action="store_true", help="skip the bar chart")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: train on that GPU (fit and loop vs "
+                                                    "PyTorch CUDA)")
     args = p.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     impls = [i for i in args.impls.split(",") if i]
@@ -187,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown implementation {i!r}; choose from {', '.join(IMPLS)}")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    if args.device != "cpu":
+        return main_cuda(args, configs, impls)
 
     import fastmlp
 
@@ -244,6 +255,134 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# ---- --device cuda -------------------------------------------------------------------------------
+CUDA_IMPLS = ["loop", "fit", "torch"]
+
+
+def cuda_loop(model, criterion, optimizer, loader, device) -> None:
+    """The tutorials' loop on a GPU: each batch moved to the device before the step."""
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+
+def run_fastmlp_cuda(cfg: dict, data: Data, impl: str, seed: int, n: int, device) -> tuple[float, float]:
+    import fastmlp
+    from fastmlp.utils.data import DataLoader, Subset
+
+    fastmlp.manual_seed(seed)
+    model = build_model(fastmlp, cfg).to(device)
+    optimizer = build_optimizer(fastmlp, cfg, model.parameters())
+    criterion = fastmlp.nn.CrossEntropyLoss()
+    train = data.train if n == len(data.train) else Subset(data.train, list(range(n)))
+    loader = DataLoader(train, batch_size=cfg["batch"], shuffle=True)
+    fastmlp.cuda.synchronize()
+    t0 = time.perf_counter()
+    if impl == "fit":
+        fastmlp.train.fit(model, criterion, optimizer, loader, epochs=1, progress=False, device=device)
+    else:
+        cuda_loop(model, criterion, optimizer, loader, device)
+    fastmlp.cuda.synchronize()
+    elapsed = time.perf_counter() - t0
+    return elapsed, accuracy(fastmlp, model, fastmlp.from_numpy(data.x_test).to(device),
+                             fastmlp.from_numpy(data.y_test).to(device))
+
+
+def run_torch_cuda(torch, cfg: dict, data: Data, seed: int, n: int, device: str) -> tuple[float, float]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(seed)
+    model = build_model(torch, cfg).to(device)
+    optimizer = build_optimizer(torch, cfg, model.parameters())
+    criterion = torch.nn.CrossEntropyLoss()
+    loader = DataLoader(TensorDataset(torch.from_numpy(data.x_train[:n]), torch.from_numpy(data.y_train[:n])),
+                        batch_size=cfg["batch"], shuffle=True)
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    cuda_loop(model, criterion, optimizer, loader, device)
+    torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - t0
+    return elapsed, accuracy(torch, model, torch.from_numpy(data.x_test).to(device),
+                             torch.from_numpy(data.y_test).to(device))
+
+
+def main_cuda(args, configs: list[str], impls: list[str]) -> int:
+    """The configurations on a GPU: fastmlp fit and loop against the same PyTorch CUDA loop."""
+    import fastmlp
+
+    try:
+        device = fastmlp.device(args.device)
+    except (TypeError, ValueError) as e:
+        print(f"bench_train: --device {args.device!r}: {e}", file=sys.stderr)
+        return 2
+    if device.type != "cuda":
+        print(f"bench_train: --device must be cpu or cuda[:N]; got {args.device!r}", file=sys.stderr)
+        return 2
+    if not fastmlp.cuda.is_available():
+        print(f"bench_train: --device {device}: CUDA is not available here: {fastmlp.cuda.why_unavailable()}",
+              file=sys.stderr)
+        return 2
+    if device.index is not None and device.index >= fastmlp.cuda.device_count():
+        print(f"bench_train: --device {device}: this machine has {fastmlp.cuda.device_count()} CUDA device(s)",
+              file=sys.stderr)
+        return 2
+    impls = [i for i in impls if i in CUDA_IMPLS] or list(CUDA_IMPLS)
+    torch = common.torch_or_none()
+    if torch is not None and not torch.cuda.is_available():
+        print(f"bench_train: NOTE: torch {torch.__version__} has no usable CUDA; the PyTorch CUDA row is left out",
+              file=sys.stderr)
+        torch = None
+    if torch is None and "torch" in impls:
+        impls.remove("torch")
+    try:
+        data = Data(args.data, not args.no_download, args.limit)
+    except (OSError, RuntimeError) as e:
+        print(f"bench_train: MNIST is needed: {e}", file=sys.stderr)
+        return 2
+    name = fastmlp.cuda.get_device_name(device)
+    print(f"fastmlp {fastmlp.info()['version']} on {device} ({name}), torch "
+          f"{torch.__version__ + ' CUDA ' + str(torch.version.cuda) if torch else 'not available'}; "
+          f"{len(data.y_train)} training images, median of {args.repeat}")
+
+    def run(cfg: dict, impl: str, seed: int, n: int) -> tuple[float, float]:
+        if impl == "torch":
+            return run_torch_cuda(torch, cfg, data, seed, n, str(device))
+        return run_fastmlp_cuda(cfg, data, impl, seed, n, device)
+
+    results = []
+    for cname in configs:
+        cfg = CONFIGS[cname]
+        times: dict[str, list] = {i: [] for i in impls}
+        accs: dict[str, list] = {i: [] for i in impls}
+        for impl in impls:  # untimed warm-up: CUDA contexts, kernel loading, memory pools
+            run(cfg, impl, 0, min(len(data.y_train), 64 * cfg["batch"]))
+        for r in range(args.repeat):
+            order = impls[r % len(impls):] + impls[:r % len(impls)]
+            for impl in order:
+                t, a = run(cfg, impl, r, len(data.y_train))
+                times[impl].append(t)
+                accs[impl].append(a)
+        flops = train_flops_per_sample(layer_sizes(cfg)) * len(data.y_train)
+        med = {i: statistics.median(times[i]) for i in impls}
+        for impl in impls:
+            results.append({"config": cname, "impl": impl, "epoch_s": med[impl],
+                            "samples_per_s": len(data.y_train) / med[impl],
+                            "test_acc": statistics.median(accs[impl]),
+                            "vs_torch": med[impl] / med["torch"] if "torch" in med else None, "vs_numpy": None,
+                            "gflops": flops / med[impl] / 1e9, "target": GPU_TARGETS.get((cname, impl)),
+                            "runs": len(times[impl])})
+        print_table([row for row in results if row["config"] == cname], cname + f" on {device}", cfg)
+    print(f"wrote {write_csv(results, 'train_cuda.csv')}")
+    return 0
+
+
+# Epoch time as a fraction of PyTorch CUDA's that the fastmlp rows aim for on a GPU (issue 20).
+GPU_TARGETS = {("seed-004", "fit"): 0.2, ("seed-004", "loop"): 0.2, ("mid", "fit"): 0.3, ("mid", "loop"): 0.3}
+
+
 def _fmt(v, spec: str, suffix: str = "") -> str:
     return "-" if v is None else format(v, spec) + suffix
 
@@ -263,11 +402,11 @@ def print_table(rows: list[dict], name: str, cfg: dict) -> None:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(b, widths))))
 
 
-def write_csv(results: list[dict]) -> str:
+def write_csv(results: list[dict], name: str = "train.csv") -> str:
     import csv
 
     os.makedirs(common.results_dir(), exist_ok=True)
-    path = os.path.join(common.results_dir(), "train.csv")
+    path = os.path.join(common.results_dir(), name)
     machine = f"{platform.machine()} {os.cpu_count()} cpus"
     cols = ["config", "impl", "epoch_s", "samples_per_s", "test_acc", "vs_torch", "vs_numpy", "gflops", "target",
             "runs"]

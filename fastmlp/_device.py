@@ -1,6 +1,7 @@
 """``fastmlp.device``: where a tensor lives ('cpu' or 'cuda[:index]'), as ``torch.device``."""
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Union
 
 
@@ -65,3 +66,76 @@ def as_device(d) -> device:
     if isinstance(d, int):
         return device("cuda", d)
     return device(d)
+
+
+# ---- where work runs: used by Tensor.to, Module.to, fit and evaluate ----------------------------
+def current_cuda_index() -> int:
+    """The index of CUDA's current device (``torch.cuda.current_device``); needs CuPy."""
+    import cupy
+
+    return int(cupy.cuda.runtime.getDevice())
+
+
+def same_place(have: device, want: device) -> bool:
+    """True when data on `have` is already on `want`, so moving it there copies nothing.
+
+    `have` is a tensor's device (a CUDA one always has an index); ``cuda`` without an
+    index means the current CUDA device, as in PyTorch, so a tensor on ``cuda:0`` is
+    already on ``cuda`` while device 0 is current.
+    """
+    if have.type != want.type:
+        return False
+    if want.type == "cpu" or want.index == have.index:
+        return True
+    return want.index is None and have.index == current_cuda_index()
+
+
+def require(d, where: str) -> device:
+    """`d` (a string, a ``device`` or a CUDA index) as a usable device with its index filled in.
+
+    Raises RuntimeError naming `where` and the reason when it asks for CUDA and CUDA
+    cannot be used here (no GPU, no driver, fastmlp built without CUDA, no CuPy), or
+    for a device index this machine does not have.
+    """
+    d = as_device(d)
+    if d.type != "cuda":
+        return d
+    from . import cuda
+
+    reason = cuda.why_unavailable()
+    if reason:
+        raise RuntimeError(f"{where}: device '{d}' asks for CUDA, but CUDA is not available: {reason}")
+    count = cuda.device_count()
+    if d.index is not None and d.index >= count:
+        raise RuntimeError(f"{where}: device '{d}' does not exist; this machine has {count} CUDA device(s)")
+    return d if d.index is not None else device("cuda", current_cuda_index())
+
+
+def batch_device(model, requested, where: str) -> Optional[device]:
+    """Where ``fit``/``evaluate`` move each batch: None to leave batches where they are (the CPU).
+
+    `requested` is the caller's ``device=`` argument: None means the device of the
+    model's parameters. A requested device must be usable (``require``) and must be
+    where the model's parameters are: they are not moved behind the optimizer's back.
+    """
+    have = None
+    for p in model.parameters():
+        have = p.device
+        break
+    if requested is None:
+        return have if have is not None and have.type == "cuda" else None
+    want = require(requested, where)
+    if have is not None and have != want:
+        raise ValueError(f"{where}: device='{want}' but the model's parameters are on '{have}'; move the model "
+                         f"first with model.to('{want}'), before creating its optimizer")
+    return want if want.type == "cuda" else None
+
+
+def device_scope(d: Optional[device]):
+    """A context in which `d` is CUDA's current device (``torch.cuda.device(d)``); a no-op for
+    None and the CPU. CuPy allocates and launches on the current device."""
+    if d is None or d.type != "cuda":
+        return contextlib.nullcontext()
+    import cupy
+
+    return cupy.cuda.Device(d.index if d.index is not None else current_cuda_index())

@@ -91,7 +91,7 @@ def _as_tensor_operand(x):
 
 
 def _check_same_device(ad, bd) -> None:
-    if type(ad) is not type(bd):
+    if type(ad) is not type(bd) or (type(ad) is not _ndarray and ad.device.id != bd.device.id):
         da = "cpu" if type(ad) is _ndarray else f"cuda:{ad.device.id}"
         db = "cpu" if type(bd) is _ndarray else f"cuda:{bd.device.id}"
         raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, "
@@ -107,7 +107,7 @@ def _binary_arrays(a, b, true_div: bool = False):
     if ta is not None and tb is not None and ta._data.dtype is tb._data.dtype and (
             not true_div or ta._data.dtype.kind == "f"):
         ad, bd = ta._data, tb._data
-        if type(ad) is not type(bd):
+        if type(ad) is not type(bd) or type(ad) is not _ndarray:
             _check_same_device(ad, bd)
         return ad, bd, ta, tb
     rt = _result_dtype(a, b)
@@ -123,7 +123,7 @@ def _binary_arrays(a, b, true_div: bool = False):
         bd = tb._data if tb._data.dtype == rt else tb._data.astype(rt)
     else:
         bd = xp.asarray(b, dtype=rt)
-    if ta is not None and tb is not None and type(ta._data) is not type(tb._data):
+    if ta is not None and tb is not None and (type(ta._data) is not type(tb._data) or type(ta._data) is not _ndarray):
         _check_same_device(ta._data, tb._data)
     return ad, bd, ta, tb
 
@@ -1082,7 +1082,7 @@ def to_device(a: Tensor, dev) -> Tensor:
     if dev.type == "cpu":
         out = a._data.get() if type(a._data) is not _ndarray else a._data
     else:
-        out = for_device(dev).from_numpy(a._host(), dev)
+        out = for_device(dev).from_numpy(a._data, dev)
     node = None
     if _needs_grad(a):
         node = _record(ToCopyBackward0, (a,), dtype=a._data.dtype, src_cpu=type(a._data) is _ndarray)

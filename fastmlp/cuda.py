@@ -48,13 +48,52 @@ def current_device() -> int:
 
 def get_device_name(device=None) -> str:
     cp = _require()
-    idx = 0 if device is None else (device.index or 0) if hasattr(device, "index") else int(device)
-    return cp.cuda.runtime.getDeviceProperties(idx)["name"].decode()
+    return cp.cuda.runtime.getDeviceProperties(_index(device))["name"].decode()
+
+
+def _index(device) -> int:
+    """A CUDA device index from None (the current device), an int, 'cuda:N' or a fastmlp.device."""
+    from ._device import as_device, current_cuda_index
+
+    if device is None:
+        return current_cuda_index()
+    d = as_device(device)
+    if d.type != "cuda":
+        raise ValueError(f"expected a CUDA device; got '{d}'")
+    return current_cuda_index() if d.index is None else d.index
 
 
 def synchronize(device=None) -> None:
+    """Wait for all work on `device` (default: the current device) to finish (``torch.cuda.synchronize``)."""
     cp = _require()
-    cp.cuda.Device().synchronize()
+    cp.cuda.Device(_index(device)).synchronize()
+
+
+def set_device(device) -> None:
+    """Make `device` CUDA's current device (``torch.cuda.set_device``)."""
+    cp = _require()
+    cp.cuda.Device(_index(device)).use()
+
+
+class device:
+    """Context manager that makes a CUDA device current inside it (``torch.cuda.device``).
+
+    fastmlp's native ops run on their inputs' device anyway; CuPy's general array
+    operations (elementwise arithmetic, indexing) allocate on the current device.
+    """
+
+    def __init__(self, device):
+        self._device = device
+        self._ctx = None
+
+    def __enter__(self):
+        cp = _require()
+        self._ctx = cp.cuda.Device(_index(self._device))
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
 
 
 def manual_seed(seed: int) -> None:

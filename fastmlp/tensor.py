@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _dtype
 from . import autograd as _ag
-from ._device import CPU, as_device, device as _device_cls
+from ._device import CPU, as_device, device as _device_cls, same_place
 from .backend import for_array, for_device, is_cuda_array
 
 _GradMode = _ag._GradMode
@@ -299,7 +299,7 @@ class Tensor:
         out = self
         if dt is not None and dt.np != self._data.dtype:
             out = _ops.cast(out, dt)
-        if dev is not None and dev != out.device:
+        if dev is not None and not same_place(out.device, dev):
             out = _ops.to_device(out, dev)
         if copy and out is self:
             out = self.clone()

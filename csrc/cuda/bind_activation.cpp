@@ -6,7 +6,7 @@ namespace fastmlp::cuda::bind {
 namespace {
 
 py::object act_forward_binding(py::handle x_obj, int act_code, float param, py::handle out_obj,
-                               std::uintptr_t stream) {
+                               py::object stream) {
   const char* fn = "act_forward";
   const Act act = act_from_int(act_code, fn);
   DevView x = contiguous(x_obj, fn, "x", Dtype::F32, false);
@@ -23,7 +23,7 @@ py::object act_forward_binding(py::handle x_obj, int act_code, float param, py::
 }
 
 py::object act_backward_binding(py::handle dy_obj, py::handle saved_obj, int act_code, float param,
-                                py::handle out_obj, bool accumulate, std::uintptr_t stream) {
+                                py::handle out_obj, bool accumulate, py::object stream) {
   const char* fn = "act_backward";
   const Act act = act_from_int(act_code, fn);
   DevView dy = contiguous(dy_obj, fn, "dy", Dtype::F32, false);
@@ -49,12 +49,12 @@ py::object act_backward_binding(py::handle dy_obj, py::handle saved_obj, int act
 
 void bind_activation(py::module_& m) {
   m.def("act_forward", &act_forward_binding, py::arg("x"), py::arg("act"), py::arg("param") = 0.0f,
-        py::arg("out") = py::none(), py::kw_only(), py::arg("stream") = 0,
+        py::arg("out") = py::none(), py::kw_only(), py::arg("stream") = py::none(),
         "y = act(x) element-wise on the device; act is an activation code (0 identity, 1 relu, 2 leaky_relu "
         "with slope `param`, 3 sigmoid, 4 tanh, 5 gelu). `out` may be x itself (in place).");
   m.def("act_backward", &act_backward_binding, py::arg("dy"), py::arg("saved"), py::arg("act"),
         py::arg("param") = 0.0f, py::arg("out") = py::none(), py::arg("accumulate") = false, py::kw_only(),
-        py::arg("stream") = 0,
+        py::arg("stream") = py::none(),
         "dx = dy * act'(.) where `saved` is the activation's input for leaky_relu and gelu and its output "
         "otherwise; with accumulate=True, out += that.");
 }

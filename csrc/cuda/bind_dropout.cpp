@@ -10,7 +10,7 @@ void check_p(float p, const char* fn) {
 }
 
 py::tuple dropout_forward_binding(py::handle x_obj, float p, std::uint64_t seed, std::uint64_t offset,
-                                  py::handle out_obj, bool want_mask, std::uintptr_t stream) {
+                                  py::handle out_obj, bool want_mask, py::object stream) {
   const char* fn = "dropout_forward";
   check_p(p, fn);
   DevView x = contiguous(x_obj, fn, "x", Dtype::F32, false);
@@ -29,7 +29,7 @@ py::tuple dropout_forward_binding(py::handle x_obj, float p, std::uint64_t seed,
 }
 
 py::object dropout_backward_binding(py::handle dy_obj, py::handle mask_obj, float p, py::handle out_obj,
-                                    bool accumulate, std::uintptr_t stream) {
+                                    bool accumulate, py::object stream) {
   const char* fn = "dropout_backward";
   check_p(p, fn);
   DevView dy = contiguous(dy_obj, fn, "dy", Dtype::F32, false);
@@ -51,7 +51,7 @@ py::object dropout_backward_binding(py::handle dy_obj, py::handle mask_obj, floa
   return dx.obj;
 }
 
-py::object philox_bits_binding(std::uint64_t seed, std::uint64_t offset, index_t n, std::uintptr_t stream) {
+py::object philox_bits_binding(std::uint64_t seed, std::uint64_t offset, index_t n, py::object stream) {
   const char* fn = "philox_bits";
   if (n < 0) value_error(str_cat(fn, ": n must be >= 0; got ", n));
   DeviceCall call(fn, stream);
@@ -67,15 +67,15 @@ py::object philox_bits_binding(std::uint64_t seed, std::uint64_t offset, index_t
 
 void bind_dropout(py::module_& m) {
   m.def("dropout_forward", &dropout_forward_binding, py::arg("x"), py::arg("p"), py::arg("seed"), py::arg("offset"),
-        py::arg("out") = py::none(), py::arg("want_mask") = true, py::kw_only(), py::arg("stream") = 0,
+        py::arg("out") = py::none(), py::arg("want_mask") = true, py::kw_only(), py::arg("stream") = py::none(),
         "Inverted dropout on the device: element i is kept (and scaled by 1/(1-p)) when its Philox bits for "
         "(seed, offset, i) are >= p * 2**32 -- the same mask as fastmlp._C. Returns (y, mask or None); mask "
         "is uint8, 1 = kept.");
   m.def("dropout_backward", &dropout_backward_binding, py::arg("dy"), py::arg("mask"), py::arg("p"),
-        py::arg("out") = py::none(), py::arg("accumulate") = false, py::kw_only(), py::arg("stream") = 0,
+        py::arg("out") = py::none(), py::arg("accumulate") = false, py::kw_only(), py::arg("stream") = py::none(),
         "dx (+)= dy * mask / (1 - p).");
   m.def("philox_bits", &philox_bits_binding, py::arg("seed"), py::arg("offset"), py::arg("n"), py::kw_only(),
-        py::arg("stream") = 0,
+        py::arg("stream") = py::none(),
         "The first n 32-bit words of the Philox4x32-10 stream (seed, offset) that dropout uses, as a uint32 "
         "device array.");
 }

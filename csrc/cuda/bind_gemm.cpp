@@ -61,7 +61,7 @@ GemmEpilogue epilogue(const DevView& bias, Act act, float act_param, const DevVi
 // C = act(alpha·op(A)·op(B) + beta·C + bias)
 void gemm_binding(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
                   float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj,
-                  bool allow_tf32, const std::string& algo_s, int splits, std::uintptr_t stream) {
+                  bool allow_tf32, const std::string& algo_s, int splits, py::object stream) {
   const char* fn = "gemm";
   const Act act = act_from_int(act_code, fn);
   const GemmAlgo algo = parse_algo(algo_s, fn);
@@ -96,7 +96,7 @@ void gemm_binding(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool tra
 
 // Y[M,N] = act(X[M,K]·W[N,K]ᵀ + b); with keep_preact also returns Z = X·Wᵀ + b.
 py::object linear_forward(py::handle x_obj, py::handle w_obj, py::handle bias_obj, int act_code, float act_param,
-                          bool keep_preact, bool allow_tf32, std::uintptr_t stream) {
+                          bool keep_preact, bool allow_tf32, py::object stream) {
   const char* fn = "linear_forward";
   const Act act = act_from_int(act_code, fn);
   DevView x = matrix(x_obj, fn, "x", false);
@@ -133,7 +133,7 @@ py::object linear_forward(py::handle x_obj, py::handle w_obj, py::handle bias_ob
 // dW (+)= dZᵀ·X, db (+)= Σ_m dZ, and (when need_dx) returns dX = dZ·W.
 py::object linear_backward(py::handle dz_obj, py::handle x_obj, py::handle w_obj, bool need_dx, py::handle dw_obj,
                            py::handle db_obj, bool accumulate_w, bool accumulate_b, bool allow_tf32,
-                           std::uintptr_t stream) {
+                           py::object stream) {
   const char* fn = "linear_backward";
   DevView dz = matrix(dz_obj, fn, "grad_output", false);
   DevView x = matrix(x_obj, fn, "x", false);
@@ -191,27 +191,27 @@ void bind_gemm(py::module_& m) {
   m.def("gemm", &gemm_binding, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
         py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f, py::arg("bias") = py::none(),
         py::arg("act") = 0, py::arg("act_param") = 0.0f, py::arg("preact") = py::none(), py::kw_only(),
-        py::arg("allow_tf32") = false, py::arg("algo") = "auto", py::arg("splits") = 0, py::arg("stream") = 0,
+        py::arg("allow_tf32") = false, py::arg("algo") = "auto", py::arg("splits") = 0, py::arg("stream") = py::none(),
         "In place on the device: c = act(alpha * op(a) @ op(b) + beta * c + bias), op = transpose when "
         "trans_*; float32 matrices with contiguous rows; `preact` receives the value before act. "
         "allow_tf32 lets problems of more than 32 rows run on TF32 tensor cores; `algo` and `splits` force a "
         "kernel variant and a split of K (for tests and benchmarks).");
   m.def("linear_forward", &linear_forward, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("act") = 0, py::arg("act_param") = 0.0f, py::arg("keep_preact") = false, py::kw_only(),
-        py::arg("allow_tf32") = false, py::arg("stream") = 0,
+        py::arg("allow_tf32") = false, py::arg("stream") = py::none(),
         "y = act(x @ weight.T + bias) for device arrays x [M, K], weight [N, K]; returns a new cupy array y, "
         "or (y, preact).");
   m.def("linear_backward", &linear_backward, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
         py::arg("need_dx") = true, py::arg("grad_weight") = py::none(), py::arg("grad_bias") = py::none(),
         py::arg("accumulate_weight") = false, py::arg("accumulate_bias") = false, py::kw_only(),
-        py::arg("allow_tf32") = false, py::arg("stream") = 0,
+        py::arg("allow_tf32") = false, py::arg("stream") = py::none(),
         "grad_weight (+)= grad_output.T @ x, grad_bias (+)= grad_output.sum(0); returns grad_output @ weight "
         "(a new cupy array) when need_dx, else None.");
   m.def("gemm_plan",
         [](index_t M, index_t N, index_t K, bool allow_tf32, const std::string& algo, int splits) {
           if (M < 0 || N < 0 || K < 0)
             value_error(str_cat("gemm_plan: sizes must be >= 0; got ", M, " x ", N, " x ", K));
-          DeviceCall call("gemm_plan", 0);
+          DeviceCall call("gemm_plan", py::int_(0));  // no launch: any stream will do
           const GemmPlan p = plan_for("gemm_plan", M, N, K, allow_tf32, parse_algo(algo, "gemm_plan"), splits);
           return py::make_tuple(gemm_algo_name(p.algo), p.splits, p.k_chunk);
         },

@@ -31,7 +31,7 @@ DevView matrix2d(py::handle obj, const char* fn, const char* arg) {
   return v;
 }
 
-py::object softmax_forward_binding(py::handle x_obj, bool log, py::handle out_obj, std::uintptr_t stream) {
+py::object softmax_forward_binding(py::handle x_obj, bool log, py::handle out_obj, py::object stream) {
   const char* fn = log ? "log_softmax_forward" : "softmax_forward";
   DevView x = matrix2d(x_obj, fn, "x");
   DevView given = optional_output(out_obj, x.shape, Dtype::F32, fn, "out");
@@ -47,7 +47,7 @@ py::object softmax_forward_binding(py::handle x_obj, bool log, py::handle out_ob
 }
 
 py::object softmax_backward_binding(py::handle dy_obj, py::handle y_obj, bool log, py::handle out_obj,
-                                    std::uintptr_t stream) {
+                                    py::object stream) {
   const char* fn = log ? "log_softmax_backward" : "softmax_backward";
   DevView dy = matrix2d(dy_obj, fn, "dy");
   DevView y = matrix2d(y_obj, fn, "y");
@@ -85,7 +85,7 @@ struct ClassLossArgs {
 template <typename Kernel>
 py::tuple class_loss(const char* fn, py::handle input_obj, py::handle labels_obj, py::handle weight_obj,
                      std::int64_t ignore_index, const std::string& reduction_s, bool want_grad, float grad_scale,
-                     std::uintptr_t stream, Kernel kernel) {
+                     py::object stream, Kernel kernel) {
   const Reduction reduction = parse_reduction(reduction_s, fn);
   DevView input = matrix2d(input_obj, fn, "input");
   const index_t rows = input.rows(), cols = input.cols();
@@ -151,7 +151,7 @@ py::tuple class_loss(const char* fn, py::handle input_obj, py::handle labels_obj
 
 py::tuple softmax_xent_binding(py::handle logits, py::handle labels, py::handle weight, std::int64_t ignore_index,
                                float label_smoothing, const std::string& reduction, bool want_grad, float grad_scale,
-                               std::uintptr_t stream) {
+                               py::object stream) {
   const char* fn = "cross_entropy";
   if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
     value_error(str_cat(fn, ": label_smoothing must be in [0, 1]; got ", label_smoothing));
@@ -163,7 +163,7 @@ py::tuple softmax_xent_binding(py::handle logits, py::handle labels, py::handle 
 }
 
 py::tuple nll_binding(py::handle logp, py::handle labels, py::handle weight, std::int64_t ignore_index,
-                      const std::string& reduction, bool want_grad, float grad_scale, std::uintptr_t stream) {
+                      const std::string& reduction, bool want_grad, float grad_scale, py::object stream) {
   return class_loss("nll_loss", logp, labels, weight, ignore_index, reduction, want_grad, grad_scale, stream,
                     [&](const ClassLossArgs& a) {
                       nll(a.grad, a.row_loss, a.row_loss64, a.input, a.labels, a.weight, a.rows, a.cols,
@@ -173,7 +173,7 @@ py::tuple nll_binding(py::handle logp, py::handle labels, py::handle weight, std
 
 py::tuple pointwise_loss_binding(py::handle input_obj, py::handle target_obj, int kind_code, py::handle weight_obj,
                                  const std::string& reduction_s, bool want_grad, float grad_scale,
-                                 std::uintptr_t stream) {
+                                 py::object stream) {
   static const char* names[] = {"mse_loss", "l1_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits"};
   if (kind_code < 0 || kind_code > 3)
     value_error(str_cat("pointwise_loss: kind must be 0 (mse), 1 (l1), 2 (bce) or 3 (bce_with_logits); got ",
@@ -235,26 +235,26 @@ py::tuple pointwise_loss_binding(py::handle input_obj, py::handle target_obj, in
 
 void bind_loss(py::module_& m) {
   m.def("softmax_forward", &softmax_forward_binding, py::arg("x"), py::arg("log") = false,
-        py::arg("out") = py::none(), py::kw_only(), py::arg("stream") = 0,
+        py::arg("out") = py::none(), py::kw_only(), py::arg("stream") = py::none(),
         "Row-wise softmax (or log_softmax when log=True) of a C-contiguous float32 [rows, cols] device array.");
   m.def("softmax_backward", &softmax_backward_binding, py::arg("dy"), py::arg("y"), py::arg("log") = false,
-        py::arg("out") = py::none(), py::kw_only(), py::arg("stream") = 0,
+        py::arg("out") = py::none(), py::kw_only(), py::arg("stream") = py::none(),
         "Gradient of softmax / log_softmax given its output y.");
   m.def("softmax_xent", &softmax_xent_binding, py::arg("logits"), py::arg("target"), py::arg("weight") = py::none(),
         py::arg("ignore_index") = -100, py::arg("label_smoothing") = 0.0f, py::arg("reduction") = "mean",
-        py::arg("want_grad") = false, py::arg("grad_scale") = 1.0f, py::kw_only(), py::arg("stream") = 0,
+        py::arg("want_grad") = false, py::arg("grad_scale") = 1.0f, py::kw_only(), py::arg("stream") = py::none(),
         "Fused softmax + cross entropy against int64 class indices, as torch.nn.functional.cross_entropy. "
         "Returns (loss, grad_logits or None, weight_sum): loss is a 0-d float32 device array (per-row losses "
         "for reduction='none'), weight_sum a Python float. Labels are checked first (one stream "
         "synchronisation); a bad one raises IndexError.");
   m.def("nll", &nll_binding, py::arg("logp"), py::arg("target"), py::arg("weight") = py::none(),
         py::arg("ignore_index") = -100, py::arg("reduction") = "mean", py::arg("want_grad") = false,
-        py::arg("grad_scale") = 1.0f, py::kw_only(), py::arg("stream") = 0,
+        py::arg("grad_scale") = 1.0f, py::kw_only(), py::arg("stream") = py::none(),
         "Negative log-likelihood on log-probabilities, as torch.nn.functional.nll_loss; returns (loss as a 0-d "
         "device array, grad or None, weight_sum).");
   m.def("pointwise_loss", &pointwise_loss_binding, py::arg("input"), py::arg("target"), py::arg("kind"),
         py::arg("weight") = py::none(), py::arg("reduction") = "mean", py::arg("want_grad") = false,
-        py::arg("grad_scale") = 1.0f, py::kw_only(), py::arg("stream") = 0,
+        py::arg("grad_scale") = 1.0f, py::kw_only(), py::arg("stream") = py::none(),
         "Element-wise loss (kind 0 mse, 1 l1, 2 bce, 3 bce_with_logits) with optional per-element weight; "
         "returns (loss as a 0-d device array or per-element losses, grad or None).");
 }

@@ -63,7 +63,7 @@ float* ptr_or_null(const TensorList& list, size_t i) {
 
 void sgd_step_binding(py::handle params_obj, py::handle grads_obj, py::handle bufs_obj, float lr, float momentum,
                       float dampening, float weight_decay, bool nesterov, bool maximize, bool first_step,
-                      std::uintptr_t stream) {
+                      py::object stream) {
   const char* fn = "sgd_step";
   check_hyper(lr >= 0.0f, fn, "learning rate", lr);
   check_hyper(momentum >= 0.0f, fn, "momentum value", momentum);
@@ -93,7 +93,7 @@ void sgd_step_binding(py::handle params_obj, py::handle grads_obj, py::handle bu
 
 void adam_step_binding(py::handle params_obj, py::handle grads_obj, py::handle m_obj, py::handle v_obj,
                        py::handle vmax_obj, float lr, float beta1, float beta2, float eps, float weight_decay,
-                       std::int64_t step, bool amsgrad, bool maximize, bool decoupled, std::uintptr_t stream) {
+                       std::int64_t step, bool amsgrad, bool maximize, bool decoupled, py::object stream) {
   const char* fn = decoupled ? "adamw_step" : "adam_step";
   check_hyper(lr >= 0.0f, fn, "learning rate", lr);
   check_hyper(eps >= 0.0f, fn, "epsilon value", eps);
@@ -134,14 +134,14 @@ void bind_optim(py::module_& m) {
   m.def("sgd_step", &sgd_step_binding, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
         py::arg("lr"), py::arg("momentum") = 0.0f, py::arg("dampening") = 0.0f, py::arg("weight_decay") = 0.0f,
         py::arg("nesterov") = false, py::arg("maximize") = false, py::arg("first_step") = false, py::kw_only(),
-        py::arg("stream") = 0,
+        py::arg("stream") = py::none(),
         "One torch.optim.SGD step over lists of float32 device arrays, in place, in one launch per 48 tensors. "
         "first_step initialises the momentum buffers to the first update direction.");
   m.def("adam_step", &adam_step_binding, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
         py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
         py::arg("eps"), py::arg("weight_decay"), py::arg("step"), py::arg("amsgrad") = false,
         py::arg("maximize") = false, py::arg("decoupled_weight_decay") = false, py::kw_only(),
-        py::arg("stream") = 0,
+        py::arg("stream") = py::none(),
         "One torch.optim.Adam (or AdamW, with decoupled_weight_decay) step over lists of float32 device arrays, "
         "in place, in one launch per 48 tensors; `step` counts this update (1 on the first).");
 }

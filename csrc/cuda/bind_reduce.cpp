@@ -6,7 +6,7 @@ namespace fastmlp::cuda::bind {
 namespace {
 
 py::object reduce_binding(py::handle x_obj, py::handle out_obj, bool accumulate, bool over_rows,
-                          std::uintptr_t stream) {
+                          py::object stream) {
   const char* fn = over_rows ? "colsum" : "rowsum";
   DevView x = matrix(x_obj, fn, "x", false);
   const index_t n = over_rows ? x.cols() : x.rows();
@@ -28,19 +28,19 @@ py::object reduce_binding(py::handle x_obj, py::handle out_obj, bool accumulate,
 
 void bind_reduce(py::module_& m) {
   m.def("colsum",
-        [](py::handle x, py::handle out, bool acc, std::uintptr_t stream) {
+        [](py::handle x, py::handle out, bool acc, py::object stream) {
           return reduce_binding(x, out, acc, true, stream);
         },
         py::arg("x"), py::arg("out") = py::none(), py::arg("accumulate") = false, py::kw_only(),
-        py::arg("stream") = 0,
+        py::arg("stream") = py::none(),
         "out (+)= x.sum(axis=0) for a float32 device matrix x [rows, cols] (the bias gradient); "
         "deterministic (fixed summation order, double accumulation).");
   m.def("rowsum",
-        [](py::handle x, py::handle out, bool acc, std::uintptr_t stream) {
+        [](py::handle x, py::handle out, bool acc, py::object stream) {
           return reduce_binding(x, out, acc, false, stream);
         },
         py::arg("x"), py::arg("out") = py::none(), py::arg("accumulate") = false, py::kw_only(),
-        py::arg("stream") = 0, "out (+)= x.sum(axis=1) for a float32 device matrix x [rows, cols].");
+        py::arg("stream") = py::none(), "out (+)= x.sum(axis=1) for a float32 device matrix x [rows, cols].");
 }
 
 }  // namespace fastmlp::cuda::bind

@@ -231,13 +231,46 @@ std::string no_device_reason() {
   return n == 0 ? "no CUDA device found" : "";
 }
 
-DeviceCall::DeviceCall(const char* fn, std::uintptr_t stream)
-    : fn_(fn), stream_(reinterpret_cast<cudaStream_t>(stream)) {
+namespace {
+
+// CuPy's current stream on the current device, or 0 (the legacy default stream)
+// when CuPy is not installed.
+std::uintptr_t cupy_current_stream() {
+  py::module_ cupy_cuda;
+  try {
+    cupy_cuda = py::module_::import("cupy.cuda");
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_ImportError)) throw;
+    return 0;
+  }
+  return cupy_cuda.attr("get_current_stream")().attr("ptr").cast<std::uintptr_t>();
+}
+
+}  // namespace
+
+DeviceCall::DeviceCall(const char* fn, py::handle stream) : fn_(fn), stream_(nullptr) {
   // The device count cannot change while the process runs: ask once.
   static const int count = device_count();
   if (count == 0)
     throw std::runtime_error(str_cat(fn, ": no CUDA device is available (", no_device_reason(), ")"));
   check_cuda(cudaGetDevice(&device_), fn);
+  std::uintptr_t s = 0;
+  if (stream.is_none()) {
+    s = cupy_current_stream();
+    pool_stream_checked_ = true;  // it is CuPy's current stream by construction
+  } else if (py::isinstance<py::int_>(stream) && !py::isinstance<py::bool_>(stream)) {
+    try {
+      s = stream.cast<std::uintptr_t>();
+    } catch (const py::cast_error&) {
+      value_error(str_cat(fn, ": 'stream' must be a cudaStream_t as a non-negative int (or None for CuPy's current "
+                          "stream); got ", std::string(py::str(stream))));
+    }
+  } else {
+    throw py::type_error(str_cat(fn, ": 'stream' must be an int (a cudaStream_t, such as "
+                                 "cupy.cuda.get_current_stream().ptr) or None for CuPy's current stream; got ",
+                                 describe(stream)));
+  }
+  stream_ = reinterpret_cast<cudaStream_t>(s);
 }
 
 void DeviceCall::use(const DevView& v, const char* arg) {
@@ -252,8 +285,9 @@ void DeviceCall::use(const DevView& v, const char* arg) {
     value_error(str_cat(fn_, ": argument '", arg, "' must be in device memory; its pointer is ",
                         attr.type == cudaMemoryTypeHost ? "pinned host memory" : "host memory"));
   if (attr.device != device_)
-    value_error(str_cat(fn_, ": argument '", arg, "' is on device ", attr.device, " but the current device is ",
-                        device_, "; make its device current (with cupy.cuda.Device(", attr.device, "):)"));
+    value_error(str_cat(fn_, ": argument '", arg, "' is on cuda:", attr.device, " but the call runs on cuda:",
+                        device_, " (the current device); all arrays of one call must be on one device, and it "
+                        "must be current (with cupy.cuda.Device(", attr.device, "):)"));
   if (v.has_stream) {
     // Interface stream values: 1 = legacy default stream, 2 = per-thread default
     // stream, else a cudaStream_t; our stream 0 is the legacy default stream.

@@ -83,12 +83,14 @@ std::string no_device_reason();
 
 // One binding call on the device: constructed after the arguments' metadata is
 // checked, it requires a usable device (RuntimeError otherwise, naming the
-// reason), then `use` checks that each array lives in device memory on the
+// reason) and resolves `stream`: an int is a cudaStream_t (0: the legacy default
+// stream); None, the default of every binding, is CuPy's current stream on the
+// current device (the legacy default stream when CuPy is not installed). Then `use` checks that each array lives in device memory on the
 // current device and makes `stream` wait for the stream an array's interface
 // names, when that is another stream.
 class DeviceCall {
  public:
-  DeviceCall(const char* fn, std::uintptr_t stream);
+  DeviceCall(const char* fn, py::handle stream);
   void use(const DevView& v, const char* arg);
   cudaStream_t stream() const { return stream_; }
   // A new C-contiguous device array (cupy.empty) on the current device, checked with

@@ -1,8 +1,8 @@
 // fastmlp._cuda: device queries and the CUDA kernels, with the same function names,
 // argument order and semantics as fastmlp._C, for device arrays (anything with
 // __cuda_array_interface__, normally cupy.ndarray), plus a keyword-only `stream`
-// (a cudaStream_t as an int: pass cupy.cuda.get_current_stream().ptr; 0 is the
-// legacy default stream). Work is enqueued on that stream and the call returns
+// (a cudaStream_t as an int, 0 being the legacy default stream; by default, None,
+// CuPy's current stream on the current device). Work is enqueued on that stream and the call returns
 // without waiting, except where a result must be read first (label and BCE input
 // checks; see bind_loss.cpp).
 //

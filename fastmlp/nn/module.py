@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from .. import _dtype
+from .._device import CPU, device as _device_cls, same_place
 from ..autograd import no_grad
 from ..tensor import Size, Tensor, _parse_to_args
 
@@ -374,8 +375,10 @@ class Module:
             for p in m._parameters.values():
                 if p is None:
                     continue
-                p._data = fn(p._data, True)
-                p._grad_buf = None
+                moved = fn(p._data, True)
+                if moved is not p._data:  # else it stays a view of the optimizer's flat buffer
+                    p._data = moved
+                    p._grad_buf = None
                 if p.grad is not None:
                     p.grad._data = fn(p.grad._data, True)
             for name, b in m._buffers.items():
@@ -384,7 +387,11 @@ class Module:
         return self
 
     def to(self, *args, **kwargs) -> "Module":
-        """Move and/or cast parameters and buffers in place: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``."""
+        """Move and/or cast parameters and buffers in place: ``to(device)``, ``to(dtype)``, ``to(device, dtype)``.
+
+        Arrays already on the device (``"cuda"`` being the current CUDA device) with the
+        dtype are left as they are, so parameters stay views of an optimizer's flat buffers.
+        """
         dev, dt, _ = _parse_to_args(args, kwargs)
         if dt is not None and not dt.is_floating_point:
             raise TypeError(f"nn.Module.to only accepts floating point dtypes, but got desired dtype={dt}")
@@ -394,10 +401,9 @@ class Module:
             if dt is not None and arr.dtype.kind == "f" and arr.dtype != dt.np:
                 arr = arr.astype(dt.np)
             if dev is not None:
-                if dev.type == "cpu" and type(arr) is not np.ndarray:
-                    arr = arr.get()
-                elif dev.type == "cuda":
-                    arr = for_device(dev).from_numpy(arr if type(arr) is np.ndarray else arr.get(), dev)
+                here = CPU if type(arr) is np.ndarray else _device_cls("cuda", arr.device.id)
+                if not same_place(here, dev):  # an array already there is kept: the optimizer may own it
+                    arr = arr.get() if dev.type == "cpu" else for_device(dev).from_numpy(arr, dev)
             return arr
 
         return self._apply_to_tensors(convert)

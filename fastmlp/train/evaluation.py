@@ -13,6 +13,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .._device import batch_device, device_scope
 from ..autograd import no_grad
 from ..tensor import Tensor
 
@@ -72,12 +73,13 @@ def evaluate(model, loader, loss_fn: Optional[Callable] = None, *, device=None, 
     Returns the mean loss per sample (when `loss_fn` is given) and, when the model
     outputs scores [N, C] for integer labels [N], the accuracy, the confusion
     matrix and the per-class accuracies. The model's train/eval mode is restored.
-    The loader must yield ``(inputs, targets)`` pairs; inputs are moved to the
-    model's device (or `device`).
+    The loader must yield ``(inputs, targets)`` pairs; inputs and targets are moved
+    to the model's device. `device` (``"cuda"``, ``"cuda:1"``, a ``fastmlp.device``)
+    must be where the model is, and usable: asking for CUDA without a usable GPU
+    raises RuntimeError.
     """
     was_training = getattr(model, "training", False)
-    dev = device if device is not None else model_device(model)
-    move = dev is not None and getattr(dev, "type", "cpu") != "cpu"
+    dev = batch_device(model, device, "evaluate")
     loss_sum = 0.0
     samples = 0
     preds: list = []
@@ -87,10 +89,10 @@ def evaluate(model, loader, loss_fn: Optional[Callable] = None, *, device=None, 
     batches = 0
     model.eval()
     try:
-        with no_grad():
+        with no_grad(), device_scope(dev):
             for batch in loader:
                 inputs, targets = _pair(batch, "evaluate")
-                if move:
+                if dev is not None:
                     inputs = inputs.to(dev)
                     targets = targets.to(dev)
                 output = model(inputs)

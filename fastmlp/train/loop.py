@@ -25,12 +25,13 @@ import sys
 import time
 from typing import Callable, Iterable, Optional
 
+from .._device import batch_device, device_scope
 from ..autograd import is_grad_enabled
 from ..nn import plan as _plan
 from ..nn.fused import FusedTrainStep
 from ..utils.data import DataLoader
 from .callbacks import Callback, FitState, LRSchedulerCallback
-from .evaluation import _pair, evaluate, model_device
+from .evaluation import _pair, evaluate
 from .history import History
 from .progress import make_progress
 
@@ -156,7 +157,8 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             given the monitored value.
         callbacks: EarlyStopping, ModelCheckpoint, EpochLogger or your own Callback objects.
         progress: show a progress bar per epoch (only when stderr is a terminal).
-        device: where to move each batch; default: the device of the model's parameters.
+        device: where to move each batch (``"cuda"``, ``"cuda:1"``, a ``fastmlp.device``); default: the
+            device of the model's parameters. It must be where the model is, and usable (else an error).
         monitor: the value ReduceLROnPlateau sees; default ``val_loss`` with a validation
             loader, else ``train_loss``.
     """
@@ -167,8 +169,7 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
                          "only, partial batch)")
     if val_loader is not None and _loader_len(val_loader) == 0:
         raise ValueError("fit: val_loader yields no batches: its dataset is empty")
-    dev = device if device is not None else model_device(model)
-    move = dev if dev is not None and getattr(dev, "type", "cpu") != "cpu" else None
+    dev = move = batch_device(model, device, "fit")
     history = History()
     metrics = ["epoch", "train_loss"] + (["val_loss", "val_accuracy"] if val_loader is not None else []) + \
         ["lr", "time", "samples_per_s"]
@@ -191,7 +192,8 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             start = time.perf_counter()
             model.train()
             try:
-                loss_sum, samples, steps = _train_epoch(model, loss_fn, optimizer, train_loader, move, bar)
+                with device_scope(move):
+                    loss_sum, samples, steps = _train_epoch(model, loss_fn, optimizer, train_loader, move, bar)
             except KeyboardInterrupt:
                 raise
             except Exception as e:
