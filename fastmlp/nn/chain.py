@@ -1,17 +1,18 @@
 """Eager ``Sequential`` MLPs in one native call each way (``model(x)``, then ``loss.backward()``).
 
-A ``Sequential`` made of Linear layers, each optionally followed by a fusable
-activation (ReLU, LeakyReLU, Sigmoid, Tanh, GELU) and a Dropout (optionally behind
-a leading ``Flatten`` and with ``Identity`` anywhere), called on a float32 CPU
-tensor while gradients are enabled, runs its whole forward pass in one native call
+A ``Sequential`` that ``fastmlp.nn.plan`` accepts — Linear layers, each optionally
+followed by a fusable activation (ReLU, LeakyReLU, Sigmoid, Tanh, GELU) and a Dropout
+(optionally behind a leading ``Flatten`` and with ``Identity`` anywhere) — called on
+a float32 CPU tensor runs its whole forward pass in one native call
 (``fastmlp._C.MlpProgram``, see ``fastmlp.nn.plan``) and records one autograd node, whose backward computes
 every layer's gradients in one more call, writing them straight into the
 parameters' ``.grad`` as the per-layer nodes would. The kernels and their order are
 those of the module-by-module path, and dropout draws the same generator offsets
 in the same order, so outputs and gradients are bitwise the same; only the graph is
 coarser (``out.grad_fn`` is one ``MlpChainBackward`` whose edges are the input and
-every parameter). Anything else — hooks on any of the modules, other module types,
-other dtypes or devices, ``no_grad`` — takes the module-by-module path.
+every parameter); under ``no_grad`` the output has no graph. On other dtypes or
+devices the plan runs block by block (``run_blocks``); anything the plan refuses
+runs module by module.
 
 The Python work of a forward and backward shrinks from a node and a native call
 per layer to one of each, which is most of a small network's step.
@@ -24,9 +25,10 @@ import numpy as np
 
 from .. import _C
 from .. import random as _random
-from ..autograd import HANDLED, Node, _Engine, grad_sink
+from ..autograd import HANDLED, Node, _Engine, _GradMode, grad_sink
 from ..backend.acts import IDENTITY, backward_needs_input
 from ..tensor import Tensor, _result, _wrap
+from . import functional as F
 from .layers import Dropout, Flatten, Linear, _Activation
 from .module import _hook_version, _structure_version
 from .plan import Plan, Refusal, check_parameters, plan_modules, program_layer
@@ -104,14 +106,14 @@ class Chain(_Cached):
 
     @staticmethod
     def build(mods: tuple):
-        """The chain of `mods`, or a NoChain that remembers why they have none."""
+        """The chain of `mods`, or a NoChain that remembers why they have none (and their plan,
+        when only their parameters keep them off the native program)."""
         p = plan_modules(mods)
-        if p:
-            why = check_parameters(p)
-            if why:
-                p = Refusal(why)
         if not p:
             return NoChain(mods, p)
+        why = check_parameters(p)
+        if why:
+            return NoChain(mods, Refusal(why), p)
         return Chain(mods, p)
 
     def current(self, mods: tuple) -> bool:
@@ -159,6 +161,9 @@ class Chain(_Cached):
                 offsets.append(o)
         tape = self.free.pop() if self.free else _C.MlpTape()
         y = self.native.forward(xd, seeds, offsets, tape)
+        if not _GradMode.enabled:
+            self.free.append(tape)
+            return _result(y, None)
         node = ChainBackward((x,) + self.params)
         if not any(node.kinds):  # nothing requires grad: an output without a graph, as the module path gives
             self.free.append(tape)
@@ -176,15 +181,31 @@ def _linear_arrays(mods: tuple) -> tuple:
     return tuple(None if t is None else t._data for m in mods if type(m) is Linear for t in (m.weight, m.bias))
 
 
+def run_blocks(plan: Plan, x: Tensor) -> Tensor:
+    """The plan's blocks one op each: a Linear with its activation in the GEMM epilogue, then
+    its Dropout module; the same values and gradients as running the modules one by one. For
+    inputs or parameters the native program does not take (another device or dtype)."""
+    if plan.flatten:
+        x = x.flatten(1)
+    for b in plan.blocks:
+        lin = b.linear
+        x = F.linear_act(x, lin.weight, lin.bias, b.act, b.act_param)
+        if b.dropout is not None:
+            x = b.dropout(x)
+    return x
+
+
 class NoChain(_Cached):
     """Modules that have no native chain (other module types, or parameters that are not float32
-    CPU arrays); valid until the modules, their parameter arrays or their settings change."""
+    CPU arrays); valid until the modules, their parameter arrays or their settings change.
+    `plan` is their plan when only the parameters keep them off the program (run_blocks runs it)."""
 
     native = None
 
-    def __init__(self, mods: tuple, refusal: Refusal):
+    def __init__(self, mods: tuple, refusal: Refusal, plan: Optional[Plan] = None):
         super().__init__(mods)
         self.refusal = refusal
+        self.plan = plan
         self.arrays = _linear_arrays(mods)
 
     def current(self, mods: tuple) -> bool:

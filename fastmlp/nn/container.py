@@ -4,25 +4,24 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Iterable, Iterator, Optional, Union
 
-from ..autograd import _GradMode
 from ..tensor import Tensor
-from . import functional as F
 from . import chain as _chain
 from . import plan as _plan
 from .chain import Chain
-from .layers import Linear, _Activation
 from .module import Module
 
 
 class Sequential(Module):
     """Runs its modules in order (``torch.nn.Sequential``).
 
-    A Linear directly followed by an activation (ReLU, LeakyReLU, Sigmoid, Tanh,
-    GELU) runs as one native GEMM with the activation in its epilogue, with the
-    same result and gradients as running the two modules one after the other.
-    A whole MLP of such blocks (with Dropout, behind an optional Flatten), called
-    on a float32 CPU tensor with gradients enabled, runs forward in one native
-    call and backward in one more (``fastmlp.nn.chain``), with the same results.
+    An MLP of Linear blocks — each Linear optionally followed by ReLU, LeakyReLU,
+    Sigmoid, Tanh or GELU and a Dropout, behind an optional leading Flatten — called
+    on a float32 CPU tensor runs its forward pass in one native call and, when
+    gradients are enabled, its backward in one more (``fastmlp.nn.chain``); on other
+    devices and dtypes each Linear applies its activation in its GEMM epilogue. The
+    results and gradients are bitwise those of running the modules one by one, which
+    is what runs for any other Sequential. ``fastmlp.nn.explain(model)`` says which
+    route a model takes and why (see ``fastmlp.nn.plan``).
     """
 
     def __init__(self, *args):
@@ -87,7 +86,9 @@ class Sequential(Module):
         return self
 
     def forward(self, input):
-        if _GradMode.enabled and type(input) is Tensor and _chain.enabled:
+        # One plan (fastmlp.nn.plan) decides: the native MLP program for float32 CPU inputs, the
+        # plan's blocks one op each for other devices and dtypes, else the modules one by one.
+        if type(input) is Tensor and _chain.enabled:
             mods = tuple(self._modules.values())
             chain = self.__dict__.get("_chain")
             if chain is None or not chain.current(mods):
@@ -96,20 +97,11 @@ class Sequential(Module):
                     _plan.log_once(self)
             if chain.native is not None and chain.usable(input):
                 return chain(input)
-        mods = list(self._modules.values())
-        n = len(mods)
+            if chain.plan is not None:
+                return _chain.run_blocks(chain.plan, input)
         x = input
-        i = 0
-        while i < n:
-            m = mods[i]
-            if type(m) is Linear and i + 1 < n and isinstance(x, Tensor) and not m._has_hooks():
-                nxt = mods[i + 1]
-                if isinstance(nxt, _Activation) and nxt.fusable():
-                    x = F.linear_act(x, m.weight, m.bias, nxt.act, nxt.act_param())
-                    i += 2
-                    continue
+        for m in self._modules.values():
             x = m(x)
-            i += 1
         return x
 
 

@@ -422,3 +422,49 @@ def test_train_step_takes_any_batch_size():
         p[np.arange(batch), y] -= 1
         np.testing.assert_allclose(dW, p.T @ x / batch, rtol=1e-4, atol=1e-6)
         assert correct == int((z.argmax(1) == y).sum())
+
+
+@pytest.mark.parametrize("arch", ["seed001", "dropout", "mixed", "wide", "relu-last"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_no_grad_forward_runs_the_program_bitwise_like_the_modules(arch, mode, monkeypatch):
+    # evaluation (no_grad) takes the native program too, with the module path's exact values
+    calls = []
+    real = chain_mod.Chain.__call__
+
+    def counting(self, x):
+        calls.append(1)
+        return real(self, x)
+
+    monkeypatch.setattr(chain_mod.Chain, "__call__", counting)
+    x, _ = inputs(arch, np.random.default_rng(3), 33)
+    outs = []
+    for native in (False, True):
+        monkeypatch.setattr(chain_mod, "enabled", native)
+        fastmlp.manual_seed(2)
+        model = make(arch)
+        model.train(mode == "train")
+        with fastmlp.no_grad():
+            out = model(fastmlp.tensor(x))
+        assert out.grad_fn is None and not out.requires_grad
+        outs.append(out.numpy())
+    assert len(calls) == 1
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_plan_runs_block_by_block_where_the_program_does_not(monkeypatch):
+    # float64 parameters: the program refuses them, the plan's blocks run one GEMM (with its
+    # activation) each, with the module path's values and gradients
+    results = []
+    for native in (False, True):
+        monkeypatch.setattr(chain_mod, "enabled", native)
+        fastmlp.manual_seed(4)
+        model = make("mixed").double().eval()
+        x = fastmlp.tensor(np.random.default_rng(1).random((9, 784)), requires_grad=True)
+        out = model(x)
+        out.sum().backward()
+        results.append([out.detach().numpy(), x.grad.numpy()] + [p.grad.numpy() for p in model.parameters()])
+        if native:
+            assert type(model.__dict__["_chain"]).__name__ == "NoChain" and model.__dict__["_chain"].plan
+            assert "float64" in nn.explain(model)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
