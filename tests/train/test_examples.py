@@ -20,7 +20,7 @@ def run_example(name: str, *args: str, cwd: Path) -> str:
 
 def test_dropout_mlp_example(tmp_path):
     data = write_mnist_like(tmp_path / "mnist")
-    out = run_example("seed004_mnist_dropout.py", "--epochs", "2", "--data", str(data), "--checkpoint",
+    out = run_example("mnist_dropout_mlp.py", "--epochs", "2", "--data", str(data), "--checkpoint",
                       str(tmp_path / "model.pt"), cwd=tmp_path)
     assert "Epoch: 1 \tTraining Loss: " in out and "Validation loss decreased (inf --> " in out
     assert "Test Accuracy (Overall): " in out and (tmp_path / "model.pt").exists()
@@ -28,10 +28,10 @@ def test_dropout_mlp_example(tmp_path):
 
 def test_adam_example(tmp_path):
     data = write_mnist_like(tmp_path / "mnist")
-    out = run_example("seed001_mnist_adam.py", "--epochs", "1", "--data", str(data), cwd=tmp_path)
+    out = run_example("mnist_adam_mlp.py", "--epochs", "1", "--data", str(data), cwd=tmp_path)
     assert "grad_fn=<NllLossBackward0>" in out and "Accuracy:  " in out
 
 
 def test_regression_example_fit_matches_the_trainer(tmp_path):
-    out = run_example("seed002_regression.py", "--epochs", "3", cwd=tmp_path)
+    out = run_example("regression_gradients.py", "--epochs", "3", cwd=tmp_path)
     assert "fit gives the same losses: True" in out

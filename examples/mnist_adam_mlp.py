@@ -1,10 +1,12 @@
 """The "training a neural network" tutorial on MNIST, on fastmlp.
 
+Ports the tutorial in ``../shared/seeds/001_*.txt`` (seed 001).
+
 The PyTorch script, line for line, with ``torch``/``torchvision`` swapped for
 ``fastmlp``: a 784-64-64-64-10 ReLU network with log_softmax outputs, Adam
 lr 0.001, batches of 10, three epochs, then the test accuracy.
 
-    python examples/seed001_mnist_adam.py [--epochs 3] [--data DIR]
+    python examples/mnist_adam_mlp.py [--epochs 3] [--data DIR]
 
 MNIST is read from --data, else $FASTMLP_DATA, else ~/.cache/fastmlp (and
 downloaded there when missing).

@@ -1,11 +1,13 @@
 """The regression trainer of the "training neural networks" chapter, on fastmlp.
 
+Ports the tutorial in ``../shared/seeds/002_*.txt`` (seed 002).
+
 The PyTorch code, line for line, with ``torch`` swapped for ``fastmlp``: noisy
 samples of y = x², a small sigmoid network, MSE loss, SGD, batches of one, and
 the chapter's ``trainer()`` that returns the mean loss of every epoch. Then the
 same training with ``fastmlp.train.fit``, which gives exactly the same losses.
 
-    python examples/seed002_regression.py [--epochs 5]
+    python examples/regression_gradients.py [--epochs 5]
 """
 import argparse
 

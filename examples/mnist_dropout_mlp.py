@@ -1,12 +1,14 @@
 """The MNIST MLP tutorial with dropout, validation split and checkpoints, on fastmlp.
 
+Ports the tutorial in ``../shared/seeds/004_*.txt`` (seed 004).
+
 The PyTorch script, line for line, with ``torch`` swapped for ``fastmlp``:
 784-512-512-10 with ReLU and dropout 0.2, cross-entropy, SGD lr 0.01, batch 20,
 20% of the training images held out for validation with SubsetRandomSampler,
 the model saved whenever the validation loss decreases, and the best model's
 test accuracy per class.
 
-    python examples/seed004_mnist_dropout.py --epochs 30 [--data DIR]
+    python examples/mnist_dropout_mlp.py --epochs 30 [--data DIR]
 
 MNIST is read from --data, else $FASTMLP_DATA, else ~/.cache/fastmlp (and
 downloaded there when missing).
