@@ -175,6 +175,9 @@ class Optimizer:
                 raise ValueError(f"parameter group didn't specify a value of required optimization parameter {k}")
             group.setdefault(k, v)
         self.param_groups.append(group)
+        # The group's parameters move into its flat buffers now, before any step or forward pass:
+        # the native program is then built once over the arrays they keep (see _flat_for).
+        self._flat_for(group, force=True)
 
     # ---- gradients -------------------------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -218,11 +221,10 @@ class Optimizer:
         return None
 
     def _flat_for(self, group: dict, force: bool = False) -> Optional[_FlatGroup]:
-        """The group's flat layout, made on first use when its parameters share dtype and device.
-
-        It is made at the first step where every parameter has a gradient (or at once
-        with force=True, gradients then starting as zeros); a group whose parameters
-        differ in dtype or device never gets one.
+        """The group's flat layout (its parameter arena), made when the group is added (with
+        force=True) if its parameters share dtype and device, else at the first step where every
+        parameter has a gradient; a group whose parameters differ in dtype or device never gets
+        one. Each parameter's data and gradient buffer become views into the flat buffers.
         """
         key = id(group)
         flat = self._flat.get(key)

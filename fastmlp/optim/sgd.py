@@ -73,8 +73,11 @@ class SGD(Optimizer):
         if mom == 0:
             be.sgd_step([p._data for p in live], [p.grad._data for p in live], None, *args, False)
             return
-        for first in (True, False):  # parameters whose buffer starts now, then the rest
-            sel = [p for p in live if ("momentum_buffer" not in self.state[p]) == first]
+        # parameters whose buffer starts now, then the rest (split before either is stepped:
+        # the first call creates the buffers the second would otherwise see)
+        starting = [("momentum_buffer" not in self.state[p]) for p in live]
+        for first in (True, False):
+            sel = [p for p, s in zip(live, starting) if s == first]
             if sel:
                 bufs = [self._state(p, "momentum_buffer", group) for p in sel]
                 be.sgd_step([p._data for p in sel], [p.grad._data for p in sel], bufs, *args, first)
