@@ -22,13 +22,8 @@ GemmShape gemm_shape(const View& a, const View& b, bool trans_a, bool trans_b, c
 }
 
 cpu::GemmEpilogue epilogue(const View& bias, Act act, float act_param, const View& preact) {
-  cpu::GemmEpilogue ep;
-  ep.bias = bias.is_none() ? nullptr : bias.f32();
-  ep.act = act;
-  ep.act_param = act_param;
-  ep.preact = preact.is_none() ? nullptr : preact.f32();
-  ep.ldz = preact.is_none() ? 0 : preact.ld;
-  return ep;
+  return cpu::GemmEpilogue::with_bias_act(bias.is_none() ? nullptr : bias.f32(), act, act_param,
+                                         preact.is_none() ? nullptr : preact.f32(), preact.is_none() ? 0 : preact.ld);
 }
 
 // C = act(alpha·op(A)·op(B) + beta·C + bias)

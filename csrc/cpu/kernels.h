@@ -18,28 +18,77 @@ namespace fastmlp::cpu {
 using index_t = std::int64_t;
 
 // ---- GEMM ------------------------------------------------------------------
-// C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias)        op(X) = X or Xᵀ
+// C[M,N] = epilogue(alpha·op(A)·op(B) + beta·C)        op(X) = X or Xᵀ
 // A is [M,K] (or [K,M] when trans_a), B is [K,N] (or [N,K] when trans_b).
-// beta == 0 means C is write-only (it may hold NaN). The epilogue runs on each
-// tile before it is stored: bias (per column, may be null), then `act`; if
-// `preact` is non-null it receives the value before the activation.
+// beta == 0 means C is write-only (it may hold NaN). The epilogue runs on each tile
+// of C before it is stored, and is one of three kinds, for each final element z:
+//   Store    C = z.
+//   BiasAct  z += bias[n] (bias may be null); preact = z (when non-null); C = act(z).
+//   SgdStep  C = z, and a plain SGD step on the matching element of `weights` ([M, ldw],
+//            laid out as C): weights -= lr·z, the product rounded before the subtraction,
+//            as sgd_step computes it. A weight gradient's GEMM thereby updates the
+//            weights while its tile is in registers' reach. With keep_c false, C is only
+//            wanted for that step: the GEMM may leave it unwritten (it keeps each tile in
+//            a scratch tile instead, where K fits in one cache block), which spares the
+//            memory traffic of storing a gradient no one reads.
 struct GemmEpilogue {
-  const float* bias = nullptr;  // [N] or null
-  Act act = Act::Identity;
-  float act_param = 0.0f;       // negative slope of LeakyReLU
-  float* preact = nullptr;      // [M, ldz] or null
-  index_t ldz = 0;
-  // With `descend` non-null, each final element c of C also takes a plain SGD step on
-  // the matching element of descend ([M, ldd], laid out as C): descend -= lr·c, the
-  // product rounded before the subtraction, as sgd_step computes it. A weight
-  // gradient's GEMM thereby updates the weights while its tile is in registers' reach.
-  float* descend = nullptr;
-  index_t ldd = 0;
-  float lr = 0.0f;
-  // With descend and keep_c false, C is only wanted for that step: the GEMM may leave
-  // it unwritten (it keeps each tile in a scratch tile instead, where K fits in one
-  // cache block), which spares the memory traffic of storing a gradient no one reads.
-  bool keep_c = true;
+  enum class Kind : std::uint8_t { Store, BiasAct, SgdStep };
+  struct BiasAct {
+    const float* bias = nullptr;  // [N] or null
+    Act act = Act::Identity;
+    float act_param = 0.0f;       // negative slope of LeakyReLU
+    float* preact = nullptr;      // [M, ldz] or null
+    index_t ldz = 0;
+  };
+  struct SgdStep {
+    float* weights = nullptr;  // [M, ldw]
+    index_t ldw = 0;
+    float lr = 0.0f;
+    bool keep_c = true;
+  };
+  Kind kind = Kind::Store;
+  BiasAct bias_act{};
+  SgdStep sgd{};
+
+  static GemmEpilogue store() { return GemmEpilogue{}; }
+  static GemmEpilogue with_bias_act(const float* bias, Act act, float act_param, float* preact = nullptr,
+                                    index_t ldz = 0) {
+    GemmEpilogue e;
+    e.kind = Kind::BiasAct;
+    e.bias_act = BiasAct{bias, act, act_param, preact, ldz};
+    return e;
+  }
+  static GemmEpilogue with_sgd_step(float* weights, index_t ldw, float lr, bool keep_c) {
+    GemmEpilogue e;
+    e.kind = Kind::SgdStep;
+    e.sgd = SgdStep{weights, ldw, lr, keep_c};
+    return e;
+  }
+
+  // What each kind reads, as the other kinds see it (null, Identity): the kernels ask these.
+  const float* bias() const { return kind == Kind::BiasAct ? bias_act.bias : nullptr; }
+  float* preact() const { return kind == Kind::BiasAct ? bias_act.preact : nullptr; }
+  index_t ldz() const { return bias_act.ldz; }
+  Act act() const { return kind == Kind::BiasAct ? bias_act.act : Act::Identity; }
+  float act_param() const { return bias_act.act_param; }
+  float* weights() const { return kind == Kind::SgdStep ? sgd.weights : nullptr; }
+  // True unless an SGD step may leave C unwritten.
+  bool keep_c() const { return kind != Kind::SgdStep || sgd.keep_c; }
+  // Whether only C = z is asked for.
+  bool plain() const { return kind == Kind::Store || (!bias_act.bias && !bias_act.preact &&
+                                                      bias_act.act == Act::Identity && kind == Kind::BiasAct); }
+
+  // The same epilogue for the block of C whose first element is (m0, n0).
+  GemmEpilogue at(index_t m0, index_t n0) const {
+    GemmEpilogue e = *this;
+    if (kind == Kind::BiasAct) {
+      if (e.bias_act.bias) e.bias_act.bias += n0;
+      if (e.bias_act.preact) e.bias_act.preact += m0 * e.bias_act.ldz + n0;
+    } else if (kind == Kind::SgdStep) {
+      e.sgd.weights += m0 * e.sgd.ldw + n0;
+    }
+    return e;
+  }
 };
 using GemmFn = void (*)(float* C, index_t ldc, const float* A, index_t lda, const float* B,
                         index_t ldb, index_t M, index_t N, index_t K, bool trans_a, bool trans_b,

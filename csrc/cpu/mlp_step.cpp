@@ -88,7 +88,7 @@ void update_rows(const KernelTable& k, const MlpUpdate& u, const MlpLayer& L, in
 }
 
 // Whether the update is a plain SGD step (no momentum, weight decay or maximize),
-// which the weight gradient's GEMM can apply itself (GemmEpilogue::descend).
+// which the weight gradient's GEMM can apply itself (GemmEpilogue::Kind::SgdStep).
 bool plain_sgd(const MlpUpdate& u) {
   return u.kind == MlpUpdate::Kind::Sgd && u.sgd.momentum == 0.0f && u.sgd.weight_decay == 0.0f &&
          !u.sgd.maximize;
@@ -170,14 +170,9 @@ void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& t, const float* x
     const MlpLayer& L = layers[i];
     t.inputs[i] = h;
     const bool last = i + 1 == n;
-    GemmEpilogue ep;
-    ep.bias = L.b;
-    ep.act = L.act;
-    ep.act_param = L.act_param;
-    if (act_backward_needs_input(L.act)) {
-      ep.preact = t.z[i].data();
-      ep.ldz = L.out;
-    }
+    const bool keep_z = act_backward_needs_input(L.act);
+    const GemmEpilogue ep =
+        GemmEpilogue::with_bias_act(L.b, L.act, L.act_param, keep_z ? t.z[i].data() : nullptr, keep_z ? L.out : 0);
     float* y = last && out && L.dropout == 0.0f ? out : t.y[i].data();
     k.gemm(y, L.out, h, L.in, L.W, L.in, batch, L.out, L.in, false, true, 1.0f, 0.0f, ep);
     h = y;
@@ -219,11 +214,8 @@ void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScra
       // gradient, whose GEMM steps W as it stores each tile of dW, then the bias.
       if (D.db) k.colsum(D.db, dz, batch, L.out, L.out, D.acc_b);
       input_gradient(k, layers, t, ii, dz, gp, dx);
-      GemmEpilogue ep;
-      ep.descend = update.param + (L.W - update.param);
-      ep.ldd = L.in;
-      ep.lr = update.sgd.lr;
-      ep.keep_c = update.keep_weight_grads;
+      const GemmEpilogue ep = GemmEpilogue::with_sgd_step(update.param + (L.W - update.param), L.in, update.sgd.lr,
+                                                          update.keep_weight_grads);
       k.gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, 0.0f, ep);
       update_bias(k, update, L);
       g = gp;

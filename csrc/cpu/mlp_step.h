@@ -36,7 +36,7 @@ struct MlpLoss {
 // has the same layout. Adam/SGD are elementwise, so this gives bitwise the result
 // of one update over the whole flat buffer after the backward pass. A plain SGD step
 // (no momentum, weight decay or maximize) on a weight is taken by the weight
-// gradient's GEMM itself, tile by tile as dW is stored (GemmEpilogue::descend), with
+// gradient's GEMM itself, tile by tile as dW is stored (GemmEpilogue::Kind::SgdStep), with
 // the same rounding as the optimizer's kernel.
 struct MlpUpdate {
   enum class Kind { None, Sgd, Adam };
@@ -48,7 +48,7 @@ struct MlpUpdate {
   AdamOptions adam{};
   // False when no one reads this step's weight gradients (a step of a run whose
   // gradients are overwritten by the next): a plain SGD step may then leave dW
-  // unwritten (GemmEpilogue::keep_c). The parameters are updated all the same.
+  // unwritten (GemmEpilogue::SgdStep::keep_c). The parameters are updated all the same.
   bool keep_weight_grads = true;
 };
 

@@ -26,12 +26,12 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
       }
       float z = alpha * static_cast<float>(acc);
       if (beta != 0.0f) z += beta * C[m * ldc + n];
-      if (ep.bias) z += ep.bias[n];
-      if (ep.preact) ep.preact[m * ep.ldz + n] = z;
-      C[m * ldc + n] = act_forward(ep.act, z, ep.act_param);
-      if (ep.descend) {
-        volatile float step = ep.lr * C[m * ldc + n];  // rounded on its own, as sgd_step does
-        ep.descend[m * ep.ldd + n] -= step;
+      if (ep.bias()) z += ep.bias()[n];
+      if (ep.preact()) ep.preact()[m * ep.ldz() + n] = z;
+      C[m * ldc + n] = act_forward(ep.act(), z, ep.act_param());
+      if (ep.weights()) {
+        volatile float step = ep.sgd.lr * C[m * ldc + n];  // rounded on its own, as sgd_step does
+        ep.weights()[m * ep.sgd.ldw + n] -= step;
       }
     }
   }

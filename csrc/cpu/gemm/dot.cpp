@@ -160,9 +160,12 @@ void dot_nt(const Problem& p) {
   e.beta = p.beta;
   e.read_c = p.beta != 0.0f;
   e.final = true;
-  e.mode = act_mode(p.act);
-  e.act = p.act;
-  e.act_param = p.act_param;
+  e.mode = act_mode(p.ep.act());
+  e.act = p.ep.act();
+  e.act_param = p.ep.act_param();
+  float* const preact = p.ep.preact();
+  const float* const bias = p.ep.bias();
+  float* const weights = p.ep.weights();
   // Balanced tiles: ceil(M / kDotM) row blocks, ceil(N / kDotN) column blocks.
   const index_t mb = (p.M + kDotM - 1) / kDotM;
   const index_t nb = (p.N + kDotN - 1) / kDotN;
@@ -191,10 +194,10 @@ void dot_nt(const Problem& p) {
       const index_t n0 = jb * p.N / nb, n1 = (jb + 1) * p.N / nb;
       const DotFn f = dot_for<kDotM>(m1 - m0, n1 - n0);
       f(p.K, p.A + m0 * p.lda, p.lda, p.B + n0 * p.ldb, p.ldb, p.C + m0 * p.ldc + n0,
-        p.ldc, p.preact ? p.preact + m0 * p.ldz + n0 : nullptr, p.ldz,
-        p.bias ? p.bias + n0 : nullptr, e);
-      if (p.descend)
-        descend_rows(p.descend + m0 * p.ldd + n0, p.ldd, p.C + m0 * p.ldc + n0, p.ldc, m1 - m0, n1 - n0, p.lr);
+        p.ldc, preact ? preact + m0 * p.ep.ldz() + n0 : nullptr, p.ep.ldz(), bias ? bias + n0 : nullptr, e);
+      if (weights)
+        descend_rows(weights + m0 * p.ep.sgd.ldw + n0, p.ep.sgd.ldw, p.C + m0 * p.ldc + n0, p.ldc, m1 - m0, n1 - n0,
+                     p.ep.sgd.lr);
     }
   }
 }

@@ -48,15 +48,15 @@ void no_product(const Problem& p) {
   const float zero = p.alpha * 0.0f;
   for (index_t m = 0; m < p.M; ++m) {
     float* c = p.C + m * p.ldc;
-    float* z = p.preact ? p.preact + m * p.ldz : nullptr;
+    float* z = p.ep.preact() ? p.ep.preact() + m * p.ep.ldz() : nullptr;
     for (index_t n = 0; n < p.N; ++n) {
       float v = zero;
       if (p.beta != 0.0f) v += p.beta * c[n];
-      if (p.bias) v += p.bias[n];
+      if (p.ep.bias()) v += p.ep.bias()[n];
       if (z) z[n] = v;
-      c[n] = act_forward(p.act, v, p.act_param);
+      c[n] = act_forward(p.ep.act(), v, p.ep.act_param());
     }
-    if (p.descend) descend_rows(p.descend + m * p.ldd, p.ldd, c, p.ldc, 1, p.N, p.lr);
+    if (p.ep.weights()) descend_rows(p.ep.weights() + m * p.ep.sgd.ldw, p.ep.sgd.ldw, c, p.ldc, 1, p.N, p.ep.sgd.lr);
   }
 }
 
@@ -64,7 +64,7 @@ void no_product(const Problem& p) {
 void unpacked(const Problem& p) {
   for (index_t m = 0; m < p.M; ++m) {
     float* c = p.C + m * p.ldc;
-    float* z = p.preact ? p.preact + m * p.ldz : nullptr;
+    float* z = p.ep.preact() ? p.ep.preact() + m * p.ep.ldz() : nullptr;
     for (index_t n = 0; n < p.N; ++n) {
       float acc = 0.0f;
       for (index_t k = 0; k < p.K; ++k) {
@@ -74,11 +74,11 @@ void unpacked(const Problem& p) {
       }
       float v = p.alpha * acc;
       if (p.beta != 0.0f) v += p.beta * c[n];
-      if (p.bias) v += p.bias[n];
+      if (p.ep.bias()) v += p.ep.bias()[n];
       if (z) z[n] = v;
-      c[n] = act_forward(p.act, v, p.act_param);
+      c[n] = act_forward(p.ep.act(), v, p.ep.act_param());
     }
-    if (p.descend) descend_rows(p.descend + m * p.ldd, p.ldd, c, p.ldc, 1, p.N, p.lr);
+    if (p.ep.weights()) descend_rows(p.ep.weights() + m * p.ep.sgd.ldw, p.ep.sgd.ldw, c, p.ldc, 1, p.N, p.ep.sgd.lr);
   }
 }
 
@@ -133,17 +133,14 @@ void packed(const Problem& p) {
 
   TileEpilogue e;
   e.alpha = p.alpha;
-  e.mode = act_mode(p.act);
-  e.act = p.act;
-  e.act_param = p.act_param;
+  e.mode = act_mode(p.ep.act());
+  e.act = p.ep.act();
+  e.act_param = p.ep.act_param();
   PackedBlock blk;
   blk.a = abuf;
   blk.ldc = p.ldc;
-  blk.ldz = p.ldz;
-  blk.ldw = p.ldd;
-  blk.lr = p.lr;
-  // C need not be stored when it only feeds the descent and no later K block reads it.
-  blk.scratch_c = p.descend && !p.keep_c && kblocks == 1;
+  // C need not be stored when it only feeds the SGD step and no later K block reads it.
+  blk.scratch_c = !p.ep.keep_c() && kblocks == 1;
 
   for (index_t jb = 0; jb < nblocks; ++jb) {
     const index_t n0 = jb * p.N / nblocks, nc = (jb + 1) * p.N / nblocks - n0;
@@ -156,8 +153,7 @@ void packed(const Problem& p) {
       blk.epi = e;
       blk.kc = kc;
       blk.rows_outer = kc < 64;
-      float* const z = e.final ? p.preact : nullptr;
-      const float* const bias = e.final ? p.bias : nullptr;
+      const GemmEpilogue ep = e.final ? p.ep : GemmEpilogue::store();
       if (panelwise) {
         blk.mc = p.M;
         blk.panels = ceil_div(p.M, kMR);
@@ -175,9 +171,7 @@ void packed(const Problem& p) {
           blk.b_ps = 0;
           blk.nc = w;
           blk.c = p.C + j0;
-          blk.z = z ? z + j0 : nullptr;
-          blk.bias = bias ? bias + j0 : nullptr;
-          blk.w = e.final && p.descend ? p.descend + j0 : nullptr;
+          blk.ep = ep.at(0, j0);
           macro_kernel(blk);
         }
         continue;
@@ -196,9 +190,7 @@ void packed(const Problem& p) {
         blk.panels = ceil_div(mc, kMR);
         pack_a_block(abuf, p, m0, mc, blk.panels, k0, kc);
         blk.c = p.C + m0 * p.ldc + n0;
-        blk.z = z ? z + m0 * p.ldz + n0 : nullptr;
-        blk.bias = bias ? bias + n0 : nullptr;
-        blk.w = e.final && p.descend ? p.descend + m0 * p.ldd + n0 : nullptr;
+        blk.ep = ep.at(m0, n0);
         macro_kernel(blk);
       }
     }
@@ -257,9 +249,7 @@ Problem slice(const Problem& p, index_t m0, index_t m1, index_t n0, index_t n1) 
   s.C = p.C + m0 * p.ldc + n0;
   s.A = p.trans_a ? p.A + m0 : p.A + m0 * p.lda;
   s.B = p.trans_b ? p.B + n0 * p.ldb : p.B + n0;
-  s.bias = p.bias ? p.bias + n0 : nullptr;
-  s.preact = p.preact ? p.preact + m0 * p.ldz + n0 : nullptr;
-  s.descend = p.descend ? p.descend + m0 * p.ldd + n0 : nullptr;
+  s.ep = p.ep.at(m0, n0);
   s.M = m1 - m0;
   s.N = n1 - n0;
   return s;
@@ -276,8 +266,7 @@ Problem slice(const Problem& p, index_t m0, index_t m1, index_t n0, index_t n1) 
 // the first block into C and adds the second block to it, and a float sum of two
 // terms does not depend on their order), so the result is bitwise the same.
 inline bool split_k(const Problem& p, bool dot, int nt) {
-  return nt == 2 && !dot && p.M <= kMC && (p.K + kKC - 1) / kKC == 2 && p.beta == 0.0f && !p.bias &&
-         !p.preact && p.act == Act::Identity && !p.descend;
+  return nt == 2 && !dot && p.M <= kMC && (p.K + kKC - 1) / kKC == 2 && p.beta == 0.0f && p.ep.plain();
 }
 
 // The product over K from k0 on: op(A)'s columns and op(B)'s rows from k0.
@@ -331,7 +320,7 @@ void gemm_split_k(const Problem& p) {
   }
 }
 
-// C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias)
+// C[M,N] = ep(alpha·op(A)·op(B) + beta·C)
 void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
           index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
           const GemmEpilogue& ep) {
@@ -350,15 +339,7 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   p.trans_b = trans_b;
   p.alpha = alpha;
   p.beta = beta;
-  p.bias = ep.bias;
-  p.preact = ep.preact;
-  p.ldz = ep.ldz;
-  p.act = ep.act;
-  p.act_param = ep.act_param;
-  p.descend = ep.descend;
-  p.ldd = ep.ldd;
-  p.lr = ep.lr;
-  p.keep_c = ep.keep_c;
+  p.ep = ep;
   if (K <= 0) {
     no_product(p);
     return;

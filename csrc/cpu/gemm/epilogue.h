@@ -37,7 +37,7 @@ inline void act_rows(float* c, index_t ldc, index_t rows, index_t cols, Act act,
   }
 }
 
-// w -= lr·c over a stored tile of `rows` rows by `cols` columns (GemmEpilogue::descend).
+// w -= lr·c over a stored tile of `rows` rows by `cols` columns (GemmEpilogue::Kind::SgdStep).
 // The product is kept in a register before the subtraction, so that it is rounded
 // on its own as in the optimizer's SGD kernel, never fused into an FMA.
 inline void descend_rows(float* w, index_t ldw, const float* c, index_t ldc, index_t rows, index_t cols,

@@ -52,7 +52,7 @@ struct TileEpilogue {
 };
 
 // One GEMM (or one thread's share of it), every pointer at the share's origin:
-// C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias).
+// C[M,N] = ep(alpha·op(A)·op(B) + beta·C).
 struct Problem {
   float* C;
   index_t ldc;
@@ -63,15 +63,7 @@ struct Problem {
   index_t M, N, K;
   bool trans_a, trans_b;
   float alpha, beta;
-  const float* bias;  // [N] or null
-  float* preact;      // [M, ldz] or null
-  index_t ldz;
-  Act act;
-  float act_param;
-  float* descend;     // [M, ldd] or null (see GemmEpilogue)
-  index_t ldd;
-  float lr;
-  bool keep_c;        // see GemmEpilogue
+  GemmEpilogue ep;  // at the share's origin
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
@@ -101,13 +93,8 @@ struct PackedBlock {
   index_t b_ks, b_ps;
   float* c;
   index_t ldc;
-  float* z;  // preact at the block origin, or null
-  index_t ldz;
-  const float* bias;  // bias at the block's first column, or null
-  float* w;           // GemmEpilogue::descend at the block origin, or null
-  index_t ldw;
-  float lr;
-  bool scratch_c;     // with w: tiles go to a scratch tile, not to c (see GemmEpilogue::keep_c)
+  GemmEpilogue ep;    // at the block origin; Store on every K block but the last
+  bool scratch_c;     // with an SGD step: tiles go to a scratch tile, not to c (GemmEpilogue::SgdStep::keep_c)
   TileEpilogue epi;
   bool rows_outer;  // loop over row panels outside (short K: stream C row-wise)
 };

@@ -79,7 +79,7 @@ void ukernel(index_t kc, const float* __restrict a, const float* __restrict b, i
 }
 
 // A full-width tile of a weight gradient whose GEMM takes the SGD step
-// (GemmEpilogue::descend): C = acc (when c is non-null), then w -= lr·acc straight
+// (GemmEpilogue::Kind::SgdStep): C = acc (when c is non-null), then w -= lr·acc straight
 // from the registers, the product rounded on its own as in descend_rows.
 using DescendFn = void (*)(index_t kc, const float* a, const float* b, index_t b_ks, float* c, index_t ldc,
                            float* w, index_t ldw, float lr);
@@ -118,7 +118,7 @@ DescendFn descend_for(index_t h) {
 inline bool plain_epilogue(const PackedBlock& k) {
   const TileEpilogue& e = k.epi;
   return e.alpha == 1.0f && !e.read_c &&
-         (!e.final || (!k.bias && !k.z && e.mode == ActMode::None));
+         (!e.final || (!k.ep.bias() && !k.ep.preact() && e.mode == ActMode::None));
 }
 
 // The kernel for a panel of h rows, 1 <= h <= kMR.
@@ -140,7 +140,14 @@ UkernelFn ukernel_for(index_t h, bool plain) {
 
 void macro_kernel(const PackedBlock& k) {
   alignas(64) float scratch[kMR * kNR];
-  const bool to_scratch = k.scratch_c && k.w && k.epi.final;
+  // the block's epilogue, unpacked once (Store on the K blocks before the last)
+  float* const w = k.epi.final ? k.ep.weights() : nullptr;
+  const index_t ldw = k.ep.sgd.ldw;
+  const float lr = k.ep.sgd.lr;
+  float* const z = k.ep.preact();
+  const index_t ldz = k.ep.ldz();
+  const float* const bias = k.ep.bias();
+  const bool to_scratch = k.scratch_c && w;
   const index_t q_count = (k.nc + kNR - 1) / kNR;
   // Panel heights differ by at most one: two kernels serve the whole block.
   const index_t h_lo = k.mc / k.panels;
@@ -148,7 +155,7 @@ void macro_kernel(const PackedBlock& k) {
   const UkernelFn f_lo = ukernel_for(h_lo, plain);
   const UkernelFn f_hi = h_lo < kMR ? ukernel_for(h_lo + 1, plain) : f_lo;
   // A plain weight gradient that steps its weights: full tiles do both in registers.
-  const bool fused = plain && k.w && k.epi.final;
+  const bool fused = plain && w;
   const DescendFn d_lo = fused ? descend_for(h_lo) : nullptr;
   const DescendFn d_hi = fused && h_lo < kMR ? descend_for(h_lo + 1) : d_lo;
   const index_t outer = k.rows_outer ? k.panels : q_count;
@@ -163,8 +170,8 @@ void macro_kernel(const PackedBlock& k) {
       const int nv = static_cast<int>(k.nc - n0 < kNR ? k.nc - n0 : kNR);
       if (fused && nv == kNR) {
         (h == h_lo ? d_lo : d_hi)(k.kc, k.a + r0 * k.kc, k.b + q * k.b_ps, k.b_ks,
-                                  to_scratch ? nullptr : k.c + r0 * k.ldc + n0, k.ldc, k.w + r0 * k.ldw + n0,
-                                  k.ldw, k.lr);
+                                  to_scratch ? nullptr : k.c + r0 * k.ldc + n0, k.ldc, w + r0 * ldw + n0, ldw,
+                                  lr);
         continue;
       }
       float* const c = to_scratch ? scratch : k.c + r0 * k.ldc + n0;
@@ -176,8 +183,8 @@ void macro_kernel(const PackedBlock& k) {
         c_next = c + h * ldc;
       const UkernelFn f = h == h_lo ? f_lo : f_hi;
       f(k.kc, k.a + r0 * k.kc, k.b + q * k.b_ps, k.b_ks, c, ldc, c_next,
-        k.z ? k.z + r0 * k.ldz + n0 : nullptr, k.ldz, k.bias ? k.bias + n0 : nullptr, nv, k.epi);
-      if (k.w && k.epi.final) descend_rows(k.w + r0 * k.ldw + n0, k.ldw, c, ldc, h, nv, k.lr);
+        z ? z + r0 * ldz + n0 : nullptr, ldz, bias ? bias + n0 : nullptr, nv, k.epi);
+      if (w) descend_rows(w + r0 * ldw + n0, ldw, c, ldc, h, nv, lr);
     }
   }
 }
