@@ -75,17 +75,56 @@ def _parse_hidden(text: str) -> list:
     return sizes
 
 
+def _number(text: str, kind: type):
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}; got {text!r}") \
+            from None
+    if kind is float and not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
+    return v
+
+
 def _fraction(text: str) -> float:
-    v = float(text)
+    v = _number(text, float)
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1); got {text}")
     return v
 
 
 def _positive_int(text: str) -> int:
-    v = int(text)
+    v = _number(text, int)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    v = _number(text, int)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = _number(text, float)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    v = _number(text, float)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text}")
+    return v
+
+
+def _seed(text: str) -> int:
+    v = _number(text, int)
+    if not -(2 ** 63) <= v < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"must fit in 64 bits; got {text}")
     return v
 
 
@@ -320,8 +359,15 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported as one line (no usage block) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastmlp", description="fastmlp command line")
+    p = _Parser(prog="fastmlp", description="fastmlp command line")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, CPU kernel set, threads, CUDA status").set_defaults(func=_cmd_info)
 
@@ -337,17 +383,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activation", default="relu", choices=["relu", "tanh", "sigmoid", "gelu", "leaky_relu"])
     t.add_argument("--dropout", type=_fraction, default=0.2, help="dropout after each hidden layer (default: 0.2)")
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    t.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
-    t.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default: 0)")
-    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--lr", type=_non_negative_float, default=None,
+                   help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
+    t.add_argument("--momentum", type=_non_negative_float, default=0.0, help="SGD momentum (default: 0)")
+    t.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
     t.add_argument("--batch-size", type=_positive_int, default=20)
     t.add_argument("--epochs", type=_positive_int, default=10)
     t.add_argument("--val-fraction", type=_fraction, default=0.2,
                    help="share of the training images held out for validation (default: 0.2)")
     t.add_argument("--normalize", action="store_true", help="standardise pixels with the dataset's mean and std")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--checkpoint", default="model.pt", help="where to save the best model (default: model.pt)")
-    t.add_argument("--patience", type=int, default=None,
+    t.add_argument("--patience", type=_non_negative_int, default=None,
                    help="stop after this many epochs without improvement (default: never)")
     t.add_argument("--plot", default=None, metavar="PNG",
                    help="history plot (default: <checkpoint>-history.png; '' for none)")

@@ -307,3 +307,38 @@ def test_python_dash_m_fastmlp_train(mnist_dir, tmp_path):
 def test_info_is_still_there(capsys):
     assert cli.main(["info"]) == 0
     assert capsys.readouterr().out.startswith(f"fastmlp {fastmlp.__version__}")
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("--lr", "-1", "argument --lr: must be a number >= 0; got -1"),
+    ("--lr", "nan", "argument --lr: must be a finite number; got nan"),
+    ("--lr", "fast", "argument --lr: must be a number; got 'fast'"),
+    ("--patience", "-1", "argument --patience: must be an integer >= 0; got -1"),
+    ("--patience", "1.5", "argument --patience: must be an integer; got '1.5'"),
+    ("--momentum", "-0.5", "argument --momentum: must be a number >= 0; got -0.5"),
+    ("--weight-decay", "-0.001", "argument --weight-decay: must be a number >= 0; got -0.001"),
+    ("--seed", str(2 ** 70), f"argument --seed: must fit in 64 bits; got {2 ** 70}"),
+    ("--batch-size", "0", "argument --batch-size: must be a positive integer; got 0"),
+    ("--epochs", "-3", "argument --epochs: must be a positive integer; got -3"),
+    ("--threads", "two", "argument --threads: must be an integer; got 'two'"),
+    ("--dropout", "1.5", "argument --dropout: must be in [0, 1); got 1.5"),
+    ("--val-fraction", "1", "argument --val-fraction: must be in [0, 1); got 1"),
+    ("--hidden", "0", "argument --hidden: hidden sizes must be positive; got '0'"),
+    ("--optimizer", "lbfgs", "argument --optimizer: invalid choice: 'lbfgs'"),
+])
+def test_a_bad_option_is_one_line_and_exit_status_2(tmp_path, capsys, option, value, expected):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--data", str(tmp_path), "--no-download", option, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastmlp train: error: {expected}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_options_from_a_shell_give_one_line_and_status_2(tmp_path):
+    for args in (["--lr", "-1"], ["--patience", "-1"]):
+        out = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--data", str(tmp_path), "--no-download",
+                              *args], capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir(),
+                             env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastmlp.__file__))))
+        assert out.returncode == 2
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("fastmlp train: error: argument " + args[0])
