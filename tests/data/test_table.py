@@ -52,7 +52,8 @@ def test_integer_targets_and_regression(tmp_path):
     y, task, classes = encode_target(read_table(path, "y"))
     assert classes == [0, 10, 20, 30] and y.tolist() == (ints // 10).tolist()
     values = x[:, 0] * 2.5
-    path = write_csv(tmp_path / "r.csv", ["a", "b", "c", "y"], [[*(repr(float(a)) for a in r), repr(float(v))] for r, v in zip(x, values)])
+    rows = [[*(repr(float(a)) for a in r), repr(float(v))] for r, v in zip(x, values)]
+    path = write_csv(tmp_path / "r.csv", ["a", "b", "c", "y"], rows)
     with pytest.raises(TableError, match="target column 'y' holds fractional numbers; pass --task regression"):
         encode_target(read_table(path, "y"))
     y, task, classes = encode_target(read_table(path, "y"), "regression")
