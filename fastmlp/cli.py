@@ -155,14 +155,13 @@ def _with_output_scale(model, record: dict):
     """The model followed by Linear(1, 1) = std·y + mean for a regression model trained on standardised targets,
     so its outputs are in the target's units."""
     from . import nn
+    from .autograd import no_grad
 
     scale = record.get("target_scale")
     if record["task"] != "regression" or not scale:
         return model
     head = nn.Linear(1, 1)
-    import fastmlp
-
-    with fastmlp.no_grad():
+    with no_grad():
         head.weight.fill_(float(scale[1]))
         head.bias.fill_(float(scale[0]))
     return nn.Sequential(model, head).eval()

@@ -66,7 +66,11 @@ def read_table(path: Union[str, os.PathLike], target: Optional[str] = None,
     elif suffix in (".parquet", ".pq"):
         table = _read_parquet(path, target, features)
     elif suffix in (".csv", ".tsv", ".txt"):
-        table = _read_csv(path, target, features, "\t" if suffix == ".tsv" else ",")
+        try:
+            table = _read_csv(path, target, features, "\t" if suffix == ".tsv" else ",")
+        except UnicodeDecodeError as e:
+            raise TableError(f"'{path}' is not a UTF-8 text file (byte {e.start}: {e.reason}); is it a CSV "
+                             "table?") from None
     else:
         raise TableError(f"'{path}': unknown table format {suffix or '(no suffix)'}; use one of "
                          f"{', '.join(TABLE_SUFFIXES)}")

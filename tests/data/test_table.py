@@ -153,3 +153,14 @@ def test_standardizer_fits_only_the_given_rows(monkeypatch):
     np.testing.assert_allclose(out, (x - s.mean) / s.std, rtol=1e-6, atol=1e-6)
     back = Standardizer.from_record(s.to_record())
     assert np.array_equal(back.mean, s.mean) and np.array_equal(back.std, s.std)
+
+
+def test_a_binary_file_named_csv_is_a_clear_error(tmp_path):
+    (tmp_path / "model.csv").write_bytes(b"\x93NUMPY\xff\xfe\x00binary")
+    with pytest.raises(TableError, match="model.csv' is not a UTF-8 text file"):
+        read_table(tmp_path / "model.csv", "y")
+    with pytest.raises(TableError, match="no such data file"):
+        read_table(tmp_path / "missing.csv", "y")
+    (tmp_path / "t.xlsx").write_bytes(b"")
+    with pytest.raises(TableError, match="unknown table format .xlsx"):
+        read_table(tmp_path / "t.xlsx", "y")
