@@ -69,7 +69,8 @@ echo "wheel: $(basename "$wheel"), $size_bytes bytes ($(( (size_bytes + 1023) / 
 
 echo "== 4. fresh venv + smoke test"
 "$python" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet "$wheel"
+# with the ONNX extra and safetensors, to check the files fastmlp writes from the outside too
+"$work/venv/bin/python" -m pip install --quiet "$wheel[onnx]" safetensors
 cd "$work"  # away from the source tree, so the installed package is the one imported
 "$work/venv/bin/python" - <<'EOF'
 import os
@@ -111,8 +112,32 @@ assert loss.item() < first
 fastmlp.save(model.state_dict(), "m.safetensors")
 back = fastmlp.load("m.safetensors")
 assert all(np.array_equal(back[k].numpy(), v.numpy()) for k, v in model.state_dict().items())
+from safetensors.numpy import load_file
+
+assert sorted(load_file("m.safetensors")) == sorted(model.state_dict())  # plain safetensors, state-dict names
 cli = os.path.join(os.path.dirname(sys.executable), "fastmlp")
-print(subprocess.run([cli, "info"], check=True, capture_output=True, text=True).stdout, end="")
+
+
+def run(*args):
+    out = subprocess.run([cli, *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+print(run("info"), end="")
+# the command line on a table of one's own: train, predict, export
+with open("table.csv", "w") as f:
+    f.write("a,b,label\n")
+    for i, (a, b) in enumerate(rng.standard_normal((200, 2))):
+        f.write(f"{a:.5f},{b:.5f},{'yes' if a + b > 0 else 'no'}\n")
+out = run("train", "--data-file", "table.csv", "--target", "label", "--hidden", "8", "--epochs", "3",
+          "--optimizer", "adam", "--checkpoint", "table.pt", "--no-plot")
+print(out.strip().splitlines()[-2])
+run("predict", "table.pt", "table.csv", "-o", "predictions.csv")
+assert open("predictions.csv").readline().strip() == "prediction,p_no,p_yes"
+print(run("export", "table.pt", "table.onnx").strip())
+bad = subprocess.run([cli, "train", "--lr", "-1"], capture_output=True, text=True)
+assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
 print("smoke test passed")
 EOF
 echo "== done: $wheel"
