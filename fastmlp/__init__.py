@@ -36,6 +36,7 @@ from .serialization import load, save
 
 from . import autograd, backends, cuda, nn, optim  # noqa: E402  (after the core names they use)
 from . import utils, datasets, transforms, train  # noqa: E402  (data loading and training loops)
+from . import onnx  # noqa: E402  (imports the onnx package only when export() runs)
 
 __version__ = _C.__version__
 

@@ -1,17 +1,35 @@
-"""``fastmlp.save`` / ``fastmlp.load``: checkpoints without pickle.
+"""``fastmlp.save`` / ``fastmlp.load``: checkpoints without pickle (``torch.save`` / ``torch.load``).
 
-A file is a safetensors file: an 8-byte little-endian header length, a JSON
+A file is a plain safetensors file: an 8-byte little-endian header length, a JSON
 header describing each tensor (dtype, shape, byte range), then the raw tensor
-bytes. Everything that is not a tensor (nesting of dicts and lists, numbers,
-strings, the optimizer's hyper-parameters) is stored as JSON in the header's
-``__metadata__``, together with a CRC-32 of the tensor bytes. Loading therefore
-never runs code, and a truncated or corrupted file — or one with bytes after the
-data its header declares — raises ``CheckpointError`` (a ValueError) naming the
-file and the problem. A PyTorch checkpoint (``torch.save``'s zip archive or a
-legacy pickle) is recognised and refused with a note on converting it: unpickling
-can run arbitrary code. Saving to a path writes a temporary file beside the
-target, syncs it to disk and renames it over the target, so a crash mid-save
-leaves the previous file intact.
+bytes. Tensors are named by where they sit in the saved object, so the file is
+useful without fastmlp:
+
+* a state dict (``fastmlp.save(model.state_dict(), path)``) is stored under its
+  own keys (``0.weight``, ``0.bias``, ...): ``safetensors.torch.load_file(path)``
+  gives a dict that the equivalent PyTorch model accepts in ``load_state_dict``;
+* a record holding a ``"state_dict"`` entry (what ``ModelCheckpoint`` and
+  ``fastmlp train`` write) names that state dict's tensors by their bare keys too;
+* any other tensor is named by its path of keys and indices joined with dots
+  (``optimizer.state.0.exp_avg``; a lone tensor is ``tensor``).
+
+Everything that is not a tensor (nesting of dicts and lists, numbers, strings, the
+optimizer's hyper-parameters) is stored as JSON in the header's ``__metadata__``,
+together with a CRC-32 of the tensor bytes. Any safetensors file loads, e.g. one
+written by ``safetensors.torch.save_file``: it gives an ordered dict of tensors.
+Files of the first fastmlp format (tensors named ``t0``, ``t1``, ...) load as before.
+
+Loading never runs code, and a truncated or corrupted file, or one with bytes
+after the data its header declares, raises ``CheckpointError`` (a ValueError)
+naming the file and the problem. A PyTorch checkpoint (``torch.save``'s zip archive
+or a legacy pickle) is recognised and refused with a note on converting it:
+unpickling can run arbitrary code.
+
+Saving to a path writes ``<name>.fastmlp-save-<host>-<pid>-<random>.tmp`` beside
+the target, syncs it to disk and renames it over the target, so a crash mid-save
+leaves the previous file intact. A temporary left behind by a save that was killed
+(its process is gone, or it is more than a day old) is removed by the next save to
+the same path.
 
 As with ``torch.save``/``torch.load``, `f` is a path or a binary file object
 (``write`` for saving, ``read`` for loading, e.g. ``io.BytesIO`` or ``open(path,
@@ -23,8 +41,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import struct
 import tempfile
+import time
 import zlib
 from collections import OrderedDict
 from typing import Any
@@ -41,7 +61,11 @@ __all__ = ["save", "load", "CheckpointError"]
 _CODES = {"float16": "F16", "float32": "F32", "float64": "F64", "uint8": "U8", "int8": "I8", "int16": "I16",
           "int32": "I32", "int64": "I64", "bool": "BOOL"}
 _FROM_CODE = {v: getattr(_dtype, k if k != "bool" else "bool_") for k, v in _CODES.items()}
-_FORMAT = "fastmlp"
+_FORMAT_1 = "fastmlp"  # the first format's "format" value (tensors named t0, t1, ...)
+_VERSION_KEY = "fastmlp.format"
+_VERSION = "2"
+_TMP_MARK = ".fastmlp-save-"  # <target>.fastmlp-save-<host>-<pid>-<random>.tmp
+_STALE_AFTER_S = 24 * 3600
 _MAX_HEADER = 100 * 1024 * 1024
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80  # a pickle of protocol 2 or later starts with PROTO, then the protocol number
@@ -56,12 +80,13 @@ def _is_path(f: Any) -> bool:
     return isinstance(f, (str, bytes, os.PathLike))
 
 
-def _encode(obj: Any, tensors: dict, path: str) -> Any:
-    """JSON-able description of obj; tensors are collected into `tensors` under generated names."""
+def _encode(obj: Any, found: list, parts: tuple) -> Any:
+    """JSON-able description of obj. Each tensor becomes an entry {"__tensor__": name} whose name
+    `_name_tensors` fills in later; `found` collects (key path, entry, tensor)."""
+    path = "obj" + "".join(f"[{p!r}]" for p in parts)
     if isinstance(obj, Tensor):
-        name = f"t{len(tensors)}"
-        tensors[name] = obj
-        out = {"__tensor__": name}
+        out: dict = {"__tensor__": None}
+        found.append((parts, out, obj))
         if obj.requires_grad:
             out["requires_grad"] = True
         from .nn.module import Parameter
@@ -80,10 +105,10 @@ def _encode(obj: Any, tensors: dict, path: str) -> Any:
         for k, v in obj.items():
             if not isinstance(k, (str, int)) or isinstance(k, bool):
                 raise TypeError(f"fastmlp.save: dictionary keys must be str or int; got {type(k).__name__} at {path}")
-            items.append([k, _encode(v, tensors, f"{path}[{k!r}]")])
+            items.append([k, _encode(v, found, parts + (k,))])
         return {"__odict__" if isinstance(obj, OrderedDict) else "__dict__": items}
     if isinstance(obj, (list, tuple)):
-        enc = [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]
+        enc = [_encode(v, found, parts + (i,)) for i, v in enumerate(obj)]
         return {"__tuple__": enc} if isinstance(obj, tuple) else enc
     from .nn.module import Module
     from .optim.optimizer import Optimizer
@@ -95,6 +120,33 @@ def _encode(obj: Any, tensors: dict, path: str) -> Any:
         raise TypeError("fastmlp.save: save optimizer.state_dict(), not the optimizer object")
     raise TypeError(f"fastmlp.save: can't save an object of type {type(obj).__name__} at {path}; "
                     "supported: tensors, dicts, lists, tuples, numbers, strings, None")
+
+
+def _name_tensors(found: list, top: Any) -> None:
+    """Give every tensor entry its name in the file: its key path joined with dots, without the leading
+    "state_dict" of a checkpoint record (so a state dict's tensors carry its own keys) unless that bare
+    name is another tensor's path. Two equal paths ({"a.b": x, "a": {"b": y}}) get a "#n" suffix."""
+    strip = isinstance(top, dict) and isinstance(top.get("state_dict"), dict)
+
+    def under_state_dict(parts: tuple) -> bool:
+        return strip and len(parts) > 1 and parts[0] == "state_dict"
+
+    def joined(parts: tuple) -> str:
+        return ".".join(str(p) for p in parts) or "tensor"
+
+    reserved = {joined(parts) for parts, _, _ in found if not under_state_dict(parts)}
+    taken: set = set()
+    for parts, entry, _ in found:
+        full = joined(parts)
+        name = full
+        if under_state_dict(parts) and joined(parts[1:]) not in reserved:
+            name = joined(parts[1:])
+        n = 1
+        while name in taken:
+            name = f"{full}#{n}"
+            n += 1
+        taken.add(name)
+        entry["__tensor__"] = name
 
 
 def _decode(obj: Any, tensors: dict, where: str) -> Any:
@@ -125,26 +177,75 @@ def _decode(obj: Any, tensors: dict, where: str) -> Any:
 
 def _serialize(obj: Any) -> list:
     """The file's contents as a list of byte strings: length field, header, tensor data."""
-    tensors: dict[str, Tensor] = {}
-    structure = _encode(obj, tensors, "obj")
+    found: list = []
+    structure = _encode(obj, found, ())
+    _name_tensors(found, obj)
     header: dict[str, Any] = {}
     blobs = []
     offset = 0
     crc = 0
-    for name, t in tensors.items():
+    for _, entry, t in found:
         arr = t._host()
         if not arr.flags.c_contiguous:
             arr = arr.copy(order="C")  # (ascontiguousarray would turn 0-d into 1-d)
         data = arr.tobytes()
-        header[name] = {"dtype": _CODES[_dtype.from_numpy_dtype(arr.dtype).name], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[entry["__tensor__"]] = {"dtype": _CODES[_dtype.from_numpy_dtype(arr.dtype).name],
+                                       "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
         crc = zlib.crc32(data, crc)
         blobs.append(data)
-    header["__metadata__"] = {"format": _FORMAT, "structure": json.dumps(structure), "crc32": str(crc)}
+    # "format": "pt" is what safetensors.torch.save_file writes: the tensors are laid out as PyTorch's
+    header["__metadata__"] = {"format": "pt", _VERSION_KEY: _VERSION, "structure": json.dumps(structure),
+                              "crc32": str(crc)}
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     return [struct.pack("<Q", len(raw)), raw, *blobs]
+
+
+def _host() -> str:
+    """This machine's name as it appears in temporary file names (no '-' confusion: parsed from the right)."""
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in socket.gethostname()) or "host"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be saving to the same path
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else (PermissionError), or we can't tell
+    return True
+
+
+def _remove_stale_temps(directory: str, base: str) -> None:
+    """Delete what killed saves to `base` left in `directory`: temporaries of a process of this host that
+    is gone, and any older than _STALE_AFTER_S (a process of another host sharing the folder)."""
+    prefix = base + _TMP_MARK
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    host = _host()
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        try:
+            owner, pid, _ = name[len(prefix):-len(".tmp")].rsplit("-", 2)
+            pid_n = int(pid)
+        except ValueError:
+            continue
+        full = os.path.join(directory, name)
+        try:
+            if owner == host:
+                stale = not _process_alive(pid_n)
+            else:
+                stale = time.time() - os.stat(full).st_mtime > _STALE_AFTER_S
+            if stale:
+                os.unlink(full)
+        except OSError:
+            pass  # removed meanwhile, or not ours to remove
 
 
 def save(obj: Any, f) -> None:
@@ -162,7 +263,9 @@ def save(obj: Any, f) -> None:
     path = os.fsdecode(f)
     chunks = _serialize(obj)
     directory = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    base = os.path.basename(path)
+    _remove_stale_temps(directory, base)
+    fd, tmp = tempfile.mkstemp(prefix=f"{base}{_TMP_MARK}{_host()}-{os.getpid()}-", suffix=".tmp", dir=directory)
     try:
         os.chmod(tmp, new_file_mode(path))
         with os.fdopen(fd, "wb") as out:
@@ -297,7 +400,7 @@ def load(f, map_location=None, weights_only: bool = True, mmap: bool = False) ->
             crc = zlib.crc32(data[b:e], crc)
         if str(crc) != str(meta["crc32"]):
             raise CheckpointError(f"{where}: the tensor data is corrupted (checksum mismatch)")
-    if meta.get("format") == _FORMAT and "structure" in meta:
+    if (meta.get("format") == _FORMAT_1 or _VERSION_KEY in meta) and "structure" in meta:
         try:
             structure = json.loads(meta["structure"])
         except json.JSONDecodeError as e:

@@ -307,3 +307,206 @@ def test_python_dash_m_fastmlp_train(mnist_dir, tmp_path):
 def test_info_is_still_there(capsys):
     assert cli.main(["info"]) == 0
     assert capsys.readouterr().out.startswith(f"fastmlp {fastmlp.__version__}")
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("--lr", "-1", "argument --lr: must be a number >= 0; got -1"),
+    ("--lr", "nan", "argument --lr: must be a finite number; got nan"),
+    ("--lr", "fast", "argument --lr: must be a number; got 'fast'"),
+    ("--patience", "-1", "argument --patience: must be an integer >= 0; got -1"),
+    ("--patience", "1.5", "argument --patience: must be an integer; got '1.5'"),
+    ("--momentum", "-0.5", "argument --momentum: must be a number >= 0; got -0.5"),
+    ("--weight-decay", "-0.001", "argument --weight-decay: must be a number >= 0; got -0.001"),
+    ("--seed", str(2 ** 70), f"argument --seed: must fit in 64 bits; got {2 ** 70}"),
+    ("--batch-size", "0", "argument --batch-size: must be a positive integer; got 0"),
+    ("--epochs", "-3", "argument --epochs: must be a positive integer; got -3"),
+    ("--threads", "two", "argument --threads: must be an integer; got 'two'"),
+    ("--dropout", "1.5", "argument --dropout: must be in [0, 1); got 1.5"),
+    ("--val-fraction", "1", "argument --val-fraction: must be in [0, 1); got 1"),
+    ("--hidden", "0", "argument --hidden: hidden sizes must be positive; got '0'"),
+    ("--optimizer", "lbfgs", "argument --optimizer: invalid choice: 'lbfgs'"),
+])
+def test_a_bad_option_is_one_line_and_exit_status_2(tmp_path, capsys, option, value, expected):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--data", str(tmp_path), "--no-download", option, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastmlp train: error: {expected}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_options_from_a_shell_give_one_line_and_status_2(tmp_path):
+    for args in (["--lr", "-1"], ["--patience", "-1"]):
+        out = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--data", str(tmp_path), "--no-download",
+                              *args], capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir(),
+                             env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastmlp.__file__))))
+        assert out.returncode == 2
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("fastmlp train: error: argument " + args[0])
+
+
+# ---- tables of your own: train --data-file, evaluate, predict, export -------------------------------------------
+def write_table(path, n=400, seed=0, kind="classification"):
+    """Four features on very different scales; the label (or value) is a simple function of them."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4)) * [1, 5, 100, 0.1] + [0, 10, 500, 0]
+    score = x[:, 0] + (x[:, 1] - 10) / 5 - (x[:, 2] - 500) / 100
+    if kind == "classification":
+        target = np.where(score > 0, "yes", "no")
+    else:
+        target = 3 * x[:, 0] + 0.2 * x[:, 1] + 0.01 * x[:, 2]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "c", "d", "y"])
+        for row, t in zip(x, target):
+            w.writerow([*(f"{v:.6f}" for v in row), t if kind == "classification" else f"{t:.6f}"])
+    return np.array([[float(f"{v:.6f}") for v in row] for row in x], dtype=np.float32), target
+
+
+def table_args(data, tmp_path, *extra):
+    return ["train", "--data-file", str(data), "--target", "y", "--hidden", "16", "--epochs", "10",
+            "--batch-size", "16", "--optimizer", "adam", "--lr", "0.01", "--checkpoint", str(tmp_path / "t.pt"),
+            "--no-progress", "--no-plot", *extra]
+
+
+def forward_float64(state_dict, x):
+    """The MLP a-ReLU-b of the state dict, in float64 NumPy."""
+    w0, b0 = state_dict["0.weight"].astype(np.float64), state_dict["0.bias"].astype(np.float64)
+    keys = sorted({k.split(".")[0] for k in state_dict}, key=int)
+    w1, b1 = (state_dict[f"{keys[-1]}.{p}"].astype(np.float64) for p in ("weight", "bias"))
+    return np.maximum(x @ w0.T + b0, 0) @ w1.T + b1
+
+
+def test_train_on_a_csv_table_then_predict_and_evaluate_with_the_same_preprocessing(tmp_path, capsys):
+    st_numpy = pytest.importorskip("safetensors.numpy")
+    x, labels = write_table(tmp_path / "t.csv")
+    assert cli.main(table_args(tmp_path / "t.csv", tmp_path, "--val-fraction", "0", "--dropout", "0")) == 0
+    out = capsys.readouterr().out
+    assert "400 training and 0 validation rows, 4 features, target 'y' (2 classes)" in out
+    accuracy = float([ln for ln in out.splitlines() if ln.startswith("Training accuracy: ")][0].split()[2][:-1])
+    assert accuracy > 90
+    ck = fastmlp.load(tmp_path / "t.pt")
+    assert ck["classes"] == ["no", "yes"] and ck["table"]["features"] == ["a", "b", "c", "d"]
+    # standardisation fitted on the training rows (all of them here), stored exactly
+    np.testing.assert_allclose(ck["table"]["standardize"]["mean"], x.astype(np.float64).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(ck["table"]["standardize"]["std"], x.astype(np.float64).std(0), rtol=1e-12)
+    # a PyTorch user reads the weights under their state-dict names, and nothing else
+    plain = st_numpy.load_file(str(tmp_path / "t.pt"))
+    assert sorted(plain) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+
+    assert cli.main(["predict", str(tmp_path / "t.pt"), str(tmp_path / "t.csv"), "-o", str(tmp_path / "p.csv")]) == 0
+    assert "400 predictions of 'y' written to" in capsys.readouterr().out
+    import csv
+
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["prediction", "p_no", "p_yes"]
+    z = (x - np.array(ck["table"]["standardize"]["mean"])) / np.array(ck["table"]["standardize"]["std"])
+    logits = forward_float64(plain, z)
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.array([[float(v) for v in r[1:]] for r in rows[1:]]), prob, atol=2e-5)
+    predicted = [r[0] for r in rows[1:]]
+    assert predicted == [["no", "yes"][k] for k in logits.argmax(1)]
+
+    assert cli.main(["evaluate", str(tmp_path / "t.pt"), "--data-file", str(tmp_path / "t.csv")]) == 0
+    out = capsys.readouterr().out
+    expected = 100 * np.mean(np.array(predicted) == labels)
+    assert f"Test accuracy: {expected:.2f}%" in out and "Test Accuracy of   yes: " in out
+
+
+def test_regression_reports_r2_and_predicts_in_the_targets_units(tmp_path, capsys):
+    x, values = write_table(tmp_path / "r.csv", kind="regression")
+    assert cli.main(table_args(tmp_path / "r.csv", tmp_path, "--task", "regression", "--epochs", "30",
+                               "--dropout", "0")) == 0
+    out = capsys.readouterr().out
+    r2 = float([ln for ln in out.splitlines() if ln.startswith("Validation R²: ")][0].split()[-1])
+    assert r2 > 0.95
+    assert cli.main(["predict", str(tmp_path / "t.pt"), str(tmp_path / "r.csv"), "-o", str(tmp_path / "p.csv")]) == 0
+    pred = np.loadtxt(tmp_path / "p.csv", skiprows=1)
+    ss = np.sum((pred - values) ** 2)
+    assert 1 - ss / np.sum((values - values.mean()) ** 2) > 0.95
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "t.pt"), "--data-file", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    mse = float([ln for ln in out.splitlines() if ln.startswith("Test MSE: ")][0].split()[-1])
+    np.testing.assert_allclose(mse, ss / len(values), rtol=1e-4)
+
+
+def test_export_of_a_table_model_takes_raw_features(tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    x, values = write_table(tmp_path / "r.csv", kind="regression")
+    assert cli.main(table_args(tmp_path / "r.csv", tmp_path, "--task", "regression", "--epochs", "2")) == 0
+    assert cli.main(["predict", str(tmp_path / "t.pt"), str(tmp_path / "r.csv"), "-o", str(tmp_path / "p.csv")]) == 0
+    assert cli.main(["export", str(tmp_path / "t.pt"), str(tmp_path / "t.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "input 'input' [batch, 4]: 4 raw features (a, b, c, d); standardised inside the model" in out
+    session = ort.InferenceSession(str(tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {"input": x})
+    np.testing.assert_allclose(onnx_out[:, 0], np.loadtxt(tmp_path / "p.csv", skiprows=1), rtol=1e-5, atol=1e-4)
+
+
+def test_export_of_an_mnist_checkpoint_matches_fastmlp(mnist_dir, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    assert cli.main(train_args(mnist_dir, tmp_path, "--epochs", "1", "--no-plot", "--normalize")) == 0
+    assert cli.main(["export", str(tmp_path / "ck.pt"), str(tmp_path / "m.onnx")]) == 0
+    assert "input 'input' [batch, 784]" in capsys.readouterr().out
+    from fastmlp.train.mlp import load_mlp_checkpoint
+
+    model, info = load_mlp_checkpoint(tmp_path / "ck.pt")
+    x = np.random.default_rng(0).random((5, 784), dtype=np.float32)
+    mean, std = info["normalize"]
+    with fastmlp.no_grad():
+        expected = model(fastmlp.tensor((x - mean) / std)).numpy()
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_npz_tables_train(tmp_path, capsys):
+    x, labels = write_table(tmp_path / "t.csv")
+    np.savez(tmp_path / "t.npz", X=x, label=(labels == "yes").astype(np.int64))
+    args = table_args(tmp_path / "t.npz", tmp_path, "--epochs", "2")
+    args[args.index("--target") + 1] = "label"
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "320 training and 80 validation rows, 4 features, target 'label' (2 classes)" in out
+    assert fastmlp.load(tmp_path / "t.pt")["classes"] == [0, 1]
+
+
+@pytest.mark.parametrize("content,args,message", [
+    ("a,b,y\n1,2,0\n", ["--target", "label"], "has no column 'label' (the --target); its columns are: a, b, y"),
+    ("a,b,y\n1,2,0\n1,x,1\n", [], "data row 2 (line 3), column 'b' is 'x', not a number"),
+    ("a,b,y\n1,2,0\n1,nan,1\n", [], "data row 2 (line 3), column 'b' is nan"),
+    ("", [], "is empty"),
+    ("a,b,y\n1,2,0.5\n1,3,1.5\n", [], "pass --task regression"),
+    ("a,b,y\n1,2,x\n1,3,z\n", ["--task", "regression"], "--task regression needs a numeric target"),
+])
+def test_bad_tables_are_one_line_errors(tmp_path, capsys, content, args, message):
+    (tmp_path / "bad.csv").write_text(content)
+    assert cli.main(table_args(tmp_path / "bad.csv", tmp_path, *args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastmlp train: error: ") and message in err and err.count("\n") == 1
+
+
+def test_table_options_that_do_not_fit(mnist_dir, tmp_path, capsys):
+    write_table(tmp_path / "t.csv")
+    args = table_args(tmp_path / "t.csv", tmp_path)
+    del args[args.index("--target"):args.index("--target") + 2]
+    assert cli.main(args) == 2
+    assert "--data-file needs --target COLUMN" in capsys.readouterr().err
+    assert cli.main(train_args(mnist_dir, tmp_path, "--target", "y")) == 2
+    assert "--target and --task go with --data-file" in capsys.readouterr().err
+    assert cli.main(train_args(mnist_dir, tmp_path, "--epochs", "1", "--no-plot")) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(tmp_path / "ck.pt"), str(tmp_path / "t.csv")]) == 2
+    assert "was not trained on a table" in capsys.readouterr().err
+    assert cli.main(table_args(tmp_path / "t.csv", tmp_path, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "t.pt")]) == 2
+    assert "was trained on a table (t.csv); pass --data-file" in capsys.readouterr().err
+    (tmp_path / "other.csv").write_text("a,b,y\n1,2,yes\n")
+    assert cli.main(["predict", str(tmp_path / "t.pt"), str(tmp_path / "other.csv")]) == 2
+    assert "has no column 'c', a feature the model was trained on" in capsys.readouterr().err

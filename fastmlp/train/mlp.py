@@ -10,6 +10,7 @@ is understood too, its layer sizes read from the weight shapes.
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from typing import Any, Optional, Sequence, Union
 
@@ -59,6 +60,15 @@ def _shape(t) -> list:
     return list(t.shape) if isinstance(t, Tensor) else "?"
 
 
+def _natural_key(name: str) -> list:
+    """Sort key that orders "2.weight" before "10.weight"."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def _chains(weights: list) -> bool:
+    return all(weights[i][1].shape[1] == weights[i - 1][1].shape[0] for i in range(1, len(weights)))
+
+
 def infer_mlp_arch(state_dict: dict, where: str = "state_dict") -> tuple[dict, list]:
     """(in_features, hidden, out_features) of the chain of Linear layers in `state_dict`, and their key pairs.
 
@@ -66,6 +76,10 @@ def infer_mlp_arch(state_dict: dict, where: str = "state_dict") -> tuple[dict, l
     """
     weights = [(k, v) for k, v in state_dict.items() if k.endswith("weight") and isinstance(v, Tensor)
                and v.dim() == 2]
+    if not _chains(weights):
+        # a file written by another library may list its tensors sorted by name ("10.weight" before
+        # "2.weight"): try the layers in the natural order of their names
+        weights.sort(key=lambda kv: _natural_key(kv[0]))
     if not weights:
         raise CheckpointMismatchError(f"{where}: no Linear layer weights (2-d '*.weight' tensors) found; keys: "
                                       f"{list(state_dict)}")
