@@ -160,19 +160,60 @@ def test_inplace_activation_after_linear_is_fine():
     assert lin.weight.grad is not None
 
 
-def test_optimizer_steps_do_not_count_as_modifications():
-    # optimizers update the raw arrays outside autograd: a graph built before a step still backwards
-    w = fastmlp.nn.Parameter(fastmlp.ones(3))
-    opt = fastmlp.optim.SGD([w], lr=0.1)
+def _backward_after_step(lib, make_opt, native_step=False):
+    """A graph recorded before an optimizer step, backwarded after it: whether backward raised."""
+    w = lib.nn.Parameter(lib.ones(3))
+    opt = make_opt(lib, [w])
     (w * w).sum().backward()
-    z = w * w
+    z = w * w  # saves w, which the step then writes in place
     opt.step()
-    z.sum().backward()
-    np.testing.assert_allclose(w.grad.numpy(), [4.0, 4.0, 4.0])
+    try:
+        z.sum().backward()
+    except RuntimeError as e:
+        assert MODIFIED in str(e)
+        return True
+    return False
+
+
+_OPTIMIZERS = {"sgd": lambda lib, p: lib.optim.SGD(p, lr=0.1),
+               "sgd_momentum": lambda lib, p: lib.optim.SGD(p, lr=0.1, momentum=0.9),
+               "adam": lambda lib, p: lib.optim.Adam(p, lr=0.1)}
+
+
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_optimizer_steps_count_as_modifications(name):
+    # a step writes the parameters in place (PyTorch: under no_grad, which still counts): a graph
+    # recorded before it would otherwise backward through the updated values
+    assert _backward_after_step(fastmlp, _OPTIMIZERS[name])
+
+
+@pytest.mark.parametrize("name", sorted(_OPTIMIZERS))
+def test_optimizer_steps_count_like_torch(name):
+    torch = pytest.importorskip("torch")
+    assert _backward_after_step(fastmlp, _OPTIMIZERS[name]) == _backward_after_step(torch, _OPTIMIZERS[name])
+
+
+def test_graph_not_needing_the_parameter_backwards_after_a_step():
+    w = fastmlp.nn.Parameter(fastmlp.ones(3))
     adam = fastmlp.optim.Adam([w], lr=0.1)
-    z = (w * fastmlp.tensor([1.0, 2.0, 3.0])).sum()
+    w.grad = fastmlp.ones(3)
+    z = (w * fastmlp.tensor([1.0, 2.0, 3.0])).sum()  # w's gradient needs only the constant
     adam.step()
     z.backward()
+    np.testing.assert_allclose(w.grad.numpy(), [2.0, 3.0, 4.0])
+
+
+def test_fit_step_counts_as_a_modification():
+    model = fastmlp.nn.Sequential(fastmlp.nn.Linear(4, 3), fastmlp.nn.ReLU(), fastmlp.nn.Linear(3, 2))
+    opt = fastmlp.optim.SGD(model.parameters(), lr=0.1)
+    from fastmlp.nn.fused import FusedTrainStep
+
+    step = FusedTrainStep.build(model, fastmlp.nn.CrossEntropyLoss(), opt)
+    x = fastmlp.randn(5, 4)
+    out = model(x)
+    step(fastmlp.randn(5, 4), fastmlp.randint(0, 2, (5,)))
+    with pytest.raises(RuntimeError, match=MODIFIED):
+        out.sum().backward()
 
 
 def test_index_tensors_and_conditions_saved_for_backward_are_checked():

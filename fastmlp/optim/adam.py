@@ -69,6 +69,7 @@ class Adam(Optimizer):
         state = self.state
         for p in group["params"]:
             state[p]["step"] = step
+        super()._flat_update_done(group, update)
 
     def _flat_update_next(self, group: dict, update):
         return update.next()
@@ -90,6 +91,7 @@ class Adam(Optimizer):
         if not live:
             return
         be = for_array(live[0]._data)
+        self._updated(live)
         by_step: dict[int, list] = {}
         for p in live:
             by_step.setdefault(self.state[p].get("step", 0) + 1, []).append(p)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from .. import _dtype
-from ..autograd import enable_grad
+from ..autograd import bump, enable_grad
 from ..backend import for_array
 from ..tensor import Tensor, _wrap
 
@@ -212,8 +212,18 @@ class Optimizer:
         code that runs it itself (fastmlp.nn.fused), or None when this optimizer has none."""
         return None
 
-    def _flat_update_done(self, group: dict, update: tuple) -> None:
-        """Bookkeeping after `update` (from _flat_update) was applied (step counts)."""
+    def _flat_update_done(self, group: dict, update) -> None:
+        """Bookkeeping after `update` (from _flat_update) was applied: the parameters were written
+        in place, which counts in their version counter as PyTorch's in-place update does, so a
+        graph recorded before the step and backwarded after it raises instead of reading the
+        updated values (subclasses add their step counts)."""
+        bump(update.param)
+
+    @staticmethod
+    def _updated(params: list) -> None:
+        """Count the in-place update of parameters stepped one by one (see _flat_update_done)."""
+        for p in params:
+            bump(p._data)
 
     def _flat_update_next(self, group: dict, update: tuple) -> Optional[tuple]:
         """The update that follows `update` when nothing else touched the group in between (a

@@ -49,9 +49,6 @@ class SGD(Optimizer):
         u.nesterov, u.maximize = bool(group["nesterov"]), bool(group["maximize"])
         return u
 
-    def _flat_update_done(self, group: dict, update) -> None:
-        pass  # the momentum buffers were registered by _flat_update
-
     def _flat_update_next(self, group: dict, update):
         return update.next()  # momentum buffers exist after the first step
 
@@ -62,6 +59,7 @@ class SGD(Optimizer):
                                         None if u.momentum_buffer is None else [u.momentum_buffer], u.lr,
                                         u.momentum, u.dampening, u.weight_decay, u.nesterov, u.maximize,
                                         u.first_step)
+            self._flat_update_done(group, u)
             return
         live = self._with_grads(group)
         if not live:
@@ -70,6 +68,7 @@ class SGD(Optimizer):
         args = (lr, mom, float(group["dampening"]), float(group["weight_decay"]), bool(group["nesterov"]),
                 bool(group["maximize"]))
         be = for_array(live[0]._data)
+        self._updated(live)
         if mom == 0:
             be.sgd_step([p._data for p in live], [p.grad._data for p in live], None, *args, False)
             return
