@@ -1,5 +1,11 @@
-"""The one place that chooses CPU or CUDA: ``for_array(a)`` / ``for_device(d)`` return a
-backend module exposing the same functions on both devices (see cpu.py)."""
+"""Device dispatch, internal: the one place that chooses CPU or CUDA. ``for_array(a)`` /
+``for_device(d)`` return a backend module exposing the same functions on both devices
+(``cpu.py`` over NumPy and ``fastmlp._C``, ``cuda.py`` over CuPy and ``fastmlp._cuda``), so
+ops, layers and optimizers never test for a device.
+
+Not to be confused with the public ``fastmlp.backends`` (``torch.backends``: switches such as
+``fastmlp.backends.cuda.matmul.allow_tf32``) or ``fastmlp.cuda`` (``torch.cuda``: is a GPU
+usable, which one is current)."""
 from __future__ import annotations
 
 import numpy as np
