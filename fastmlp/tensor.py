@@ -64,6 +64,13 @@ def _result(data, node) -> "Tensor":
     return t
 
 
+def _norm_dim(dim: int, ndim: int) -> int:
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
 def _infer_array(data, dtype=None):
     """NumPy array for `data` with PyTorch's dtype inference (Python floats -> default float dtype)."""
     if isinstance(data, Tensor):
@@ -108,8 +115,14 @@ def _tensors_to_lists(seq):
     return seq
 
 
-class Tensor:
-    """A multi-dimensional array with autograd (``torch.Tensor``)."""
+class TensorBase:
+    """Storage, autograd state, conversions and the Python protocol of a ``Tensor``.
+
+    The ops (arithmetic, reductions, shape, indexing, ...) come from the mixins that
+    ``Tensor`` lists below; the op modules test ``isinstance(x, TensorBase)``, since they
+    are imported while this module is still defining ``Tensor`` (as ``torch.Tensor``
+    derives from ``torch._C.TensorBase``). Every tensor is a ``Tensor``.
+    """
 
     __slots__ = ("_data", "_rg", "_grad", "grad_fn", "_grad_buf", "_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy scalars and arrays defer to Tensor's operators
@@ -226,9 +239,7 @@ class Tensor:
     def contiguous(self) -> "Tensor":
         if self._data.flags.c_contiguous:
             return self
-        from . import _ops
-
-        return _ops.contiguous(self)
+        return _conversion.contiguous(self)
 
     @property
     def data(self) -> "Tensor":
@@ -287,20 +298,16 @@ class Tensor:
         return self
 
     def clone(self, memory_format=None) -> "Tensor":
-        from . import _ops
-
-        return _ops.clone(self)
+        return _conversion.clone(self)
 
     def to(self, *args, **kwargs) -> "Tensor":
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)``; returns self when nothing changes."""
         dev, dt, copy = _parse_to_args(args, kwargs)
-        from . import _ops
-
         out = self
         if dt is not None and dt.np != self._data.dtype:
-            out = _ops.cast(out, dt)
+            out = _conversion.cast(out, dt)
         if dev is not None and dev != out.device:
-            out = _ops.to_device(out, dev)
+            out = _conversion.to_device(out, dev)
         if copy and out is self:
             out = self.clone()
         return out
@@ -430,6 +437,34 @@ class Tensor:
         return out
 
 
+# The op modules import TensorBase, _wrap and _result from here, so they come after them.
+from .ops import conversion as _conversion  # noqa: E402
+from .ops.activations import ActivationMethods  # noqa: E402
+from .ops.arithmetic import ArithmeticMethods  # noqa: E402
+from .ops.comparison import ComparisonMethods  # noqa: E402
+from .ops.factories import FactoryMethods  # noqa: E402
+from .ops.indexing import IndexingMethods  # noqa: E402
+from .ops.inplace import InplaceMethods  # noqa: E402
+from .ops.reductions import ReductionMethods  # noqa: E402
+from .ops.shape import ShapeMethods  # noqa: E402
+
+
+class Tensor(TensorBase, ArithmeticMethods, ComparisonMethods, ReductionMethods, ShapeMethods, IndexingMethods,
+             InplaceMethods, ActivationMethods, FactoryMethods):
+    """A multi-dimensional array with autograd (``torch.Tensor``).
+
+    Where each method is defined: storage, autograd, conversions (``to``, ``float``,
+    ``numpy``, ``item``) and printing in ``TensorBase`` above; ``+ - * / @ exp clamp ...``
+    in ``fastmlp/ops/arithmetic.py``; ``== < & ~ isnan ...`` in ``ops/comparison.py``;
+    ``sum mean max argmax sort ...`` in ``ops/reductions.py``; ``view reshape permute
+    expand ...`` in ``ops/shape.py``; ``t[idx]``, ``t[idx] = v`` in ``ops/indexing.py``;
+    ``add_ += zero_ copy_ ...`` in ``ops/inplace.py``; ``relu softmax ...`` in
+    ``ops/activations.py``; ``new_zeros ...`` in ``ops/factories.py``.
+    """
+
+    __slots__ = ()
+
+
 _ag._Tensor = Tensor
 
 
@@ -541,13 +576,6 @@ def _parse_to_args(args, kwargs):
     return (as_device(dev) if dev is not None else None), (_dtype.as_dtype(dt) if dt is not None else None), copy
 
 
-def _norm_dim(dim: int, ndim: int) -> int:
-    n = max(ndim, 1)
-    if not -n <= dim < n:
-        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
-    return dim % n
-
-
 def _format(t: Tensor) -> str:
     arr = t._host()
     kind = arr.dtype.kind
@@ -581,9 +609,3 @@ def _format(t: Tensor) -> str:
     elif t._rg:
         suffix.append("requires_grad=True")
     return "tensor(" + body + "".join(", " + s for s in suffix) + ")"
-
-
-# The operator methods, math and shape methods are attached in _ops (one op, one node).
-from . import _ops  # noqa: E402  (needs Tensor defined)
-
-_ops._install_methods(Tensor)

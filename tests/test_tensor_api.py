@@ -60,7 +60,7 @@ def test_type_promotion_follows_pytorch():
     assert (fastmlp.tensor([True]) + fastmlp.tensor([True])).dtype == fastmlp.bool
     assert (2 ** fastmlp.tensor([1.0, 2.0])).tolist() == [2.0, 4.0]
     with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
-        from fastmlp._ops import _check_same_device
+        from fastmlp.ops.common import _check_same_device
 
         class Fake:
             device = type("D", (), {"id": 0})()
