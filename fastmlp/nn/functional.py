@@ -107,7 +107,7 @@ def _linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], act: int, par
     if wd.ndim != 2:
         raise RuntimeError(f"linear(): weight must be 2-D [out_features, in_features]; got shape {list(wd.shape)}")
     if type(xd) is not type(wd):
-        from .._ops import _check_same_device
+        from ..ops.common import _check_same_device
 
         _check_same_device(xd, wd)
     k = wd.shape[1]
@@ -184,7 +184,7 @@ def _activation(x: Tensor, act: int, param: float, inplace: bool = False) -> Ten
         node.act = act
         node.param = param
     if inplace:
-        from .._ops import _check_inplace
+        from ..ops.common import _check_inplace
 
         _check_inplace(x, "activation")
         if node is not None and backward_needs_input(act):
@@ -371,7 +371,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         node = _DropoutBackward((input,))
         node.mask, node.p = mask, float(p)
     if inplace:
-        from .._ops import _check_inplace
+        from ..ops.common import _check_inplace
 
         _check_inplace(input, "dropout")
         xd[...] = y
@@ -439,7 +439,7 @@ def _class_targets(input: Tensor, target: Tensor, fn: str):
     _check_tensor(target, fn, "target")
     xd, td = input._data, target._data
     if type(xd) is not type(td):
-        from .._ops import _check_same_device
+        from ..ops.common import _check_same_device
 
         _check_same_device(xd, td)
     if td.dtype.kind not in "iu":
@@ -590,7 +590,7 @@ class _PointwiseTargetBackward(Node):
         return "PointwiseLossBackward0"
 
     def backward(self, g):
-        from .._ops import unbroadcast
+        from ..ops.common import unbroadcast
 
         s = g if self.per_elem else g.reshape(())
         gx = self.gx * s if self.next[0] is not None else None
@@ -607,7 +607,7 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
     _check_reduction(reduction)
     xd, td = input._data, target._data
     if type(xd) is not type(td):
-        from .._ops import _check_same_device
+        from ..ops.common import _check_same_device
 
         _check_same_device(xd, td)
     be = for_array(xd)
@@ -626,7 +626,7 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
                       f"({list(xd.shape)}). This will likely lead to incorrect results due to broadcasting. "
                       "Please ensure they have the same size.", stacklevel=3)
         if bshape != xd.shape:
-            from .._ops import expand
+            from ..ops.shape import expand
 
             input = expand(input, bshape)
             xd = input._data
