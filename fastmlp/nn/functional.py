@@ -22,6 +22,7 @@ from ..autograd import HANDLED, Node, _GradMode, commit_sink, grad_sink, is_unit
 from ..backend import for_array
 from ..backend.cpu import _native as _cpu_native
 from ..backend.acts import GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, backward_needs_input
+from ..backend.loss_kinds import BACKWARD_NAMES as _LOSS_BACKWARD_NAMES, PointwiseLoss
 from ..tensor import Tensor, _result, _wrap
 
 _ndarray = np.ndarray
@@ -575,9 +576,6 @@ def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, siz
     return _class_loss("nll", input, target, weight, ignore_index, reduction)
 
 
-_POINTWISE = {"mse": 0, "l1": 1, "bce": 2, "bce_logits": 3}
-_POINTWISE_NAMES = {0: "MseLossBackward0", 1: "L1LossBackward0", 2: "BinaryCrossEntropyBackward0",
-                    3: "BinaryCrossEntropyWithLogitsBackward0"}
 
 
 class _PointwiseTargetBackward(Node):
@@ -601,7 +599,7 @@ class _PointwiseTargetBackward(Node):
         self.gx = self.gt = None
 
 
-def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: str, fn: str):
+def _pointwise(kind: PointwiseLoss, input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: str, fn: str):
     _check_tensor(input, fn, "input")
     _check_tensor(target, fn, "target")
     _check_reduction(reduction)
@@ -614,7 +612,7 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
     if xd.dtype.kind != "f":
         raise RuntimeError(f"{fn}: input must be a floating-point tensor; got {_dtype.from_numpy_dtype(xd.dtype).name}")
     if td.shape != xd.shape:
-        if kind in (2, 3):
+        if kind in (PointwiseLoss.BCE, PointwiseLoss.BCE_WITH_LOGITS):
             raise ValueError(f"Using a target size ({list(td.shape)}) that is different to the input size "
                              f"({list(xd.shape)}) is deprecated. Please ensure they have the same size.")
         try:
@@ -641,10 +639,10 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
     loss, grad = be.pointwise_loss(xc, td, kind, wd, reduction, want_x or want_t)
     per = reduction == "none"
     if not want_t:
-        return _loss_result(loss, grad if want_x else None, input, per, _POINTWISE_NAMES[kind])
-    if kind in (2, 3):  # d/dt: -logit(x) for probabilities, -x for logits (times weight and the mean's 1/N)
+        return _loss_result(loss, grad if want_x else None, input, per, _LOSS_BACKWARD_NAMES[kind])
+    if kind in (PointwiseLoss.BCE, PointwiseLoss.BCE_WITH_LOGITS):  # d/dt: -logit(x) for probabilities, -x for logits (times weight and the mean's 1/N)
         xp = be.xp
-        gt = xp.log1p(-xc) - xp.log(xc) if kind == 2 else -xc
+        gt = xp.log1p(-xc) - xp.log(xc) if kind == PointwiseLoss.BCE else -xc
         if wd is not None:
             gt = gt * wd
         if reduction == "mean":
@@ -660,18 +658,18 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
 
 def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
     """Mean squared error (``torch.nn.functional.mse_loss``)."""
-    return _pointwise(0, input, target, None, _legacy_reduction(size_average, reduce, reduction), "mse_loss")
+    return _pointwise(PointwiseLoss.MSE, input, target, None, _legacy_reduction(size_average, reduce, reduction), "mse_loss")
 
 
 def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
     """Mean absolute error (``torch.nn.functional.l1_loss``)."""
-    return _pointwise(1, input, target, None, _legacy_reduction(size_average, reduce, reduction), "l1_loss")
+    return _pointwise(PointwiseLoss.L1, input, target, None, _legacy_reduction(size_average, reduce, reduction), "l1_loss")
 
 
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, size_average=None,
                          reduce=None, reduction: str = "mean") -> Tensor:
     """Binary cross entropy of probabilities (``torch.nn.functional.binary_cross_entropy``)."""
-    return _pointwise(2, input, target, weight, _legacy_reduction(size_average, reduce, reduction),
+    return _pointwise(PointwiseLoss.BCE, input, target, weight, _legacy_reduction(size_average, reduce, reduction),
                       "binary_cross_entropy")
 
 
@@ -697,7 +695,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Opti
     (``torch.nn.functional.binary_cross_entropy_with_logits``)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if pos_weight is None:
-        return _pointwise(3, input, target, weight, reduction, "binary_cross_entropy_with_logits")
+        return _pointwise(PointwiseLoss.BCE_WITH_LOGITS, input, target, weight, reduction, "binary_cross_entropy_with_logits")
     _check_reduction(reduction)
     # loss = (1-t)·x + (1 + (pw-1)·t)·softplus(-x);  d/dx = (1 + (pw-1)·t)·(σ(x) - 1) + (1 - t)
     xd, td = input._data, target._data.astype(input._data.dtype)
