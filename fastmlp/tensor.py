@@ -330,26 +330,32 @@ class TensorBase:
             return self.to(_LEGACY_TYPES[dtype.rsplit(".", 1)[-1]].dtype)
         return self.to(_dtype.as_dtype(dtype))
 
+    def _cast(self, dt: _dtype.dtype) -> "Tensor":
+        """``to(dt)`` without parsing arguments (what ``float()``, ``long()``, ... are)."""
+        if self._data.dtype == dt.np:
+            return self
+        return _conversion.cast(self, dt)
+
     def float(self) -> "Tensor":
-        return self.to(_dtype.float32)
+        return self._cast(_dtype.float32)
 
     def double(self) -> "Tensor":
-        return self.to(_dtype.float64)
+        return self._cast(_dtype.float64)
 
     def half(self) -> "Tensor":
-        return self.to(_dtype.float16)
+        return self._cast(_dtype.float16)
 
     def long(self) -> "Tensor":
-        return self.to(_dtype.int64)
+        return self._cast(_dtype.int64)
 
     def int(self) -> "Tensor":
-        return self.to(_dtype.int32)
+        return self._cast(_dtype.int32)
 
     def bool(self) -> "Tensor":
-        return self.to(_dtype.bool_)
+        return self._cast(_dtype.bool_)
 
     def byte(self) -> "Tensor":
-        return self.to(_dtype.uint8)
+        return self._cast(_dtype.uint8)
 
     # ---- autograd ---------------------------------------------------------------
     def backward(self, gradient=None, retain_graph: Optional[bool] = None, create_graph: bool = False,

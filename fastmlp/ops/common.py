@@ -109,6 +109,18 @@ def _check_same_device(ad, bd) -> None:
 
 def _binary_arrays(a, b, true_div: bool = False):
     """(a_array, b_array, a_tensor_or_None, b_tensor_or_None) in the promoted dtype."""
+    # A float CPU tensor with a Python number (x / 255, 1 - p): the tensor's dtype wins, and the
+    # number becomes a NumPy scalar of that dtype (the general path below makes it a 0-d array).
+    kind = type(b)
+    if (kind is float or kind is int) and isinstance(a, TensorBase):
+        ad = a._data
+        if type(ad) is _ndarray and ad.dtype.kind == "f":
+            return ad, ad.dtype.type(b), a, None
+    kind = type(a)
+    if (kind is float or kind is int) and isinstance(b, TensorBase):
+        bd = b._data
+        if type(bd) is _ndarray and bd.dtype.kind == "f":
+            return bd.dtype.type(a), bd, None, b
     b = _as_tensor_operand(b)
     a = _as_tensor_operand(a)
     ta = a if isinstance(a, TensorBase) else None

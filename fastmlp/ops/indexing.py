@@ -78,6 +78,10 @@ def _check_index_bounds(d, idx):
 
 def getitem(a: Tensor, idx) -> Tensor:
     d = a._data
+    if type(idx) is int and d.ndim and -d.shape[0] <= idx < d.shape[0]:  # one sample: a view, checked here
+        out = d[idx] if d.ndim > 1 else d[idx, ...]  # (the Ellipsis keeps a 0-d view, not a NumPy scalar)
+        node = _record(IndexBackward0, (a,), shape=d.shape, index=idx, advanced=False) if _needs_grad(a) else None
+        return _result(out, node)
     idx = _convert_index(idx)
     if d.ndim == 0 and idx not in ((), Ellipsis, None) and not isinstance(idx, (tuple, type(None))):
         raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` to convert a 0-dim tensor to a number")
