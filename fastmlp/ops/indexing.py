@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from ..autograd import Node, bump
+from ..autograd import Node, _GradMode, bump
 from ..backend import for_array
 from ..tensor import TensorBase, _norm_dim, _result, _wrap
 from .common import (_axis, _binary_arrays, _check_leaf_inplace, _check_same_device, _needs_grad, _put_along,
@@ -78,10 +78,14 @@ def _check_index_bounds(d, idx):
 
 def getitem(a: Tensor, idx) -> Tensor:
     d = a._data
-    if type(idx) is int and d.ndim and -d.shape[0] <= idx < d.shape[0]:  # one sample: a view, checked here
-        out = d[idx] if d.ndim > 1 else d[idx, ...]  # (the Ellipsis keeps a 0-d view, not a NumPy scalar)
-        node = _record(IndexBackward0, (a,), shape=d.shape, index=idx, advanced=False) if _needs_grad(a) else None
-        return _result(out, node)
+    if type(idx) is int:  # one sample, checked here: a view
+        nd = d.ndim
+        if nd and -len(d) <= idx < len(d):
+            out = d[idx] if nd > 1 else d[idx, ...]  # (the Ellipsis keeps a 0-d view, not a NumPy scalar)
+            node = None
+            if a._rg and _GradMode.enabled:
+                node = _record(IndexBackward0, (a,), shape=d.shape, index=idx, advanced=False)
+            return _result(out, node)
     idx = _convert_index(idx)
     if d.ndim == 0 and idx not in ((), Ellipsis, None) and not isinstance(idx, (tuple, type(None))):
         raise IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` to convert a 0-dim tensor to a number")

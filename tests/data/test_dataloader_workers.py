@@ -428,3 +428,21 @@ def test_worker_argument_checks():
         DataLoader(ds, num_workers=1, worker_init_fn=3)
     with pytest.raises(ValueError, match="prefetch_factor should be a positive integer"):
         DataLoader(ds, num_workers=1, prefetch_factor=0)
+
+
+# ---- pin_memory ------------------------------------------------------------------------------------
+@pytest.mark.cuda
+@pytest.mark.skipif(not fastmlp.cuda.is_available(), reason="pinning needs a usable CUDA device")
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_pin_memory_gives_the_same_cpu_batches_in_page_locked_memory(num_workers):
+    cupy = pytest.importorskip("cupy")
+    ds = TutorialDataset(12)
+    ref = _batches(DataLoader(ds, batch_size=4))
+    for (x, y, _), (rx, ry) in zip(DataLoader(ds, batch_size=4, pin_memory=True, num_workers=num_workers,
+                                              timeout=LIMIT), ref):
+        assert x.device.type == "cpu" and y.device.type == "cpu"
+        np.testing.assert_array_equal(x.numpy(), rx)
+        np.testing.assert_array_equal(y.numpy(), ry)
+        attrs = cupy.cuda.runtime.pointerGetAttributes(x.numpy().ctypes.data)
+        assert getattr(attrs, "type", getattr(attrs, "memoryType", None)) == cupy.cuda.runtime.memoryTypeHost
+        np.testing.assert_array_equal(x.cuda().cpu().numpy(), rx)

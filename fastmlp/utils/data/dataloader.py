@@ -19,7 +19,8 @@ the collate function) in that many worker processes (see ``worker.py``): batches
 back through shared memory in sampler order, so they are those of ``num_workers=0``
 as long as the dataset draws no random numbers. The vectorised path stays in the
 calling process, where one gather is cheaper than a copy between processes.
-``pin_memory`` is accepted; CPU batches need no pinning.
+``pin_memory=True`` puts batches in page-locked host memory when a CUDA device is
+usable (``pin_memory.py``), and changes nothing otherwise.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from ...random import Generator
 from .collate import default_collate, default_convert
 from .dataset import Dataset, IterableDataset, batch_fn, is_rowwise
 from .fetch import make_fetch
+from .pin_memory import pinner
 from .sampler import BatchSampler, RandomSampler, SequentialSampler, _check_positive_int, index_batches
 from .worker import WorkerInfo, _WorkerPool, base_seed, get_worker_info, worker_spec
 
@@ -62,7 +64,8 @@ class DataLoader(Generic[T_co]):
             the workers' base seed.
         prefetch_factor: batches in flight per worker (default 2 with workers).
         persistent_workers: keep the workers (and their dataset copies) from one pass to the next.
-        pin_memory: accepted for compatibility; CPU batches need no pinning.
+        pin_memory: batches in page-locked host memory for fast copies to a CUDA device (without
+            one, nothing changes).
     """
 
     def __init__(self, dataset: Dataset[T_co], batch_size: Optional[int] = 1, shuffle: Optional[bool] = None,
@@ -165,7 +168,12 @@ class DataLoader(Generic[T_co]):
         return len(self.sampler)  # type: ignore[arg-type]
 
     def __iter__(self) -> "_DataLoaderIter":
-        return _DataLoaderIter(self._batches(), self)
+        batches = self._batches()
+        if self.pin_memory:
+            pin = pinner()
+            if pin is not None:
+                batches = map(pin, batches)
+        return _DataLoaderIter(batches, self)
 
     # ---- how batches are made ----------------------------------------------------------------
     def _batches(self) -> Iterator:
