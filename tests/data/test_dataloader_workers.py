@@ -160,6 +160,16 @@ class InitProbe(Dataset):
         return tuple(INIT_CALLS)
 
 
+class NativeKernels(TutorialDataset):
+    """Runs a native kernel (after the main process has used OpenMP) and reports the thread count."""
+
+    def __getitem__(self, i):
+        from fastmlp import _C
+
+        x = self.x[i].float().reshape(1, -1)
+        return fastmlp.nn.functional.relu(x - 100).sum(), _C.get_num_threads()
+
+
 def _batches(loader):
     return [(x.numpy().copy(), y.numpy().copy()) for x, y, _ in loader]
 
@@ -202,6 +212,15 @@ def test_without_auto_batching_and_with_getitems():
     ds = TutorialDataset(5)
     single = list(DataLoader(ds, batch_size=None, num_workers=2, timeout=LIMIT))
     assert [int(y) for _, y, _ in single] == ds.y.tolist()
+
+
+def test_workers_run_native_kernels_on_one_thread():
+    ds = NativeKernels(9)
+    fastmlp.nn.functional.relu(fastmlp.randn(256, 256)).sum()  # the main process's OpenMP pool exists
+    got = list(DataLoader(ds, batch_size=3, num_workers=2, timeout=LIMIT))
+    want = [np.maximum(ds.x[i].numpy().astype(np.float32) - 100, 0).sum() for i in range(9)]
+    np.testing.assert_allclose([v for s, _ in got for v in s.tolist()], want, rtol=1e-6)
+    assert all(t.tolist() == [1, 1, 1] for _, t in got)
 
 
 @pytest.mark.parametrize("context", ["spawn", "forkserver"])

@@ -228,7 +228,12 @@ def _worker_loop(spec: dict, worker_id: int, num_workers: int, base_seed: int, i
     Keys None ask for the next batch of the worker's own IterableDataset stream."""
     global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    from ... import _C
     from ... import random as _fm_random
+
+    # One thread for native kernels in a worker, as PyTorch's workers set: the workers already
+    # share the cores with the training step, and an OpenMP pool inherited through fork is unusable.
+    _C.set_num_threads(1)
 
     seed = base_seed + worker_id
     random.seed(seed)
