@@ -48,7 +48,7 @@ from ...tensor import Tensor, _wrap
 
 __all__ = ["WorkerInfo", "get_worker_info"]
 
-_POLL_S = 0.1  # how often a waiting main process looks for dead workers
+_POLL_S = 0.1  # how often a waiting main process checks the timeout (a worker's exit wakes it at once)
 _ALIGN = 64  # each array in a shared-memory batch starts on a cache line
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
