@@ -19,10 +19,10 @@ except ImportError as _err:  # pragma: no cover - depends on how the package was
         "in place with `cmake -S . -B build/dev -DFASTMLP_INPLACE=ON && cmake --build build/dev`."
     ) from _err
 
-from .tensor import Size, Tensor  # noqa: I001  (first: it wires up the ops)
+from .tensor import Size, Tensor  # noqa: I001  (first: the other modules build on it)
 from .tensor import (BoolTensor, ByteTensor, CharTensor, DoubleTensor, FloatTensor, HalfTensor, IntTensor, LongTensor,
                      ShortTensor)
-from . import _ops
+from . import ops as _ops
 from ._device import device
 from ._dtype import (bool_ as bool, dtype, float16, float32, float64, get_default_dtype, int8, int16, int32, int64,
                      set_default_dtype, uint8)

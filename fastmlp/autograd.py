@@ -418,7 +418,7 @@ def accumulate(leaf, g) -> None:
 
 
 def _sum_to(g, shape):
-    from ._ops import unbroadcast
+    from .ops.common import unbroadcast
 
     return unbroadcast(g, shape)
 

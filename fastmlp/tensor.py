@@ -64,6 +64,13 @@ def _result(data, node) -> "Tensor":
     return t
 
 
+def _norm_dim(dim: int, ndim: int) -> int:
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
 def _infer_array(data, dtype=None):
     """NumPy array for `data` with PyTorch's dtype inference (Python floats -> default float dtype)."""
     if isinstance(data, Tensor):
@@ -108,8 +115,14 @@ def _tensors_to_lists(seq):
     return seq
 
 
-class Tensor:
-    """A multi-dimensional array with autograd (``torch.Tensor``)."""
+class TensorBase:
+    """Storage, autograd state, conversions and the Python protocol of a ``Tensor``.
+
+    The ops (arithmetic, reductions, shape, indexing, ...) come from the mixins that
+    ``Tensor`` lists below; the op modules test ``isinstance(x, TensorBase)``, since they
+    are imported while this module is still defining ``Tensor`` (as ``torch.Tensor``
+    derives from ``torch._C.TensorBase``). Every tensor is a ``Tensor``.
+    """
 
     __slots__ = ("_data", "_rg", "_grad", "grad_fn", "_grad_buf", "_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy scalars and arrays defer to Tensor's operators
@@ -226,9 +239,7 @@ class Tensor:
     def contiguous(self) -> "Tensor":
         if self._data.flags.c_contiguous:
             return self
-        from . import _ops
-
-        return _ops.contiguous(self)
+        return _conversion.contiguous(self)
 
     @property
     def data(self) -> "Tensor":
@@ -287,20 +298,16 @@ class Tensor:
         return self
 
     def clone(self, memory_format=None) -> "Tensor":
-        from . import _ops
-
-        return _ops.clone(self)
+        return _conversion.clone(self)
 
     def to(self, *args, **kwargs) -> "Tensor":
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(other)``; returns self when nothing changes."""
         dev, dt, copy = _parse_to_args(args, kwargs)
-        from . import _ops
-
         out = self
         if dt is not None and dt.np != self._data.dtype:
-            out = _ops.cast(out, dt)
+            out = _conversion.cast(out, dt)
         if dev is not None and not same_place(out.device, dev):
-            out = _ops.to_device(out, dev)
+            out = _conversion.to_device(out, dev)
         if copy and out is self:
             out = self.clone()
         return out
@@ -323,26 +330,32 @@ class Tensor:
             return self.to(_LEGACY_TYPES[dtype.rsplit(".", 1)[-1]].dtype)
         return self.to(_dtype.as_dtype(dtype))
 
+    def _cast(self, dt: _dtype.dtype) -> "Tensor":
+        """``to(dt)`` without parsing arguments (what ``float()``, ``long()``, ... are)."""
+        if self._data.dtype == dt.np:
+            return self
+        return _conversion.cast(self, dt)
+
     def float(self) -> "Tensor":
-        return self.to(_dtype.float32)
+        return self._cast(_dtype.float32)
 
     def double(self) -> "Tensor":
-        return self.to(_dtype.float64)
+        return self._cast(_dtype.float64)
 
     def half(self) -> "Tensor":
-        return self.to(_dtype.float16)
+        return self._cast(_dtype.float16)
 
     def long(self) -> "Tensor":
-        return self.to(_dtype.int64)
+        return self._cast(_dtype.int64)
 
     def int(self) -> "Tensor":
-        return self.to(_dtype.int32)
+        return self._cast(_dtype.int32)
 
     def bool(self) -> "Tensor":
-        return self.to(_dtype.bool_)
+        return self._cast(_dtype.bool_)
 
     def byte(self) -> "Tensor":
-        return self.to(_dtype.uint8)
+        return self._cast(_dtype.uint8)
 
     # ---- autograd ---------------------------------------------------------------
     def backward(self, gradient=None, retain_graph: Optional[bool] = None, create_graph: bool = False,
@@ -428,6 +441,34 @@ class Tensor:
             out._grad = _wrap(self._grad._data.copy())
         memo[id(self)] = out
         return out
+
+
+# The op modules import TensorBase, _wrap and _result from here, so they come after them.
+from .ops import conversion as _conversion  # noqa: E402
+from .ops.activations import ActivationMethods  # noqa: E402
+from .ops.arithmetic import ArithmeticMethods  # noqa: E402
+from .ops.comparison import ComparisonMethods  # noqa: E402
+from .ops.factories import FactoryMethods  # noqa: E402
+from .ops.indexing import IndexingMethods  # noqa: E402
+from .ops.inplace import InplaceMethods  # noqa: E402
+from .ops.reductions import ReductionMethods  # noqa: E402
+from .ops.shape import ShapeMethods  # noqa: E402
+
+
+class Tensor(TensorBase, ArithmeticMethods, ComparisonMethods, ReductionMethods, ShapeMethods, IndexingMethods,
+             InplaceMethods, ActivationMethods, FactoryMethods):
+    """A multi-dimensional array with autograd (``torch.Tensor``).
+
+    Where each method is defined: storage, autograd, conversions (``to``, ``float``,
+    ``numpy``, ``item``) and printing in ``TensorBase`` above; ``+ - * / @ exp clamp ...``
+    in ``fastmlp/ops/arithmetic.py``; ``== < & ~ isnan ...`` in ``ops/comparison.py``;
+    ``sum mean max argmax sort ...`` in ``ops/reductions.py``; ``view reshape permute
+    expand ...`` in ``ops/shape.py``; ``t[idx]``, ``t[idx] = v`` in ``ops/indexing.py``;
+    ``add_ += zero_ copy_ ...`` in ``ops/inplace.py``; ``relu softmax ...`` in
+    ``ops/activations.py``; ``new_zeros ...`` in ``ops/factories.py``.
+    """
+
+    __slots__ = ()
 
 
 _ag._Tensor = Tensor
@@ -541,13 +582,6 @@ def _parse_to_args(args, kwargs):
     return (as_device(dev) if dev is not None else None), (_dtype.as_dtype(dt) if dt is not None else None), copy
 
 
-def _norm_dim(dim: int, ndim: int) -> int:
-    n = max(ndim, 1)
-    if not -n <= dim < n:
-        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
-    return dim % n
-
-
 def _format(t: Tensor) -> str:
     arr = t._host()
     kind = arr.dtype.kind
@@ -581,9 +615,3 @@ def _format(t: Tensor) -> str:
     elif t._rg:
         suffix.append("requires_grad=True")
     return "tensor(" + body + "".join(", " + s for s in suffix) + ")"
-
-
-# The operator methods, math and shape methods are attached in _ops (one op, one node).
-from . import _ops  # noqa: E402  (needs Tensor defined)
-
-_ops._install_methods(Tensor)

@@ -60,7 +60,7 @@ def test_type_promotion_follows_pytorch():
     assert (fastmlp.tensor([True]) + fastmlp.tensor([True])).dtype == fastmlp.bool
     assert (2 ** fastmlp.tensor([1.0, 2.0])).tolist() == [2.0, 4.0]
     with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
-        from fastmlp._ops import _check_same_device
+        from fastmlp.ops.common import _check_same_device
 
         class Fake:
             device = type("D", (), {"id": 0})()
@@ -405,3 +405,107 @@ def test_legacy_tensor_types_match_torch():
             assert isinstance(fastmlp.zeros(2, dtype=getattr(fastmlp, make if make != "bool" else "bool")), ours) \
                 == isinstance(torch.zeros(2, dtype=getattr(torch, make)), theirs)
     assert fastmlp.ones(2).type().split(".")[1] == torch.ones(2).type().split(".")[1]
+
+
+# ---- the small ops of a per-sample Dataset: fast paths with PyTorch's semantics --------------------
+def test_integer_index_is_a_view_as_in_pytorch():
+    torch = pytest.importorskip("torch")
+    data = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for build in (lambda lib: lib.tensor(data), lambda lib: lib.tensor(data[:, 0].copy())):
+        f, t = build(fastmlp), build(torch)
+        for i in (0, 3, -1, -4):
+            np.testing.assert_array_equal(f[i].numpy(), t[i].numpy())
+            assert tuple(f[i].shape) == tuple(t[i].shape)
+        row = f[1]
+        row.mul_(10)  # writes through to f, as torch's view does
+        t_row = t[1]
+        t_row.mul_(10)
+        np.testing.assert_array_equal(f.numpy(), t.numpy())
+        for bad in (4, -5):
+            with pytest.raises(IndexError, match=f"index {bad} is out of bounds for dimension 0 with size 4"):
+                f[bad]
+
+
+def test_integer_index_gradient_goes_to_its_row():
+    x = fastmlp.tensor(np.arange(6, dtype=np.float32).reshape(3, 2), requires_grad=True)
+    (x[1] * 3).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[0, 0], [3, 3], [0, 0]])
+
+
+def test_float_and_long_return_the_tensor_itself_when_the_dtype_matches():
+    f = fastmlp.ones(3)
+    assert f.float() is f and f.long() is not f and f.long().dtype == fastmlp.int64
+    u = fastmlp.tensor(np.array([1, 255], dtype=np.uint8))
+    np.testing.assert_array_equal(u.float().numpy(), [1.0, 255.0])
+    assert u.float().dtype == fastmlp.float32 and u.long().long() is not u
+
+
+def test_reshape_with_ints_lists_and_errors():
+    x = fastmlp.tensor(np.arange(12, dtype=np.float32))
+    assert tuple(x.reshape(-1).shape) == (12,) and tuple(x.reshape(3, -1).shape) == (3, 4)
+    assert tuple(x.reshape([2, 6]).shape) == (2, 6) and tuple(x.reshape(fastmlp.Size([4, 3])).shape) == (4, 3)
+    np.testing.assert_array_equal(x.reshape(3, 4).numpy(), np.arange(12).reshape(3, 4))
+    with pytest.raises(RuntimeError, match=r"shape '\[5, -1\]' is invalid for input of size 12"):
+        x.reshape(5, -1)
+    with pytest.raises(RuntimeError, match="only one dimension can be inferred"):
+        x.reshape(-1, -1)
+    with pytest.raises(RuntimeError, match=r"shape '\[5\]' is invalid for input of size 12"):
+        x.reshape(5)
+
+
+def test_arithmetic_with_a_python_number_keeps_pytorchs_dtypes():
+    torch = pytest.importorskip("torch")
+    for dt in ("float32", "float64", "float16"):
+        a = np.array([0.0, 1.5, -3.0], dtype=dt)
+        f, t = fastmlp.tensor(a), torch.tensor(a)
+        for fn in (lambda x: x / 255, lambda x: 255 / x, lambda x: x * 2, lambda x: 1 - x, lambda x: x + 0.5,
+                   lambda x: x / 0, lambda x: x // 2, lambda x: x ** 2):
+            with np.errstate(all="raise"):  # no warning escapes from dividing by zero
+                got = fn(f)
+            want = fn(t)
+            assert got.dtype.name == str(want.dtype).split(".")[-1]
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-3)
+    i = fastmlp.tensor([1, 2])
+    assert (i / 2).dtype == fastmlp.float32 and (i * 2).dtype == fastmlp.int64 and (i * 2.5).dtype == fastmlp.float32
+
+
+def test_scalar_division_gradient():
+    x = fastmlp.tensor([1.0, 2.0], requires_grad=True)
+    ((x / 4) + (8 / x)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.25 - 8.0, 0.25 - 2.0])
+
+
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_stack_and_cat_of_many_small_tensors_match_pytorch(n):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(n)
+    rows = [rng.standard_normal(5).astype(np.float32) for _ in range(n)]
+    labels = [np.array(k, dtype=np.int64) for k in range(n)]
+    f_rows, t_rows = [fastmlp.tensor(r) for r in rows], [torch.tensor(r) for r in rows]
+    for fn in (lambda lib, xs: lib.stack(xs), lambda lib, xs: lib.cat(xs), lambda lib, xs: lib.stack(xs, 1)):
+        got, want = fn(fastmlp, f_rows), fn(torch, t_rows)
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+        assert got.is_contiguous()
+    got = fastmlp.stack([fastmlp.tensor(v) for v in labels])
+    assert got.dtype == fastmlp.int64 and got.tolist() == list(range(n))
+    out = fastmlp.stack(f_rows)
+    out.add_(1)  # a new tensor of its own: the inputs do not change
+    np.testing.assert_array_equal(f_rows[0].numpy(), rows[0])
+
+
+def test_stack_and_cat_fall_back_for_mixed_inputs():
+    torch = pytest.importorskip("torch")
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    f = [fastmlp.tensor(a), fastmlp.tensor(a).t().contiguous().t(), fastmlp.tensor(a.astype(np.int64))]
+    t = [torch.tensor(a), torch.tensor(a).t().contiguous().t(), torch.tensor(a.astype(np.int64))]
+    for fn in (lambda lib, xs: lib.stack(xs), lambda lib, xs: lib.cat(xs)):
+        got, want = fn(fastmlp, f), fn(torch, t)
+        assert got.dtype.name == str(want.dtype).split(".")[-1]
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    with pytest.raises(RuntimeError, match=r"stack expects each tensor to be equal size, but got \[3\] and \[4\]"):
+        fastmlp.stack([fastmlp.ones(3), fastmlp.ones(4)])
+    with pytest.raises(RuntimeError, match="Sizes of tensors must match except in dimension 0"):
+        fastmlp.cat([fastmlp.ones(2, 3), fastmlp.ones(2, 4)])
+    x = fastmlp.ones(2, requires_grad=True)
+    (fastmlp.stack([x, x * 2]).sum() + fastmlp.cat([x, x]).sum()).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [5.0, 5.0])

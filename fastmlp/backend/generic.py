@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .acts import GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH
+from .loss_kinds import PointwiseLoss
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -148,21 +149,21 @@ def nll(xp, logp, target, weight, ignore_index, reduction, want_grad, grad_scale
 
 
 def pointwise_loss(xp, x, t, kind, weight, reduction, want_grad, grad_scale):
-    if kind == 0:
+    if kind == PointwiseLoss.MSE:
         elem, g = (x - t) ** 2, 2 * (x - t)
-    elif kind == 1:
+    elif kind == PointwiseLoss.L1:
         elem, g = xp.abs(x - t), xp.sign(x - t)
-    elif kind == 2:
+    elif kind == PointwiseLoss.BCE:
         if x.size and (float(x.min()) < 0 or float(x.max()) > 1):
             raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1")
         with np.errstate(divide="ignore"):
             elem = -(t * xp.maximum(xp.log(x), -100) + (1 - t) * xp.maximum(xp.log1p(-x), -100))
         g = (x - t) / xp.maximum((1 - x) * x, 1e-12)
-    elif kind == 3:
+    elif kind == PointwiseLoss.BCE_WITH_LOGITS:
         elem = xp.maximum(x, 0) - x * t + xp.log1p(xp.exp(-xp.abs(x)))
         g = 1 / (1 + xp.exp(-x)) - t
     else:
-        raise ValueError(f"pointwise_loss: kind must be 0..3; got {kind}")
+        raise ValueError(f"pointwise_loss: kind must be a PointwiseLoss (0..3); got {kind}")
     if weight is not None:
         elem, g = elem * weight, g * weight
     grad = None

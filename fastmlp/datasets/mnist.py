@@ -27,6 +27,7 @@ object reading the same file. Other transforms run per sample.
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 import zlib
 from typing import Any, Callable, Iterator, Optional, Union
@@ -311,7 +312,34 @@ class MNIST(Dataset):
 
     @property
     def class_to_idx(self) -> dict:
+        """Class name -> label (``torchvision.datasets.MNIST.class_to_idx``)."""
         return {c: i for i, c in enumerate(self.classes)}
+
+    # torchvision's old names for data and targets, still answered with its deprecation warning
+    # (tutorials written before torchvision 0.2.2 use them).
+    @property
+    def train_data(self) -> Tensor:
+        """Deprecated name of ``data`` (``torchvision.datasets.MNIST.train_data``)."""
+        warnings.warn("train_data has been renamed data", stacklevel=2)
+        return self.data
+
+    @property
+    def test_data(self) -> Tensor:
+        """Deprecated name of ``data`` (``torchvision.datasets.MNIST.test_data``)."""
+        warnings.warn("test_data has been renamed data", stacklevel=2)
+        return self.data
+
+    @property
+    def train_labels(self) -> Tensor:
+        """Deprecated name of ``targets`` (``torchvision.datasets.MNIST.train_labels``)."""
+        warnings.warn("train_labels has been renamed targets", stacklevel=2)
+        return self.targets
+
+    @property
+    def test_labels(self) -> Tensor:
+        """Deprecated name of ``targets`` (``torchvision.datasets.MNIST.test_labels``)."""
+        warnings.warn("test_labels has been renamed targets", stacklevel=2)
+        return self.targets
 
     def __repr__(self) -> str:
         lines = [f"Dataset {type(self).__name__}", f"    Number of datapoints: {len(self)}",

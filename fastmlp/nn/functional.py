@@ -23,6 +23,7 @@ from ..autograd import HANDLED, Node, _GradMode, commit_sink, grad_sink, is_unit
 from ..backend import for_array
 from ..backend.cpu import _native as _cpu_native
 from ..backend.acts import GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, backward_needs_input
+from ..backend.loss_kinds import BACKWARD_NAMES as _LOSS_BACKWARD_NAMES, PointwiseLoss
 from ..tensor import Tensor, _result, _wrap
 
 _ndarray = np.ndarray
@@ -115,7 +116,7 @@ def _linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], act: int, par
     if wd.ndim != 2:
         raise RuntimeError(f"linear(): weight must be 2-D [out_features, in_features]; got shape {list(wd.shape)}")
     if type(xd) is not type(wd):
-        from .._ops import _check_same_device
+        from ..ops.common import _check_same_device
 
         _check_same_device(xd, wd)
     k = wd.shape[1]
@@ -193,7 +194,7 @@ def _activation(x: Tensor, act: int, param: float, inplace: bool = False) -> Ten
         node.act = act
         node.param = param
     if inplace:
-        from .._ops import _check_inplace
+        from ..ops.common import _check_inplace
 
         _check_inplace(x, "activation")
         if node is not None and backward_needs_input(act):
@@ -381,7 +382,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         node = _DropoutBackward((input,))
         node.mask, node.p = mask, float(p)
     if inplace:
-        from .._ops import _check_inplace
+        from ..ops.common import _check_inplace
 
         _check_inplace(input, "dropout")
         xd[...] = y
@@ -449,7 +450,7 @@ def _class_targets(input: Tensor, target: Tensor, fn: str):
     _check_tensor(target, fn, "target")
     xd, td = input._data, target._data
     if type(xd) is not type(td):
-        from .._ops import _check_same_device
+        from ..ops.common import _check_same_device
 
         _check_same_device(xd, td)
     if td.dtype.kind not in "iu":
@@ -585,9 +586,6 @@ def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, siz
     return _class_loss("nll", input, target, weight, ignore_index, reduction)
 
 
-_POINTWISE = {"mse": 0, "l1": 1, "bce": 2, "bce_logits": 3}
-_POINTWISE_NAMES = {0: "MseLossBackward0", 1: "L1LossBackward0", 2: "BinaryCrossEntropyBackward0",
-                    3: "BinaryCrossEntropyWithLogitsBackward0"}
 
 
 class _PointwiseTargetBackward(Node):
@@ -600,7 +598,7 @@ class _PointwiseTargetBackward(Node):
         return "PointwiseLossBackward0"
 
     def backward(self, g):
-        from .._ops import unbroadcast
+        from ..ops.common import unbroadcast
 
         s = g if self.per_elem else g.reshape(())
         gx = self.gx * s if self.next[0] is not None else None
@@ -611,20 +609,20 @@ class _PointwiseTargetBackward(Node):
         self.gx = self.gt = None
 
 
-def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: str, fn: str):
+def _pointwise(kind: PointwiseLoss, input: Tensor, target: Tensor, weight: Optional[Tensor], reduction: str, fn: str):
     _check_tensor(input, fn, "input")
     _check_tensor(target, fn, "target")
     _check_reduction(reduction)
     xd, td = input._data, target._data
     if type(xd) is not type(td):
-        from .._ops import _check_same_device
+        from ..ops.common import _check_same_device
 
         _check_same_device(xd, td)
     be = for_array(xd)
     if xd.dtype.kind != "f":
         raise RuntimeError(f"{fn}: input must be a floating-point tensor; got {_dtype.from_numpy_dtype(xd.dtype).name}")
     if td.shape != xd.shape:
-        if kind in (2, 3):
+        if kind in (PointwiseLoss.BCE, PointwiseLoss.BCE_WITH_LOGITS):
             raise ValueError(f"Using a target size ({list(td.shape)}) that is different to the input size "
                              f"({list(xd.shape)}) is deprecated. Please ensure they have the same size.")
         try:
@@ -636,7 +634,7 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
                       f"({list(xd.shape)}). This will likely lead to incorrect results due to broadcasting. "
                       "Please ensure they have the same size.", stacklevel=3)
         if bshape != xd.shape:
-            from .._ops import expand
+            from ..ops.shape import expand
 
             input = expand(input, bshape)
             xd = input._data
@@ -651,10 +649,10 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
     loss, grad = be.pointwise_loss(xc, td, kind, wd, reduction, want_x or want_t)
     per = reduction == "none"
     if not want_t:
-        return _loss_result(loss, grad if want_x else None, input, per, _POINTWISE_NAMES[kind])
-    if kind in (2, 3):  # d/dt: -logit(x) for probabilities, -x for logits (times weight and the mean's 1/N)
+        return _loss_result(loss, grad if want_x else None, input, per, _LOSS_BACKWARD_NAMES[kind])
+    if kind in (PointwiseLoss.BCE, PointwiseLoss.BCE_WITH_LOGITS):  # d/dt: -logit(x) for probabilities, -x for logits (times weight and the mean's 1/N)
         xp = be.xp
-        gt = xp.log1p(-xc) - xp.log(xc) if kind == 2 else -xc
+        gt = xp.log1p(-xc) - xp.log(xc) if kind == PointwiseLoss.BCE else -xc
         if wd is not None:
             gt = gt * wd
         if reduction == "mean":
@@ -670,18 +668,18 @@ def _pointwise(kind: int, input: Tensor, target: Tensor, weight: Optional[Tensor
 
 def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
     """Mean squared error (``torch.nn.functional.mse_loss``)."""
-    return _pointwise(0, input, target, None, _legacy_reduction(size_average, reduce, reduction), "mse_loss")
+    return _pointwise(PointwiseLoss.MSE, input, target, None, _legacy_reduction(size_average, reduce, reduction), "mse_loss")
 
 
 def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
     """Mean absolute error (``torch.nn.functional.l1_loss``)."""
-    return _pointwise(1, input, target, None, _legacy_reduction(size_average, reduce, reduction), "l1_loss")
+    return _pointwise(PointwiseLoss.L1, input, target, None, _legacy_reduction(size_average, reduce, reduction), "l1_loss")
 
 
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None, size_average=None,
                          reduce=None, reduction: str = "mean") -> Tensor:
     """Binary cross entropy of probabilities (``torch.nn.functional.binary_cross_entropy``)."""
-    return _pointwise(2, input, target, weight, _legacy_reduction(size_average, reduce, reduction),
+    return _pointwise(PointwiseLoss.BCE, input, target, weight, _legacy_reduction(size_average, reduce, reduction),
                       "binary_cross_entropy")
 
 
@@ -707,7 +705,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Opti
     (``torch.nn.functional.binary_cross_entropy_with_logits``)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if pos_weight is None:
-        return _pointwise(3, input, target, weight, reduction, "binary_cross_entropy_with_logits")
+        return _pointwise(PointwiseLoss.BCE_WITH_LOGITS, input, target, weight, reduction, "binary_cross_entropy_with_logits")
     _check_reduction(reduction)
     # loss = (1-t)·x + (1 + (pw-1)·t)·softplus(-x);  d/dx = (1 + (pw-1)·t)·(σ(x) - 1) + (1 - t)
     xd, td = input._data, target._data.astype(input._data.dtype)

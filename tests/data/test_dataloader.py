@@ -1,9 +1,8 @@
 """DataLoader, datasets and collation: PyTorch's argument checks and batches, the vectorised path,
-clear errors for bad samples, and thread prefetching that gives the same batches."""
+clear errors for bad samples (worker processes: test_dataloader_workers.py)."""
 from __future__ import annotations
 
 import collections
-import threading
 
 import numpy as np
 import pytest
@@ -387,55 +386,6 @@ def test_iterable_dataset():
 def test_empty_dataset_gives_no_batches():
     dl = DataLoader(TensorDataset(fastmlp.zeros(0, 3)), batch_size=4)
     assert len(dl) == 0 and list(dl) == []
-
-
-# ---- num_workers > 0: threads, same batches ------------------------------------------------------
-def test_workers_give_the_same_batches_in_the_same_order():
-    samples = [(np.full(3, i, dtype=np.float32), i) for i in range(50)]
-
-    class Slow(ListDataset):
-        threads = set()
-
-        def __getitem__(self, i):
-            Slow.threads.add(threading.current_thread().name)
-            return super().__getitem__(i)
-
-    fastmlp.manual_seed(1)
-    ref = [(x.numpy(), y.numpy()) for x, y in DataLoader(ListDataset(samples), batch_size=6, shuffle=True)]
-    fastmlp.manual_seed(1)
-    got = [(x.numpy(), y.numpy()) for x, y in DataLoader(Slow(samples), batch_size=6, shuffle=True, num_workers=3)]
-    assert len(ref) == len(got) == 9
-    for (a, b), (c, d) in zip(ref, got):
-        np.testing.assert_array_equal(a, c)
-        np.testing.assert_array_equal(b, d)
-    assert any(name.startswith("fastmlp-dataloader") for name in Slow.threads)
-
-
-def test_worker_errors_reach_the_caller():
-    class Broken(ListDataset):
-        def __getitem__(self, i):
-            if i == 7:
-                raise KeyError("sample 7 is broken")
-            return super().__getitem__(i)
-
-    dl = DataLoader(Broken([1.0] * 20), batch_size=4, num_workers=2)
-    with pytest.raises(KeyError, match="sample 7 is broken"):
-        list(dl)
-
-
-def test_worker_init_fn_runs_in_each_thread():
-    ids = []
-    dl = DataLoader(ListDataset([1.0] * 8), batch_size=1, num_workers=2, worker_init_fn=ids.append)
-    assert len(list(dl)) == 8
-    assert sorted(ids) in ([0], [0, 1])
-
-
-def test_breaking_out_of_a_prefetching_loop_is_clean():
-    dl = DataLoader(ListDataset([1.0] * 100), batch_size=2, num_workers=2)
-    for i, _ in enumerate(dl):
-        if i == 3:
-            break
-    assert len(list(dl)) == 50
 
 
 # ---- Subset, ConcatDataset, random_split ------------------------------------------------------------

@@ -49,6 +49,25 @@ def test_data_and_targets_are_whole_split_tensors(tmp_path):
     assert FashionMNIST.classes[9] == "Ankle boot"
 
 
+@pytest.mark.parametrize("cls", [MNIST, FashionMNIST])
+@pytest.mark.parametrize("train", [True, False])
+def test_torchvision_old_names_alias_data_and_targets_with_its_warning(tmp_path, cls, train):
+    folder = tmp_path / cls.__name__ if cls is FashionMNIST else tmp_path
+    arrays = write_fake_mnist(folder)
+    ds = cls(tmp_path, train=train)
+    split = "train" if train else "t10k"
+    for old, new, expected in (("train_data", "data", arrays[f"{split}-images-idx3-ubyte"]),
+                               ("test_data", "data", arrays[f"{split}-images-idx3-ubyte"]),
+                               ("train_labels", "targets", arrays[f"{split}-labels-idx1-ubyte"]),
+                               ("test_labels", "targets", arrays[f"{split}-labels-idx1-ubyte"])):
+        with pytest.warns(UserWarning, match=f"^{old} has been renamed {new}$"):
+            value = getattr(ds, old)
+        np.testing.assert_array_equal(value.numpy(), expected)
+        assert np.shares_memory(value.numpy(), getattr(ds, new).numpy())
+    assert len(ds.classes) == 10
+    assert ds.class_to_idx == {name: i for i, name in enumerate(ds.classes)}
+
+
 def test_custom_transform_gets_the_uint8_image(tmp_path):
     arrays = write_fake_mnist(tmp_path)
     seen = []

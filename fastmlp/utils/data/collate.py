@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ...backend import for_array
+from ...ops.shape import cpu_arrays_of_one_kind, joined
 from ...tensor import Tensor, _wrap
 
 __all__ = ["default_collate", "default_convert"]
@@ -42,6 +43,14 @@ def collate(batch: Sequence, keys: Optional[Sequence] = None, what: str = "a ten
         raise ValueError("default_collate: the batch is empty")
     elem = batch[0]
     if isinstance(elem, Tensor):
+        try:
+            arrays = cpu_arrays_of_one_kind(batch, True)
+        except AttributeError:  # not all tensors: said below
+            arrays = None
+        if arrays is not None:  # the usual batch: one pass of checks, one copy
+            out = joined(arrays, arrays[0].dtype, (len(arrays),) + arrays[0].shape)
+            if out is not None:
+                return _wrap(out)
         for pos, x in enumerate(batch):
             if not isinstance(x, Tensor):
                 raise TypeError(f"default_collate: {_where(pos, keys)} is a {type(x).__name__} where "

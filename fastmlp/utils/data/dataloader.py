@@ -14,17 +14,16 @@ Same arguments, defaults and argument checks as PyTorch's. How a batch is made:
   the dataset's ``__getitems__(indices)``, as PyTorch does) and the list is
   collated (``default_collate`` unless ``collate_fn`` is given).
 
-``num_workers > 0`` prefetches batches of the per-sample path on a pool of
-``num_workers`` threads, ``prefetch_factor`` batches per thread ahead; batches
-come back in sampler order and the sampler is drawn in the calling thread, so the
-batches are identical to those of ``num_workers=0`` (as long as ``__getitem__``
-and the transforms do not draw from the default random generator). Threads help
-datasets that read files or decode in native code; the vectorised path needs no
-workers and runs in-process. ``pin_memory`` is accepted and has no effect.
+``num_workers > 0`` runs the per-sample path (``__getitem__``/``__getitems__`` and
+the collate function) in that many worker processes (see ``worker.py``): batches come
+back through shared memory in sampler order, so they are those of ``num_workers=0``
+as long as the dataset draws no random numbers. The vectorised path stays in the
+calling process, where one gather is cheaper than a copy between processes.
+``pin_memory=True`` puts batches in page-locked host memory when a CUDA device is
+usable (``pin_memory.py``), and changes nothing otherwise.
 """
 from __future__ import annotations
 
-import collections
 import itertools
 import numbers
 from typing import Any, Callable, Generic, Iterable, Iterator, Optional, Sequence, TypeVar
@@ -32,18 +31,16 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Optional, Sequenc
 import numpy as np
 
 from ...random import Generator
-from .collate import collate, default_collate, default_convert
+from .collate import default_collate, default_convert
 from .dataset import Dataset, IterableDataset, batch_fn, is_rowwise
+from .fetch import make_fetch
+from .pin_memory import pinner
 from .sampler import BatchSampler, RandomSampler, SequentialSampler, _check_positive_int, index_batches
+from .worker import WorkerInfo, _WorkerPool, base_seed, get_worker_info, worker_spec
 
-__all__ = ["DataLoader", "get_worker_info"]
+__all__ = ["DataLoader", "WorkerInfo", "get_worker_info"]
 
 T_co = TypeVar("T_co", covariant=True)
-
-
-def get_worker_info() -> None:
-    """Always None: datasets are read in the calling process (``torch.utils.data.get_worker_info``)."""
-    return None
 
 
 class DataLoader(Generic[T_co]):
@@ -55,10 +52,20 @@ class DataLoader(Generic[T_co]):
         shuffle: a new random order every epoch (from `generator`, else the default generator).
         sampler: the order of the indices (excludes `shuffle`).
         batch_sampler: yields lists of indices (excludes batch_size, shuffle, sampler, drop_last).
-        num_workers: threads that prefetch batches of per-sample datasets (see the module docstring).
+        num_workers: worker processes that fetch and collate batches of per-sample datasets
+            (see the module docstring); 0 reads them in the calling process.
         collate_fn: turns a list of samples into a batch (default: ``default_collate``).
         drop_last: drop the last batch when it is smaller than batch_size.
-        generator: the ``fastmlp.Generator`` that RandomSampler draws from when shuffling.
+        timeout: seconds to wait for a batch from the workers before raising (0: no limit).
+        worker_init_fn: called as ``worker_init_fn(worker_id)`` in each worker once it is seeded.
+        multiprocessing_context: how workers start: None (the platform's default), "fork",
+            "spawn", "forkserver", or a context from ``multiprocessing.get_context``.
+        generator: the ``fastmlp.Generator`` that RandomSampler draws from when shuffling, and
+            the workers' base seed.
+        prefetch_factor: batches in flight per worker (default 2 with workers).
+        persistent_workers: keep the workers (and their dataset copies) from one pass to the next.
+        pin_memory: batches in page-locked host memory for fast copies to a CUDA device (without
+            one, nothing changes).
     """
 
     def __init__(self, dataset: Dataset[T_co], batch_size: Optional[int] = 1, shuffle: Optional[bool] = None,
@@ -82,6 +89,17 @@ class DataLoader(Generic[T_co]):
             raise ValueError(f"prefetch_factor should be a positive integer; got prefetch_factor={prefetch_factor!r}")
         if persistent_workers and num_workers == 0:
             raise ValueError("persistent_workers option needs num_workers > 0")
+        if multiprocessing_context is not None and num_workers == 0:
+            raise ValueError(f"multiprocessing_context can only be used with multi-process loading (num_workers > "
+                             f"0), but got num_workers={num_workers}")
+        if isinstance(multiprocessing_context, str):
+            import multiprocessing
+
+            if multiprocessing_context not in multiprocessing.get_all_start_methods():
+                raise ValueError(f"multiprocessing_context relies on Python's multiprocessing module; expected one "
+                                 f"of {multiprocessing.get_all_start_methods()}, got {multiprocessing_context!r}")
+        if worker_init_fn is not None and not callable(worker_init_fn):
+            raise TypeError(f"worker_init_fn must be callable; got {type(worker_init_fn).__name__}")
 
         if isinstance(dataset, IterableDataset):
             if shuffle not in (False, None):
@@ -128,6 +146,7 @@ class DataLoader(Generic[T_co]):
         self.multiprocessing_context = multiprocessing_context
         self.persistent_workers = persistent_workers
         self.generator = generator
+        self._pool: Optional[_WorkerPool] = None  # the persistent workers, once started
         self._user_collate = collate_fn is not None
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
@@ -149,30 +168,71 @@ class DataLoader(Generic[T_co]):
         return len(self.sampler)  # type: ignore[arg-type]
 
     def __iter__(self) -> "_DataLoaderIter":
-        return _DataLoaderIter(self._batches(), self)
+        batches = self._batches()
+        if self.pin_memory:
+            pin = pinner()
+            if pin is not None:
+                batches = map(pin, batches)
+        return _DataLoaderIter(batches, self)
 
     # ---- how batches are made ----------------------------------------------------------------
     def _batches(self) -> Iterator:
         ds = self.dataset
         if isinstance(ds, IterableDataset):
+            if self.num_workers > 0:
+                yield from self._in_workers(None)
+                return
             yield from self._stream_batches()
             return
         if self.batch_sampler is None:  # batch_size=None: one converted sample at a time
-            convert = self.collate_fn
+            if self.num_workers > 0:
+                yield from self._in_workers(iter(self.sampler))  # type: ignore[arg-type]
+                return
+            fetch_one = make_fetch(ds, self.collate_fn, False)
             for i in self.sampler:  # type: ignore[union-attr]
-                yield convert(ds[i])
+                yield fetch_one(i)
             return
         batches = index_batches(self.batch_sampler)
         getbatch = batch_fn(ds) if self.collate_fn is default_collate else None
         if getbatch is not None:
             yield from self._vectorised(batches, getbatch)
             return
-        fetch = self._fetcher()
         if self.num_workers > 0:
-            yield from self._prefetched(batches, fetch)
+            yield from self._in_workers(batches)
             return
+        fetch = self._fetcher()
         for idx in batches:
             yield fetch(idx)
+
+    def _in_workers(self, tasks: Optional[Iterable]) -> Iterator:
+        """The batches of `tasks` (batch keys; None: the workers' IterableDataset streams) from the
+        worker processes; they stop at the end of the pass unless persistent, and on any error."""
+        pool = self._pool
+        if pool is None or pool.closed:
+            if tasks is not None:
+                # The sampler draws this pass's order before the workers' base seed is drawn from the
+                # same generator, so the batches are those of num_workers=0.
+                tasks = iter(tasks)
+                first = next(tasks, None)
+                if first is None:
+                    return
+                tasks = itertools.chain((first,), tasks)
+            pool = _WorkerPool(self, worker_spec(self), base_seed(self.generator))
+            if self.persistent_workers:
+                self._pool = pool
+        try:
+            yield from pool.run(tasks if tasks is not None else (), streaming=tasks is None)
+        except GeneratorExit:  # the iterator was dropped part-way: persistent workers stay for the next pass
+            if not self.persistent_workers:
+                pool.shutdown()
+            raise
+        except BaseException:  # an error or Ctrl-C stops every worker
+            pool.shutdown()
+            if self._pool is pool:
+                self._pool = None
+            raise
+        if not self.persistent_workers:
+            pool.shutdown()
 
     def _row_chunks(self, max_rows: int) -> Optional[Iterator]:
         """For ``fastmlp.train.fit``: this pass's batches, several at a time, or None when its batches
@@ -226,22 +286,7 @@ class DataLoader(Generic[T_co]):
 
     def _fetcher(self) -> Callable:
         """Batch keys -> collated batch, one sample at a time (or through PyTorch's ``__getitems__``)."""
-        ds = self.dataset
-        collate_fn = self.collate_fn
-        getitems = getattr(ds, "__getitems__", None)
-
-        def samples(keys: list) -> list:
-            return getitems(keys) if getitems is not None else [ds[i] for i in keys]
-
-        if collate_fn is default_collate:
-            def fetch(idx):
-                keys = idx.tolist() if isinstance(idx, np.ndarray) else list(idx)
-                return collate(samples(keys), keys)
-        else:
-            def fetch(idx):
-                keys = idx.tolist() if isinstance(idx, np.ndarray) else list(idx)
-                return collate_fn(samples(keys))
-        return fetch
+        return make_fetch(self.dataset, self.collate_fn, True)
 
     def _stream_batches(self) -> Iterator:
         it = iter(self.dataset)
@@ -255,36 +300,6 @@ class DataLoader(Generic[T_co]):
             if not batch or (len(batch) < self.batch_size and self.drop_last):
                 return
             yield collate_fn(batch)
-
-    def _prefetched(self, batches: Iterable, fetch: Callable) -> Iterator:
-        from concurrent.futures import ThreadPoolExecutor
-        from concurrent.futures import TimeoutError as FutureTimeout
-
-        ids = itertools.count()
-        init = self.worker_init_fn
-        pool = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="fastmlp-dataloader",
-                                  initializer=(lambda: init(next(ids))) if init is not None else None)
-        depth = self.num_workers * int(self.prefetch_factor or 2)
-        timeout = self.timeout or None
-        pending: collections.deque = collections.deque()
-
-        def take():
-            try:
-                return pending.popleft().result(timeout=timeout)
-            except FutureTimeout:
-                raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds") from None
-
-        try:
-            for idx in batches:
-                pending.append(pool.submit(fetch, idx))
-                if len(pending) >= depth:
-                    yield take()
-            while pending:
-                yield take()
-        finally:
-            for f in pending:
-                f.cancel()
-            pool.shutdown(wait=False)
 
     def __repr__(self) -> str:
         return (f"DataLoader(dataset={type(self.dataset).__name__} of {_len_or_q(self.dataset)}, "
