@@ -91,11 +91,11 @@ def test_same_place_reads_cuda_without_an_index_as_the_current_device(monkeypatc
 
 # ---- Tensor.to on a device tensor -------------------------------------------------------------
 def test_to_cuda_of_a_tensor_already_on_the_current_device_returns_it_without_a_copy(monkeypatch):
-    from fastmlp import _ops
+    from fastmlp.ops import conversion
     from fastmlp.tensor import _wrap
 
     copies = []
-    monkeypatch.setattr(_ops, "to_device", lambda t, dev: copies.append(dev) or _wrap(FakeDeviceArray(dev.index)))
+    monkeypatch.setattr(conversion, "to_device", lambda t, dev: copies.append(dev) or _wrap(FakeDeviceArray(dev.index)))
     monkeypatch.setattr(_device, "current_cuda_index", lambda: 0)
     t = _wrap(FakeDeviceArray(0))
     assert t.device == fastmlp.device("cuda:0")
@@ -108,7 +108,7 @@ def test_to_cuda_of_a_tensor_already_on_the_current_device_returns_it_without_a_
 
 
 def test_tensors_on_two_gpus_in_one_op_raise_naming_both():
-    from fastmlp._ops import _check_same_device
+    from fastmlp.ops.common import _check_same_device
 
     with pytest.raises(RuntimeError, match="found at least two devices, cuda:0 and cuda:1"):
         _check_same_device(FakeDeviceArray(0), FakeDeviceArray(1))
