@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+import traceback
 from datetime import timedelta
 from typing import Any, Optional
 
@@ -57,15 +59,24 @@ def launched_by_mpiexec() -> bool:
 def _abort_on_uncaught(exc_type, exc, tb) -> None:
     """sys.excepthook while the group lives: print the error as usual, then end every process of
     the job (MPI_Abort), so the other ranks do not wait forever in their next collective."""
-    hook = _previous_excepthook or sys.__excepthook__
-    hook(exc_type, exc, tb)
+    hook = _previous_excepthook
+    if hook is None or hook is sys.__excepthook__:
+        # one write, so the launcher forwards the whole traceback before the abort ends the job
+        sys.stderr.write("".join(traceback.format_exception(exc_type, exc, tb)))
+    else:
+        hook(exc_type, exc, tb)
     group = _group
-    if group is not None and group.size > 1 and not issubclass(exc_type, SystemExit):
+    if group is not None and group.size > 1 and not issubclass(exc_type, (SystemExit, KeyboardInterrupt)):
         try:
-            sys.stderr.flush()
             sys.stdout.flush()
+            sys.stderr.flush()
+            time.sleep(_ABORT_GRACE_S)  # let the launcher's I/O forwarding catch up
         finally:
             group.comm.Abort(1)
+
+
+# Seconds between printing an uncaught error and aborting the job.
+_ABORT_GRACE_S = 0.25
 
 
 def init_process_group(backend: Optional[str] = None, init_method: Optional[str] = None,
