@@ -107,3 +107,9 @@ def test_single_process_ddp_is_the_module_and_prefixes_its_state_dict():
         assert_params_close(C.params_of(plain), C.params_of(m))
     finally:
         dist.destroy_process_group()
+
+
+def test_sampler_over_data_sets_of_different_lengths_raises():
+    result = run_mpi("sampler_mismatch_job.py", n=2, timeout=60)
+    assert result.returncode != 0
+    assert "length differs between ranks (from 10 to 11)" in result.stderr + result.stdout

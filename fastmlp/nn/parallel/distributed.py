@@ -253,8 +253,8 @@ class DistributedDataParallel(Module):
         from ..fused import FusedTrainStep
 
         step = FusedTrainStep.build(self.module, loss_fn, optimizer)
-        if step is None:
-            return None
+        if step is None or self._comm.size == 1:  # one process: nothing to average, keep the update native
+            return step
         step._native_update = False
         step.optimizer = _AveragingOptimizer(optimizer, self)
         return step
