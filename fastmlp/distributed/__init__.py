@@ -8,7 +8,7 @@ tensor's own NumPy buffer through mpi4py's buffer interface: nothing is pickled 
 MPI is the transport; ``pip install "fastmlp[mpi]"`` brings mpi4py and the MPICH wheel.
 See docs/distributed.md.
 """
-from . import fit
+from . import fit  # noqa: F401  (fastmlp.distributed.fit: what fit does across processes)
 from .collectives import ReduceOp, all_reduce, barrier, broadcast
 from .process_group import (destroy_process_group, get_rank, get_world_size, init_process_group, is_available,
                             is_initialized, launched_by_mpiexec)

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
-import subprocess
 import sys
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy as np
 import fastmlp
 from fastmlp import cli
 
-from mpirun import REPO, check, mpiexec
+from mpirun import FASTMLP_ROOT, check, mpiexec, run_bounded
 
 
 def write_idx_gz(path, a: np.ndarray) -> None:
@@ -37,11 +37,11 @@ def test_train_under_mpiexec_prints_once_and_checkpoints_on_rank_0(tmp_path, cap
     data = tmp_path / "mnist"
     mnist_like(data, np.random.default_rng(0))
     ck = tmp_path / "ck.safetensors"
-    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PATH": __import__("os").environ["PATH"]}
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=FASTMLP_ROOT)
     cmd = [exe, "-n", "2", sys.executable, "-m", "fastmlp", "train", "--data", str(data), "--hidden", "32",
            "--epochs", "2", "--batch-size", "10", "--optimizer", "sgd", "--momentum", "0.9", "--checkpoint",
            str(ck), "--no-progress", "--no-download", "--plot", ""]
-    result = check(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=str(REPO)))
+    result = check(run_bounded(cmd, env, timeout=120))
     out = result.stdout
     assert out.count("epoch 1/2  train_loss ") == 1 and out.count("epoch 2/2  train_loss ") == 1
     assert out.count("Test accuracy: ") == 1

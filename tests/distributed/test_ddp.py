@@ -99,7 +99,7 @@ def test_single_process_ddp_is_the_module_and_prefixes_its_state_dict():
         np.testing.assert_array_equal(ddp(x).detach().numpy(), m(x).detach().numpy())
         sd = ddp.state_dict()
         assert list(sd) == ["module." + k for k in m.state_dict()]  # as PyTorch's DDP
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError, match='Unexpected key.*"module.0.weight"'):
             C.model().load_state_dict(sd)
         consume_prefix_in_state_dict_if_present(sd, "module.")
         plain = C.model()

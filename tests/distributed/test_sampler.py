@@ -12,7 +12,7 @@ import fastmlp
 @pytest.mark.parametrize("replicas", [1, 2, 3, 4])
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_unshuffled_shares_equal_torch(n, replicas, drop_last):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from torch.utils.data import DistributedSampler as TorchSampler
 
     data = list(range(n))
@@ -25,7 +25,7 @@ def test_unshuffled_shares_equal_torch(n, replicas, drop_last):
 
 @pytest.mark.parametrize("n,replicas,drop_last", [(10, 3, False), (10, 3, True), (64, 4, False), (5, 8, False)])
 def test_shuffled_shares_partition_a_permutation_as_torch_does(n, replicas, drop_last):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from torch.utils.data import DistributedSampler as TorchSampler
 
     data = list(range(n))

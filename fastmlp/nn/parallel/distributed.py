@@ -127,7 +127,7 @@ class DistributedDataParallel(Module):
         if self.broadcast_buffers and self._comm.size > 1 and any(True for _ in self.module.buffers()):
             self._broadcast_buffers()
         out = self.module(*inputs, **kwargs)
-        if self.require_backward_grad_sync and self._comm.size > 1 and is_grad_enabled() and self.training:
+        if self.require_backward_grad_sync and self._comm.size > 1 and is_grad_enabled():
             for t in _tensors_in(out):
                 if t.requires_grad and t.grad_fn is not None:
                     t.register_hook(self._on_output_grad)
