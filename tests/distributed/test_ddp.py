@@ -62,6 +62,31 @@ def test_two_processes_equal_one_with_the_doubled_batch(tmp_path, mode, opt_name
         assert_params_close(C.params_of(plain), want)
 
 
+def test_no_sync_accumulates_locally_and_the_next_backward_averages_everything(tmp_path):
+    check(run_mpi("train_job.py", "grads", "sgd", str(tmp_path), n=2, timeout=120))
+    x, y = C.data()
+    model = C.model()
+    loss_fn = nn.CrossEntropyLoss()
+    batches = C.joint_batches(0)
+    per_rank = []  # each rank's own gradients of its first two batches, float64 reference sums below
+    for rank in range(2):
+        rows = [idx[rank * C.BATCH:(rank + 1) * C.BATCH] for idx in batches[:2]]
+        grads = []
+        for r in rows:
+            model.zero_grad()
+            loss_fn(model(fastmlp.from_numpy(x[r])), fastmlp.from_numpy(y[r])).backward()
+            grads.append({n: p.grad.numpy().astype(np.float64) for n, p in model.named_parameters()})
+        per_rank.append(grads)
+    for rank in range(2):
+        local = np.load(tmp_path / f"local{rank}.npz")
+        for n in local.files:  # inside no_sync: this rank's own gradient, not averaged
+            np.testing.assert_allclose(local[n], per_rank[rank][0][n], rtol=1e-5, atol=1e-7)
+        got = np.load(tmp_path / f"grads{rank}.npz")
+        for n in got.files:
+            want = sum(per_rank[r][0][n] + per_rank[r][1][n] for r in range(2)) / 2
+            np.testing.assert_allclose(got[n], want, rtol=1e-5, atol=1e-7)
+
+
 def test_early_stopping_on_one_rank_stops_every_rank(tmp_path):
     check(run_mpi("train_job.py", "earlystop", "sgd", str(tmp_path), n=2, timeout=120))
     assert [int(np.load(tmp_path / f"epochs{r}.npy")) for r in range(2)] == [1, 1]

@@ -60,6 +60,19 @@ elif mode in ("fit", "earlystop"):
     history = fit(model, loss_fn, opt, loader, epochs=C.EPOCHS, callbacks=cbs + [Checksums()], progress=False)
     epochs_run = len(history)
     np.save(f"{out}/loss{rank}.npy", np.array(history["train_loss"], dtype=np.float64))
+elif mode == "grads":
+    # no optimizer, so no flat gradient buffer: the packed path; and gradient accumulation with
+    # no_sync: the first backward keeps local gradients, the second averages the accumulated sum
+    sampler.set_epoch(0)
+    batches = iter(DataLoader(dataset, batch_size=C.BATCH, sampler=sampler))
+    xa, ya = next(batches)
+    xb, yb = next(batches)
+    with model.no_sync():
+        loss_fn(model(xa), ya).backward()
+    np.savez(f"{out}/local{rank}.npz", **{n: p.grad.numpy().copy() for n, p in model.module.named_parameters()})
+    loss_fn(model(xb), yb).backward()
+    np.savez(f"{out}/grads{rank}.npz", **{n: p.grad.numpy().copy() for n, p in model.module.named_parameters()})
+    epochs_run = 0
 else:
     raise SystemExit(f"unknown mode {mode}")
 
