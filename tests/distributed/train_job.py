@@ -67,6 +67,8 @@ elif mode == "grads":
     batches = iter(DataLoader(dataset, batch_size=C.BATCH, sampler=sampler))
     xa, ya = next(batches)
     xb, yb = next(batches)
+    for p in model.parameters():  # gradients in arrays of their own, not views of one buffer
+        p.grad = fastmlp.zeros(p.shape)
     with model.no_sync():
         loss_fn(model(xa), ya).backward()
     np.savez(f"{out}/local{rank}.npz", **{n: p.grad.numpy().copy() for n, p in model.module.named_parameters()})

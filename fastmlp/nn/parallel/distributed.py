@@ -182,7 +182,7 @@ class DistributedDataParallel(Module):
         """The smallest 1-D slice of one buffer that holds every parameter's gradient, when all of
         them are views of that one buffer (the optimizer's arena); else None."""
         owner = None
-        lo = hi = 0
+        spans = []
         for p in params:
             g = p._grad
             if g is None:
@@ -202,13 +202,17 @@ class DistributedDataParallel(Module):
                 if owner.ndim != 1 or not owner.flags.c_contiguous or owner.dtype != a.dtype:
                     return None
                 start0 = owner.__array_interface__["data"][0]
-                lo, hi = None, 0
             elif base is not owner or a.dtype != owner.dtype:
                 return None
             start = (a.__array_interface__["data"][0] - start0) // a.itemsize
-            lo = start if lo is None else min(lo, start)
-            hi = max(hi, start + a.size)
-        return owner[lo:hi]
+            spans.append((start, start + a.size))
+        # Only the alignment padding (under 64 bytes, zero) may lie between them: no other
+        # parameter's gradient (one the optimizer holds but this model does not) is averaged too.
+        spans.sort()
+        gap = max(1, 64 // owner.itemsize)
+        if any(b0 - a1 >= gap or b0 < a1 for (_, a1), (b0, _) in zip(spans, spans[1:])):
+            return None
+        return owner[spans[0][0]:spans[-1][1]]
 
     def _packed(self, params: list) -> np.ndarray:
         total = sum(int(p._data.size) for p in params)
