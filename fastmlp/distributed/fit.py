@@ -29,6 +29,14 @@ def fit_group(model: Any) -> Optional[_Group]:
     return process_group._group
 
 
+def unwrap(model: Any) -> Any:
+    """The model a DistributedDataParallel wraps (what fit's callbacks see and checkpoint, so the
+    files load into a single-process model), or `model` itself."""
+    from ..nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def set_epoch(loader: Any, epoch: int) -> None:
     """``sampler.set_epoch(epoch)`` for a loader drawing from a DistributedSampler (epochs count from 0)."""
     from ..utils.data.distributed import DistributedSampler

@@ -131,8 +131,7 @@ def _fused_step(model, loss_fn, optimizer) -> Optional[FusedTrainStep]:
     if not is_grad_enabled():
         return None
     if _plan.explain_enabled():
-        _plan.log_once(getattr(model, "module", model) if hasattr(model, "_fit_train_step") else model,
-                       loss_fn, optimizer)
+        _plan.log_once(_dist.fit.unwrap(model), loss_fn, optimizer)
     if hasattr(model, "_fit_train_step"):  # DistributedDataParallel: native backward, allreduce, native update
         return model._fit_train_step(loss_fn, optimizer)
     return FusedTrainStep.build(model, loss_fn, optimizer)
@@ -178,8 +177,8 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
     history = History()
     metrics = ["epoch", "train_loss"] + (["val_loss", "val_accuracy"] if val_loader is not None else []) + \
         ["lr", "time", "samples_per_s"]
-    state = FitState(model=model if group is None else model.module, optimizer=optimizer, epochs=epochs,
-                     history=history, metrics=metrics)
+    state = FitState(model=_dist.fit.unwrap(model), optimizer=optimizer, epochs=epochs, history=history,
+                     metrics=metrics)
     cbs = list(callbacks)
     if group is not None:  # only rank 0 writes checkpoints and prints
         cbs = _dist.fit.callbacks_for_rank(cbs, group)

@@ -138,3 +138,33 @@ def test_sampler_over_data_sets_of_different_lengths_raises():
     result = run_mpi("sampler_mismatch_job.py", n=2, timeout=60)
     assert result.returncode != 0
     assert "length differs between ranks (from 10 to 11)" in result.stderr + result.stdout
+
+
+def test_fit_of_a_single_process_ddp_equals_plain_fit_and_checkpoints_unprefixed(tmp_path):
+    pytest.importorskip("mpi4py")
+    from fastmlp.train import ModelCheckpoint, fit
+    from fastmlp.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    x, y = C.data()
+    ds = TensorDataset(fastmlp.from_numpy(x), fastmlp.from_numpy(y))
+
+    def train(wrap: bool):
+        model = C.model()
+        if wrap:
+            model = DistributedDataParallel(model)
+        opt = C.optimizer("adam", model.parameters())
+        loader = DataLoader(ds, batch_size=C.BATCH, sampler=DistributedSampler(ds, num_replicas=1, rank=0, seed=2))
+        ck = ModelCheckpoint(tmp_path / f"ck{int(wrap)}.safetensors", monitor="train_loss", save_best_only=False)
+        fit(model, nn.CrossEntropyLoss(), opt, loader, epochs=2, callbacks=[ck], progress=False)
+        return C.params_of(model.module if wrap else model)
+
+    plain = train(False)
+    dist.init_process_group()
+    try:
+        wrapped = train(True)
+    finally:
+        dist.destroy_process_group()
+    for k in plain:
+        np.testing.assert_array_equal(wrapped[k], plain[k])
+    saved = fastmlp.load(tmp_path / "ck1.safetensors")
+    assert sorted(saved["state_dict"]) == sorted(plain)
