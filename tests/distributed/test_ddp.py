@@ -167,4 +167,4 @@ def test_fit_of_a_single_process_ddp_equals_plain_fit_and_checkpoints_unprefixed
     for k in plain:
         np.testing.assert_array_equal(wrapped[k], plain[k])
     saved = fastmlp.load(tmp_path / "ck1.safetensors")
-    assert sorted(saved["state_dict"]) == sorted(plain)
+    assert sorted(saved) == sorted(plain)  # no "module." prefix
