@@ -17,15 +17,14 @@ from .process_group import _Group, is_initialized
 
 
 def fit_group(model: Any) -> Optional[_Group]:
-    """The process group fit trains `model` over, or None for an ordinary single-process fit."""
+    """The process group fit trains `model` over: the default group when `model` is a
+    DistributedDataParallel and the group has several processes; else None, an ordinary fit of
+    this process's own model (each rank of a hyper-parameter sweep training its own, say)."""
     from ..nn.parallel import DistributedDataParallel
     from . import process_group
 
-    if not is_initialized() or process_group._group.size == 1:
+    if not is_initialized() or process_group._group.size == 1 or not isinstance(model, DistributedDataParallel):
         return None
-    if not isinstance(model, DistributedDataParallel):
-        raise TypeError("fit: the process group has several processes, but the model is not wrapped in "
-                        "fastmlp.nn.parallel.DistributedDataParallel (its replicas would drift apart)")
     return process_group._group
 
 
