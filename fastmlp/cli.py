@@ -685,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an MLP classifier (defaults: the dropout MLP of the MNIST tutorial: "
                                    "784-512-512-10, ReLU, dropout 0.2, SGD lr 0.01, batch 20, 20% validation), "
                                    "keep the checkpoint with the best validation loss, and report test accuracy "
-                                   "per class.")
+                                   "per class. Under mpiexec -n N it trains data-parallel over N processes.")
     t.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     _add_data_options(t)
     t.add_argument("--data-file", metavar="FILE", default=None,
@@ -706,7 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
     t.add_argument("--momentum", type=_non_negative_float, default=0.0, help="SGD momentum (default: 0)")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
-    t.add_argument("--batch-size", type=_positive_int, default=20)
+    t.add_argument("--batch-size", type=_positive_int, default=20,
+                   help="samples per step; under mpiexec -n N, per process (each step then averages N batches; "
+                        "see docs/distributed.md)")
     t.add_argument("--epochs", type=_positive_int, default=10)
     t.add_argument("--val-fraction", type=_fraction, default=0.2,
                    help="share of the training images held out for validation (default: 0.2)")
