@@ -10,7 +10,9 @@ DistributedSampler), through ``fastmlp.train.fit`` with DistributedDataParallel:
 backward natively, one MPI_Allreduce of the flat gradient buffer, the native optimizer update.
 It reports samples/s, the share of the epoch spent in the allreduce (rank 0), and the scaling
 efficiency (P x 1 samples/s over 1 x P samples/s: 100% means the processes do as well as the
-threads on the same cores). Each row is the median of --repeat runs.
+threads on the same cores). Each row is the median of --repeat runs. The allreduce time includes
+the wait for the slowest rank to finish its backward pass, so an uneven machine (another user's job
+on one core) shows up there, not only the cost of moving the bytes.
 
 Table 2 measures MPI_Allreduce (sum, float32, in place) on this machine for a few message sizes,
 and models what it costs on 8 and 64 ranks over 10 and 100 Gb/s networks. The model (stated in
