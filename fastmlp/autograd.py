@@ -462,10 +462,33 @@ def run_backward(tensors: Sequence[Any], grads: Sequence[Any], retain_graph: boo
         _Engine.leaf_writes = True
 
 
+# Callbacks to run once the backward pass in progress has finished (queue_callback).
+_end_callbacks: list = []
+
+
+def queue_callback(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` once, when the backward pass now running has finished writing the leaves'
+    gradients (PyTorch's ``Variable._execution_engine.queue_callback``); queueing the same callback
+    twice in one pass runs it once. DistributedDataParallel averages the gradients there."""
+    if callback not in _end_callbacks:
+        _end_callbacks.append(callback)
+
+
 def _run(tensors, grads, retain_graph, capture, cap_nodes, inputs):
-    if capture is None and len(tensors) == 1 and tensors[0].grad_fn is not None:
-        return _run_path(tensors[0].grad_fn, grads[0], retain_graph)
-    return _run_graph(tensors, grads, retain_graph, capture, cap_nodes, inputs)
+    try:
+        if capture is None and len(tensors) == 1 and tensors[0].grad_fn is not None:
+            out = _run_path(tensors[0].grad_fn, grads[0], retain_graph)
+        else:
+            out = _run_graph(tensors, grads, retain_graph, capture, cap_nodes, inputs)
+    except BaseException:
+        _end_callbacks.clear()
+        raise
+    if _end_callbacks:
+        callbacks = list(_end_callbacks)
+        _end_callbacks.clear()
+        for callback in callbacks:
+            callback()
+    return out
 
 
 def _run_path(node, g, retain_graph) -> None:

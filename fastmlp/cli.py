@@ -327,7 +327,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         fastmlp.set_num_threads(args.threads)
     fastmlp.manual_seed(args.seed)
+    rank = _start_distributed()  # under mpiexec -n N: this process's rank (data-parallel training), else None
     eval_batch = max(args.batch_size, 500)
+    if rank:  # rank 0 reads (and downloads) the data first, the others after it
+        _barrier()
     if args.data_file is not None:
         train_loader, valid_loader, arch, info, data_text, held_out = _train_table(args)
         task = info["table"]["task"]
@@ -355,14 +358,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data_text = (f"{DATASETS[args.dataset]}: {len(train_idx)} training, {split} validation, {len(test_data)} "
                      f"test images from {train_data.root}")
 
+    if rank == 0:
+        _barrier()
+    if rank is not None:
+        train_loader = _distributed_loader(train_loader, args.seed)
     model = build_mlp(**arch)
     if args.device != "cpu":
         model.to(args.device)
+    if rank is not None:
+        from .nn.parallel import DistributedDataParallel
+        model = DistributedDataParallel(model)
     lr = args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 1e-3)
     optimizer = _make_optimizer(args.optimizer, model.parameters(), lr, args.momentum, args.weight_decay)
     criterion = nn.MSELoss() if task == "regression" else nn.CrossEntropyLoss()
     print(model)
-    print(f"{data_text}; {args.optimizer} lr={lr:g}, batch {args.batch_size}, {args.epochs} epochs, "
+    batch_text = f"batch {args.batch_size}" if rank is None else \
+        f"batch {args.batch_size} per process x {_world_size()} processes"
+    print(f"{data_text}; {args.optimizer} lr={lr:g}, {batch_text}, {args.epochs} epochs, "
           f"seed {args.seed}", flush=True)
 
     monitor = "val_loss" if valid_loader is not None else "train_loss"
@@ -373,6 +385,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         callbacks.append(EarlyStopping(monitor=monitor, patience=args.patience, verbose=True))
     history = fit(model, criterion, optimizer, train_loader, valid_loader, epochs=args.epochs,
                   callbacks=callbacks, progress=not args.no_progress)
+    if rank:  # rank 0 plots, reports and holds the checkpoint
+        return 130 if history.interrupted else 0
 
     if history.interrupted:
         print(f"Interrupted after {len(history)} complete epoch(s).")
@@ -403,6 +417,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if history_best is not None:
         print(f"Best {monitor}: {history_best[monitor]:.6f} at epoch {history_best['epoch']}")
     return 130 if history.interrupted else 0
+
+
+def _start_distributed() -> Optional[int]:
+    """Under ``mpiexec -n N`` (N > 1): join the process group and return this rank (the ranks
+    other than 0 print nothing to stdout); otherwise None and nothing changes."""
+    from . import distributed as dist
+
+    if not dist.launched_by_mpiexec():
+        return None
+    if not dist.is_initialized():
+        dist.init_process_group("mpi")
+    rank = dist.get_rank()
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")
+    return rank
+
+
+def _world_size() -> int:
+    from . import distributed as dist
+
+    return dist.get_world_size()
+
+
+def _barrier() -> None:
+    from . import distributed as dist
+
+    dist.barrier()
+
+
+def _distributed_loader(loader, seed: int):
+    """The training loader of one rank: its share of the training samples (DistributedSampler,
+    shuffled each epoch from `seed`) in batches of --batch-size (per process)."""
+    import numpy as np
+
+    from .utils.data import DataLoader, DistributedSampler, Subset, SubsetRandomSampler
+
+    dataset, sampler = loader.dataset, loader.sampler
+    if isinstance(sampler, SubsetRandomSampler):
+        dataset = Subset(dataset, np.asarray(sampler.indices, dtype=np.int64))
+    return DataLoader(dataset, batch_size=loader.batch_size, sampler=DistributedSampler(dataset, seed=seed))
 
 
 def _report_with(result, classes) -> str:
@@ -631,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train an MLP classifier (defaults: the dropout MLP of the MNIST tutorial: "
                                    "784-512-512-10, ReLU, dropout 0.2, SGD lr 0.01, batch 20, 20% validation), "
                                    "keep the checkpoint with the best validation loss, and report test accuracy "
-                                   "per class.")
+                                   "per class. Under mpiexec -n N it trains data-parallel over N processes.")
     t.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     _add_data_options(t)
     t.add_argument("--data-file", metavar="FILE", default=None,
@@ -652,7 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate (default: 0.01 for sgd, 0.001 for adam)")
     t.add_argument("--momentum", type=_non_negative_float, default=0.0, help="SGD momentum (default: 0)")
     t.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
-    t.add_argument("--batch-size", type=_positive_int, default=20)
+    t.add_argument("--batch-size", type=_positive_int, default=20,
+                   help="samples per step; under mpiexec -n N, per process (each step then averages N batches; "
+                        "see docs/distributed.md)")
     t.add_argument("--epochs", type=_positive_int, default=10)
     t.add_argument("--val-fraction", type=_fraction, default=0.2,
                    help="share of the training images held out for validation (default: 0.2)")

@@ -1,5 +1,5 @@
 """``fastmlp.nn``: modules, layers, losses, initialisation (``torch.nn``)."""
-from . import functional, init
+from . import functional, init, parallel
 from .container import ModuleList, Sequential
 from .layers import (GELU, BatchNorm1d, Dropout, Flatten, Identity, LeakyReLU, Linear, LogSoftmax, ReLU, Sigmoid,
                      Softmax, Tanh, Unflatten)

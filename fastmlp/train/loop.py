@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Callable, Iterable, Optional
 
+from .. import distributed as _dist
 from .._device import batch_device, device_scope
 from ..autograd import is_grad_enabled
 from ..nn import plan as _plan
@@ -130,7 +131,9 @@ def _fused_step(model, loss_fn, optimizer) -> Optional[FusedTrainStep]:
     if not is_grad_enabled():
         return None
     if _plan.explain_enabled():
-        _plan.log_once(model, loss_fn, optimizer)
+        _plan.log_once(_dist.fit.unwrap(model), loss_fn, optimizer)
+    if hasattr(model, "_fit_train_step"):  # DistributedDataParallel: native backward, allreduce, native update
+        return model._fit_train_step(loss_fn, optimizer)
     return FusedTrainStep.build(model, loss_fn, optimizer)
 
 
@@ -170,11 +173,16 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
     if val_loader is not None and _loader_len(val_loader) == 0:
         raise ValueError("fit: val_loader yields no batches: its dataset is empty")
     dev = move = batch_device(model, device, "fit")
+    group = _dist.fit.fit_group(model)  # several processes (DistributedDataParallel), else None
     history = History()
     metrics = ["epoch", "train_loss"] + (["val_loss", "val_accuracy"] if val_loader is not None else []) + \
         ["lr", "time", "samples_per_s"]
-    state = FitState(model=model, optimizer=optimizer, epochs=epochs, history=history, metrics=metrics)
+    state = FitState(model=_dist.fit.unwrap(model), optimizer=optimizer, epochs=epochs, history=history,
+                     metrics=metrics)
     cbs = list(callbacks)
+    if group is not None:  # only rank 0 writes checkpoints and prints
+        cbs = _dist.fit.callbacks_for_rank(cbs, group)
+        progress = progress and group.rank == 0
     if scheduler is not None:
         cbs.append(LRSchedulerCallback(scheduler, monitor or ("val_loss" if val_loader is not None else "train_loss")))
     for cb in cbs:
@@ -187,6 +195,7 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             for cb in cbs:
                 cb.on_epoch_begin(state)
             lr = optimizer.param_groups[0]["lr"] if getattr(optimizer, "param_groups", None) else None
+            _dist.fit.set_epoch(train_loader, epoch - 1)
             bar = make_progress(_loader_len(train_loader), f"Epoch {epoch}/{epochs}", enabled=progress,
                                 unit="batch")
             start = time.perf_counter()
@@ -201,6 +210,8 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
                     e.add_note(f"(raised while training epoch {epoch}/{epochs} in fastmlp.train.fit)")
                 raise
             train_time = time.perf_counter() - start
+            if group is not None:  # every rank logs the totals over all ranks
+                loss_sum, samples = _dist.fit.sum_over_ranks(group, loss_sum, samples)
             if steps == 0:
                 raise ValueError("fit: train_loader yielded no batches in epoch "
                                  f"{epoch}: its dataset is empty (or exhausted, for an iterator)")
@@ -208,6 +219,8 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             summary = f"loss={logs['train_loss']:.4f}"
             if val_loader is not None:
                 res = evaluate(model, val_loader, loss_fn, device=dev)
+                if group is not None:
+                    res.loss, res.accuracy = _dist.fit.reduce_validation(group, res)
                 logs["val_loss"] = res.loss
                 logs["val_accuracy"] = res.accuracy
                 summary += f", val_loss={res.loss:.4f}"
@@ -221,6 +234,8 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             history.append(logs)
             for cb in cbs:
                 cb.on_epoch_end(state, logs)
+            if group is not None:  # every rank stops at the same epoch
+                state.stop_training = _dist.fit.any_rank(group, state.stop_training)
             if state.stop_training:
                 break
     except KeyboardInterrupt:
