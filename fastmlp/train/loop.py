@@ -237,10 +237,11 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
         cb.on_train_begin(state)
     loaders = [train_loader] + ([val_loader] if val_loader is not None else [])
     done = _resume(resume_from, state, cbs, loaders)
+    last = done if state.stop_training else epochs  # a resumed run that had stopped trains no further
     was_training = getattr(model, "training", True)
     bar = None
     try:
-        for epoch in range(done + 1, epochs + 1 if not state.stop_training else done + 1):
+        for epoch in range(done + 1, last + 1):
             state.epoch = epoch
             for cb in cbs:
                 cb.on_epoch_begin(state)

@@ -114,6 +114,22 @@ def test_resume_of_a_finished_run_trains_no_further(tmp_path):
         np.testing.assert_array_equal(v, done[k])
 
 
+def test_a_run_stopped_early_stays_stopped_and_keeps_its_stopper_state(tmp_path):
+    model, opt, loss_fn, train, val, sched, stopper = make_run("native", False)
+    stopper = EarlyStopping(monitor="train_loss", patience=0, min_delta=1e9)  # stops at the 2nd epoch
+    h = fit(model, loss_fn, opt, train, val, epochs=5, callbacks=[stopper], progress=False, checkpoint_every=3,
+            checkpoint_path=tmp_path / "s")
+    assert len(h) == 2 and h.stopped_epoch == 2
+    saved = load_training_state(tmp_path / "s")  # written on stopping, though 2 is no multiple of 3
+    assert saved["epoch"] == 2 and saved["stop_training"]
+    assert saved["callbacks"]["EarlyStopping:0"]["wait"] == 1
+    model, opt, loss_fn, train, val, sched, _ = make_run("native", False)
+    again = EarlyStopping(monitor="train_loss", patience=0, min_delta=1e9)
+    h2 = fit(model, loss_fn, opt, train, val, epochs=5, callbacks=[again], progress=False, resume_from=tmp_path / "s")
+    assert len(h2) == 2 and h2.stopped_epoch == 2
+    assert again.wait == 1 and again.stopped_epoch == 2 and again.best_epoch == 1
+
+
 def test_bad_resume_arguments_are_clear_errors(tmp_path):
     model, opt, loss_fn, train, val, sched, stopper = make_run("native", False)
     with pytest.raises(ValueError, match="checkpoint_every needs checkpoint_path"):
