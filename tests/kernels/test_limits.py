@@ -49,3 +49,23 @@ def test_set_num_threads_refuses_absurd_counts(n):
     with pytest.raises((ValueError, TypeError)):
         _C.set_num_threads(n)
     assert _C.get_num_threads() == previous
+
+
+class _Claims:
+    """An object whose __cuda_array_interface__ claims a shape; the pointer is never used, because the
+    claim is refused before any device is needed."""
+
+    def __init__(self, shape: tuple) -> None:
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "data": (1 << 20, False),
+                                         "strides": None, "version": 3}
+
+
+@pytest.mark.parametrize("shape,error", [
+    ((2**40, 2**40), "more bytes than a 64-bit size can hold"),
+    ((0, 2**62, 2**62), "more bytes than a 64-bit size can hold"),
+    ((3, -1), "negative dimension"),
+])
+def test_device_arrays_claiming_impossible_shapes_are_refused(shape, error):
+    _cuda = pytest.importorskip("fastmlp._cuda")
+    with pytest.raises(ValueError, match=f"act_forward: argument 'x' .*{error}"):
+        _cuda.act_forward(_Claims(shape), 1)
