@@ -51,22 +51,35 @@ if [ ! -e "$asan" ]; then
   echo "sanitize.sh: $cxx has no libasan.so (install the compiler's sanitizer runtime)" >&2
   exit 1
 fi
+# libstdc++ is preloaded too: ASan finds the real __cxa_throw when it starts, and the
+# interpreter, which is C, has not loaded libstdc++ by then.
+preload="$asan $("$cxx" -print-file-name=libstdc++.so)"
 
 if [ "$#" -eq 0 ]; then
   set -- tests/kernels tests/nn
 fi
 cd "$root"
 # PYTHONSAFEPATH keeps the checkout itself (and any in-place extension in it) off sys.path.
+# Reports go to files as well as stderr: pytest captures stderr, and a halted run has no
+# chance to show what it captured.
+logs="$pkg/reports"
+mkdir -p "$logs"
 run() {
-  env LD_PRELOAD="$asan" \
-    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_odr_violation=0:allocator_may_return_null=1" \
-    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+  env LD_PRELOAD="$preload" \
+    ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_odr_violation=0:allocator_may_return_null=1:log_path=$logs/asan" \
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan" \
     PYTHONMALLOC=malloc PYTHONSAFEPATH=1 PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}" "$python" "$@"
 }
 run -c "import sys, fastmlp._C as C; sys.exit(0 if C.__file__.startswith('$pkg') else
   'sanitize.sh: imported ' + C.__file__ + ', not the instrumented build (Python >= 3.11 needed)')"
 status=0
-run -m pytest -q -p no:cacheprovider -x "$@" || status=$?
+run -m pytest -q -p no:cacheprovider -x ${FASTMLP_SANITIZE_PYTEST_ARGS:-} "$@" || status=$?
+for report in "$logs"/*; do
+  [ -e "$report" ] || continue
+  echo "sanitize.sh: sanitizer report $(basename "$report"):" >&2
+  cat "$report" >&2
+  status=1
+done
 end=$(date +%s)
 echo "sanitize.sh: build $((built - start)) s, tests $((end - built)) s, total $((end - start)) s (status $status)"
 exit $status
