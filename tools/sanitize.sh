@@ -60,8 +60,9 @@ if [ "$#" -eq 0 ]; then
 fi
 cd "$root"
 # PYTHONSAFEPATH keeps the checkout itself (and any in-place extension in it) off sys.path.
-# Reports go to files as well as stderr: pytest captures stderr, and a halted run has no
-# chance to show what it captured.
+# A halted run cannot show what pytest captured, so pytest captures at the Python level
+# only (--capture=sys: a runtime's report on file descriptor 2 reaches the terminal), and
+# ASan writes its reports to files as well, printed below.
 logs="$pkg/reports"
 mkdir -p "$logs"
 run() {
@@ -73,7 +74,7 @@ run() {
 run -c "import sys, fastmlp._C as C; sys.exit(0 if C.__file__.startswith('$pkg') else
   'sanitize.sh: imported ' + C.__file__ + ', not the instrumented build (Python >= 3.11 needed)')"
 status=0
-run -m pytest -q -p no:cacheprovider -x ${FASTMLP_SANITIZE_PYTEST_ARGS:-} "$@" || status=$?
+run -m pytest -q -p no:cacheprovider -x --capture=sys ${FASTMLP_SANITIZE_PYTEST_ARGS:-} "$@" || status=$?
 for report in "$logs"/*; do
   [ -e "$report" ] || continue
   echo "sanitize.sh: sanitizer report $(basename "$report"):" >&2
