@@ -152,8 +152,10 @@ def test_bad_resume_arguments_are_clear_errors(tmp_path):
 # ---- the command line, killed mid-epoch ------------------------------------------------------------
 
 def _train_cmd(data: Path, tmp_path: Path, *extra: str) -> list:
-    return [sys.executable, "-m", "fastmlp", "train", "--data", str(data), "--hidden", "64", "--epochs", "3",
-            "--batch-size", "10", "--optimizer", "adam", "--dropout", "0.2", "--checkpoint",
+    # Wide layers and large batches: an epoch takes about a second (96 steps of ~10 ms), long enough to
+    # be killed in the middle of, on the native whole-step path.
+    return [sys.executable, "-m", "fastmlp", "train", "--data", str(data), "--hidden", "1024,1024", "--epochs", "3",
+            "--batch-size", "100", "--optimizer", "adam", "--dropout", "0.2", "--checkpoint",
             str(tmp_path / "ck.pt"), "--no-progress", "--no-download", "--no-plot", *extra]
 
 
@@ -165,7 +167,7 @@ def _env() -> dict:
 
 
 def test_fastmlp_train_killed_mid_epoch_resumes(tmp_path):
-    data = write_mnist_like(tmp_path / "mnist", n_train=3000, n_test=40)
+    data = write_mnist_like(tmp_path / "mnist", n_train=12000, n_test=40)
     state = tmp_path / "ck-state.pt"
     # The uninterrupted run, for reference.
     ref_dir = tmp_path / "ref"
@@ -183,7 +185,7 @@ def test_fastmlp_train_killed_mid_epoch_resumes(tmp_path):
             assert proc.poll() is None, proc.stdout.read()
             assert time.monotonic() < deadline, "the run wrote no training state in time"
             time.sleep(0.02)
-        time.sleep(0.1)
+        time.sleep(0.2)  # into the second epoch
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
