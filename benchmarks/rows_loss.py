@@ -1,5 +1,6 @@
-"""Benchmark rows: softmax cross entropy (loss + gradient) and log_softmax forward /
-backward against the plain NumPy way, and PyTorch when installed."""
+"""Benchmark rows: softmax cross entropy (loss + gradient), log_softmax forward /
+backward and the element-wise losses (MSE, BCE with logits; loss + gradient) against
+the plain NumPy way, and PyTorch when installed."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,4 +76,33 @@ def rows(quick: bool = False, torch=None):
                            (lambda tdy=tdy, tylog=tylog: torch._log_softmax_backward_data(tdy, tylog, 1, torch.float32))
                            if torch is not None else None,
                            nbytes=3 * x.nbytes))
+    pw_sizes = [60000] if quick else [1280, 60000, 1 << 20]
+    for n in pw_sizes:
+        x = rng.standard_normal(n).astype(np.float32)
+        t = rng.random(n).astype(np.float32)
+        for name, kind in (("mse_fw_bw", 0), ("bce_logits_fw_bw", 3)):
+            torch_fn = None
+            if torch is not None:
+                tx = torch.from_numpy(x).requires_grad_(True)
+                tt = torch.from_numpy(t)
+                loss_of = torch.nn.functional.mse_loss if kind == 0 else \
+                    torch.nn.functional.binary_cross_entropy_with_logits
+
+                def torch_fn(tx=tx, tt=tt, loss_of=loss_of):
+                    return torch.autograd.grad(loss_of(tx, tt), tx)
+            out.append(compare(name, f"{n}",
+                               lambda x=x, t=t, kind=kind: _C.pointwise_loss(x, t, kind, want_grad=True),
+                               lambda x=x, t=t, kind=kind: numpy_pointwise(x, t, kind), torch_fn,
+                               nbytes=3 * x.nbytes))
     return out
+
+
+def numpy_pointwise(x: np.ndarray, t: np.ndarray, kind: int) -> tuple[float, np.ndarray]:
+    """Mean MSE (kind 0) or BCE-with-logits (kind 3) and its gradient, as a NumPy loop writes them."""
+    n = x.size
+    if kind == 0:
+        d = x - t
+        return float((d * d).mean()), (2.0 / n) * d
+    loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    sig = 1.0 / (1.0 + np.exp(-x))
+    return float(loss.mean()), (sig - t) / n

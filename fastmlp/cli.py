@@ -383,8 +383,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     callbacks = [EpochLogger(), checkpoint]
     if args.patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, patience=args.patience, verbose=True))
+    stem, ext = os.path.splitext(args.checkpoint)
+    state_path = args.resume or f"{stem}-state{ext}"
     history = fit(model, criterion, optimizer, train_loader, valid_loader, epochs=args.epochs,
-                  callbacks=callbacks, progress=not args.no_progress)
+                  callbacks=callbacks, progress=not args.no_progress, checkpoint_every=1,
+                  checkpoint_path=state_path, resume_from=args.resume)
     if rank:  # rank 0 plots, reports and holds the checkpoint
         return 130 if history.interrupted else 0
 
@@ -715,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--normalize", action="store_true", help="standardise pixels with the dataset's mean and std")
     t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--checkpoint", default="model.pt", help="where to save the best model (default: model.pt)")
+    t.add_argument("--resume", default=None, metavar="STATE",
+                   help="continue the run that wrote the training state STATE (each run writes one after every "
+                        "epoch, beside the checkpoint: model.pt -> model-state.pt); give the same options again")
     t.add_argument("--patience", type=_non_negative_int, default=None,
                    help="stop after this many epochs without improvement (default: never)")
     t.add_argument("--plot", default=None, metavar="PNG",

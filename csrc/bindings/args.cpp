@@ -157,6 +157,19 @@ py::array_t<float> new_f32(const std::vector<index_t>& shape) {
   return py::array_t<float>(s);
 }
 
+index_t checked_elements(const std::vector<index_t>& shape, const char* fn, const char* arg, index_t limit) {
+  const index_t n = checked_product(shape, limit);
+  if (n < 0)
+    value_error(str_cat(fn, ": '", arg, "' would have shape ", shape_str(shape), ", more than the ", limit,
+                        " elements one call may create (see docs/reliability.md)"));
+  return n;
+}
+
+py::array_t<float> new_f32(const std::vector<index_t>& shape, const char* fn, const char* arg) {
+  checked_elements(shape, fn, arg);
+  return new_f32(shape);
+}
+
 View output_f32(py::handle out, const std::vector<index_t>& shape, const char* fn, const char* arg) {
   if (out.is_none()) return fill_view(new_f32(shape));
   View v = contiguous(out, fn, arg, Dtype::F32, true);

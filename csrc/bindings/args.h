@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/limits.h"
 #include "cpu/kernels.h"
 
 namespace fastmlp::bind {
@@ -64,6 +65,13 @@ void require_no_overlap(const View& out, const View& in, const char* fn, const c
 
 // New C-contiguous float32 array of this shape.
 py::array_t<float> new_f32(const std::vector<index_t>& shape);
+// Same, for a shape computed from the arguments: its element count is checked for
+// overflow and against `limit` (common/limits.h) first, and ValueError names `fn`,
+// `arg` and the shape past it.
+py::array_t<float> new_f32(const std::vector<index_t>& shape, const char* fn, const char* arg);
+// The element count of `shape`, checked the same way.
+index_t checked_elements(const std::vector<index_t>& shape, const char* fn, const char* arg,
+                         index_t limit = kMaxElements);
 // `out` when given (checked against shape), else a new array.
 View output_f32(py::handle out, const std::vector<index_t>& shape, const char* fn, const char* arg);
 

@@ -50,6 +50,9 @@ py::object dropout_backward(py::handle dy_obj, py::handle mask_obj, float p, py:
 
 py::array_t<std::uint32_t> philox_bits_array(std::uint64_t seed, std::uint64_t offset, index_t n) {
   if (n < 0) value_error(str_cat("philox_bits: n must be >= 0; got ", n));
+  if (n > kMaxPhiloxWords)
+    value_error(str_cat("philox_bits: n must be <= ", kMaxPhiloxWords, " (2**28 words, see docs/reliability.md); got ",
+                        n));
   py::array_t<std::uint32_t> out(n);
   std::uint32_t* o = out.mutable_data();
   for (index_t i = 0; i < n; ++i) o[i] = philox_bits(seed, offset, static_cast<std::uint64_t>(i));

@@ -66,11 +66,11 @@ py::object linear_forward(py::handle x_obj, py::handle w_obj, py::handle bias_ob
   const index_t M = x.rows(), N = w.rows(), K = x.cols();
   View bias = optional_contiguous(bias_obj, fn, "bias", Dtype::F32, false);
   if (!bias.is_none()) require_shape(bias, {N}, fn, "bias");
-  py::array_t<float> y = new_f32({M, N});
+  py::array_t<float> y = new_f32({M, N}, fn, "y");
   py::array_t<float> z;
   View zv;
   if (keep_preact) {
-    z = new_f32({M, N});
+    z = new_f32({M, N}, fn, "preact");
     zv.data = z.mutable_data();
     zv.shape = {M, N};
     zv.ld = N;
@@ -107,7 +107,7 @@ py::object linear_backward(py::handle dz_obj, py::handle x_obj, py::handle w_obj
   py::array_t<float> dx;
   float* dxp = nullptr;
   if (need_dx) {
-    dx = new_f32({M, K});
+    dx = new_f32({M, K}, fn, "grad_input");
     dxp = dx.mutable_data();
   }
   {

@@ -67,7 +67,7 @@ py::tuple class_loss(const char* fn, py::handle input_obj, py::handle labels_obj
   py::array_t<float> grad;
   float* grad_p = nullptr;
   if (want_grad) {
-    grad = new_f32({rows, cols});
+    grad = new_f32({rows, cols}, fn, "grad");
     grad_p = grad.mutable_data();
   }
   cpu::LossSums sums;

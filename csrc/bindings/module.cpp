@@ -38,7 +38,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("get_num_threads", [] { return omp_get_max_threads(); },
         "Number of OpenMP threads the kernels may use.");
   m.def("set_num_threads", [](int n) {
+        // An absurd count would have OpenMP start that many threads at the next parallel region.
         if (n < 1) throw py::value_error(str_cat("set_num_threads: n must be >= 1; got ", n));
+        if (n > 4096) throw py::value_error(str_cat("set_num_threads: n must be <= 4096; got ", n));
         omp_set_num_threads(n);
       },
       py::arg("n"), "Set the number of OpenMP threads the kernels may use.");

@@ -23,6 +23,12 @@ FASTMLP_HD float fm_bits_to_float(std::int32_t i) {
 #endif
 }
 
+// 2^(e - 127) as a float from its biased exponent e: the shift is done unsigned, so an
+// out-of-range e (a NaN input's, whose result is discarded) is not undefined behaviour.
+FASTMLP_HD float fm_exp2_biased(std::int32_t e) {
+  return fm_bits_to_float(static_cast<std::int32_t>(static_cast<std::uint32_t>(e) << 23));
+}
+
 FASTMLP_HD std::int32_t fm_float_to_bits(float f) {
 #if defined(__CUDA_ARCH__)
   return __float_as_int(f);
@@ -58,7 +64,7 @@ FASTMLP_HD float fm_exp(float x) {
   // are normal floats (2^128 itself is not representable).
   std::int32_t k = static_cast<std::int32_t>(kf);
   std::int32_t kh = k >> 7;  // -1, 0 or 1
-  float y = p * fm_bits_to_float((kh + 127) << 23) * fm_bits_to_float((k - kh + 127) << 23);
+  float y = p * fm_exp2_biased(kh + 127) * fm_exp2_biased(k - kh + 127);
   y = fm_select(x > 88.72283f, __builtin_huge_valf(), y);
   y = fm_select(x < -87.33654f, 0.0f, y);
   return fm_select(x != x, x, y);
@@ -127,7 +133,7 @@ FASTMLP_HD float fm_tanh(float x) {
   q = q * r + 1.0f / 6.0f;
   q = q * r + 0.5f;
   const float em1_r = r + (r * r) * q;                                               // e^r - 1
-  const float two_k = fm_bits_to_float((static_cast<std::int32_t>(kf) + 127) << 23);  // k in [-29, 0]
+  const float two_k = fm_exp2_biased(static_cast<std::int32_t>(kf) + 127);  // k in [-29, 0]
   const float m = em1_r * two_k + (two_k - 1.0f);
   const float t = (0.0f - m) / (2.0f + m);  // >= +0
   return fm_bits_to_float(fm_float_to_bits(t) | (fm_float_to_bits(x) & static_cast<std::int32_t>(0x80000000u)));

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
+
+#include "common/limits.h"
 
 #include "cuda/check.cuh"
 
@@ -96,11 +99,19 @@ DevView parse(py::handle obj, const char* fn, const char* arg, Dtype dtype, bool
   py::tuple data = cai["data"];
   v.ptr = data[0].cast<std::uintptr_t>();
   const bool readonly = data[1].cast<bool>();
-  v.size = 1;
   for (auto d : py::tuple(cai["shape"])) {
     v.shape.push_back(d.cast<index_t>());
-    v.size *= v.shape.back();
+    if (v.shape.back() < 0)
+      value_error(str_cat(fn, ": argument '", arg, "' has a negative dimension: shape ", shape_str(v.shape)));
   }
+  // The shape is the object's own account of itself: its product, and the byte strides
+  // derived from it below, must fit in 64 bits before any arithmetic trusts them.
+  std::vector<index_t> spans(v.shape);
+  for (index_t& d : spans) d = std::max<index_t>(d, 1);
+  if (checked_product(spans, std::numeric_limits<index_t>::max() / v.itemsize) < 0)
+    value_error(str_cat(fn, ": argument '", arg, "' has shape ", shape_str(v.shape),
+                        ", more bytes than a 64-bit size can hold"));
+  v.size = checked_product(v.shape, std::numeric_limits<index_t>::max());
   if (cai.contains("strides") && !cai["strides"].is_none()) {
     for (auto s : py::tuple(cai["strides"])) v.strides.push_back(s.cast<index_t>());
   } else {
@@ -305,6 +316,9 @@ void DeviceCall::use(const DevView& v, const char* arg) {
 }
 
 DevView DeviceCall::empty(const std::vector<index_t>& shape, Dtype dtype, const char* arg) {
+  if (checked_product(shape, kMaxElements) < 0)
+    value_error(str_cat(fn_, ": '", arg, "' would have shape ", shape_str(shape), ", more than the ", kMaxElements,
+                        " elements one call may create (see docs/reliability.md)"));
   py::module_ cupy;
   try {
     cupy = py::module_::import("cupy");

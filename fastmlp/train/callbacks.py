@@ -6,6 +6,10 @@ A callback overrides any of ``on_train_begin(state)``, ``on_epoch_begin(state)``
 ``FitState`` of the run (model, optimizer, epoch, history); setting
 ``state.stop_training = True`` ends the run after the current epoch. ``logs`` is
 the epoch's record (``train_loss``, ``val_loss``, ``val_accuracy``, ...).
+
+A callback that keeps state across epochs also defines ``state_dict()`` and
+``load_state_dict(d)``, so that a run resumed from a training state
+(``fit(..., resume_from=path)``) continues with it.
 """
 from __future__ import annotations
 
@@ -33,6 +37,10 @@ class FitState:
     epoch: int = 0                                # 1-based; 0 before the first epoch
     stop_training: bool = False
     interrupted: bool = False
+    step: int = 0                                 # optimizer steps taken so far
+    # Training-state files to write once every callback has seen the epoch (fit writes them):
+    # (path, extra entries) pairs that ModelCheckpoint(save_training_state=True) adds.
+    pending_state_saves: list = field(default_factory=list)
 
 
 class Callback:
@@ -48,6 +56,13 @@ class Callback:
         pass
 
     def on_train_end(self, state: FitState) -> None:
+        pass
+
+    def state_dict(self) -> Optional[dict]:
+        """What this callback must keep across a resume (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state_dict: dict) -> None:
         pass
 
 
@@ -145,6 +160,17 @@ class EarlyStopping(Callback):
     def best(self) -> float:
         return self._tracker.best
 
+    def state_dict(self) -> dict:
+        return {"wait": self.wait, "best": self._tracker.best, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "best_state": self.best_state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.wait = int(state_dict["wait"])
+        self._tracker.best = float(state_dict["best"])
+        self.best_epoch = state_dict["best_epoch"]
+        self.stopped_epoch = state_dict["stopped_epoch"]
+        self.best_state = state_dict["best_state"]
+
     def on_train_end(self, state: FitState) -> None:
         if self.restore_best and self.best_state is not None:
             state.model.load_state_dict(self.best_state)
@@ -164,16 +190,24 @@ class ModelCheckpoint(Callback):
     The file holds the plain state_dict, unless `extra` is given: then it holds
     ``{"state_dict": ..., "epoch": ..., "metrics": {...}, **extra}`` (e.g. the
     architecture, so the model can be rebuilt).
+
+    With ``save_training_state=True`` the file holds the whole training state
+    instead (``fastmlp.train.state``: model, optimizer, epoch, step, random
+    generators, history, callbacks; plus `extra` and ``metrics``), written once
+    every callback has seen the epoch, and ``fit(..., resume_from=path)`` continues
+    the run from it.
     """
 
     def __init__(self, path: Union[str, os.PathLike], monitor: str = "val_loss", save_best_only: bool = True,
-                 mode: str = "auto", verbose: bool = False, extra: Optional[dict] = None) -> None:
+                 mode: str = "auto", verbose: bool = False, extra: Optional[dict] = None,
+                 save_training_state: bool = False) -> None:
         self.path = os.fspath(path)
         self.monitor = monitor
         self.save_best_only = save_best_only
         self.mode = mode
         self.verbose = verbose
         self.extra = extra
+        self.save_training_state = bool(save_training_state)
         self._tracker = _Monitor(monitor, mode, 0.0)
         self.best_epoch: Optional[int] = None
         self.last_saved: Optional[str] = None
@@ -199,6 +233,11 @@ class ModelCheckpoint(Callback):
                 print(f"{name} {verb} ({previous:.6f} --> {value:.6f}). Saving model ...")
         self.best_epoch = state.epoch
         path = self.path.format(**logs) if "{" in self.path else self.path
+        if self.save_training_state:
+            metrics = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and v is not None}
+            state.pending_state_saves.append((path, {**(self.extra or {}), "metrics": metrics}))
+            self.last_saved = path
+            return
         sd = state.model.state_dict()
         if self.extra is None:
             save(sd, path)
@@ -206,6 +245,14 @@ class ModelCheckpoint(Callback):
             metrics = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and v is not None}
             save({**self.extra, "state_dict": sd, "epoch": state.epoch, "metrics": metrics}, path)
         self.last_saved = path
+
+    def state_dict(self) -> dict:
+        return {"best": self._tracker.best, "best_epoch": self.best_epoch, "last_saved": self.last_saved}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._tracker.best = float(state_dict["best"])
+        self.best_epoch = state_dict["best_epoch"]
+        self.last_saved = state_dict["last_saved"]
 
 
 class LRSchedulerCallback(Callback):
@@ -230,6 +277,13 @@ class LRSchedulerCallback(Callback):
             self.scheduler.step(_current("LRSchedulerCallback", key, logs))
         else:
             self.scheduler.step()
+
+    def state_dict(self) -> Optional[dict]:
+        get = getattr(self.scheduler, "state_dict", None)
+        return {"scheduler": get()} if callable(get) else None
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.scheduler.load_state_dict(state_dict["scheduler"])
 
 
 class EpochLogger(Callback):

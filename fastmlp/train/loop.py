@@ -17,6 +17,13 @@ Ctrl-C stops the run cleanly: the epoch in progress is abandoned, the callbacks'
 ``on_train_end`` still run (restoring the best weights, for instance), and
 ``fit`` returns the history so far with ``history.interrupted = True``. The last
 checkpoint written is intact, since checkpoints are saved atomically.
+
+Resuming: ``fit(..., checkpoint_every=N, checkpoint_path=path)`` writes the whole
+training state (``fastmlp.train.state``) every N epochs, and ``fit(...,
+resume_from=path)`` — with the model, optimizer, loaders and callbacks built as
+the first run built them — continues after the saved epoch, to bitwise the
+parameters the uninterrupted run reaches. A run killed mid-epoch resumes from
+the end of its last saved epoch.
 """
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ from .callbacks import Callback, FitState, LRSchedulerCallback
 from .evaluation import _pair, evaluate
 from .history import History
 from .progress import make_progress
+from .state import capture_training_state, epoch_and_step, resolve_resume, restore_training_state, \
+    save_training_state
 
 __all__ = ["fit"]
 
@@ -144,9 +153,50 @@ def _loader_len(loader) -> Optional[int]:
         return None
 
 
+def _check_resume_args(checkpoint_every, checkpoint_path, resume_from):
+    """checkpoint_path (defaulting to resume_from) when checkpoint_every asks for states, else None."""
+    if checkpoint_every is None:
+        return None
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"fit: checkpoint_every must be a positive number of epochs; got {checkpoint_every!r}")
+    path = checkpoint_path if checkpoint_path is not None else resume_from
+    if path is None:
+        raise ValueError("fit: checkpoint_every needs checkpoint_path (where to write the training state)")
+    return path
+
+
+def _resume(resume_from, state: FitState, cbs: list, loaders: list) -> int:
+    """Load the training state at `resume_from` (if any) into this run; returns the completed epochs."""
+    saved = resolve_resume(resume_from)
+    if saved is None:
+        return 0
+    restore_training_state(saved, state.model, state.optimizer, cbs, loaders, state.history)
+    done, state.step, stopped = epoch_and_step(saved)
+    state.epoch = done
+    state.stop_training = stopped
+    return done
+
+
+def _write_training_states(state: FitState, cbs: list, loaders: list, every_path, every: Optional[int]) -> None:
+    """After every callback has seen the epoch: the states ModelCheckpoint asked for, and the
+    periodic one of checkpoint_every (also after the run's last epoch)."""
+    saves = list(state.pending_state_saves)
+    state.pending_state_saves.clear()
+    last = state.epoch == state.epochs or state.stop_training
+    if every_path is not None and every and (state.epoch % every == 0 or last):
+        saves.append((every_path, {}))
+    if not saves:
+        return
+    captured = capture_training_state(state.model, state.optimizer, cbs, loaders, state.history, state.epoch,
+                                      state.step, state.stop_training)
+    for path, extra in saves:
+        save_training_state({**extra, **captured}, path)
+
+
 def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader: Optional[Iterable] = None,
         epochs: int = 1, scheduler=None, callbacks: Iterable[Callback] = (), progress: bool = True, *,
-        device=None, monitor: Optional[str] = None) -> History:
+        device=None, monitor: Optional[str] = None, checkpoint_every: Optional[int] = None,
+        checkpoint_path=None, resume_from=None) -> History:
     """Train `model` for `epochs` epochs and return the per-epoch History (Keras's ``model.fit``).
 
     Args:
@@ -164,6 +214,12 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             device of the model's parameters. It must be where the model is, and usable (else an error).
         monitor: the value ReduceLROnPlateau sees; default ``val_loss`` with a validation
             loader, else ``train_loss``.
+        checkpoint_every: write the whole training state (model, optimizer, epoch, step, random
+            generators, history, callbacks and scheduler) to `checkpoint_path` every this many epochs.
+        checkpoint_path: where those states go; default `resume_from` (a resumed run keeps its file).
+        resume_from: a training state written by checkpoint_every or by ``ModelCheckpoint(...,
+            save_training_state=True)``: continue that run after its last saved epoch, up to `epochs`
+            in all. Build the model, optimizer, loaders and callbacks as the saved run did.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative integer; got {epochs!r}")
@@ -172,6 +228,7 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
                          "only, partial batch)")
     if val_loader is not None and _loader_len(val_loader) == 0:
         raise ValueError("fit: val_loader yields no batches: its dataset is empty")
+    every_path = _check_resume_args(checkpoint_every, checkpoint_path, resume_from)
     dev = move = batch_device(model, device, "fit")
     group = _dist.fit.fit_group(model)  # several processes (DistributedDataParallel), else None
     history = History()
@@ -187,10 +244,13 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
         cbs.append(LRSchedulerCallback(scheduler, monitor or ("val_loss" if val_loader is not None else "train_loss")))
     for cb in cbs:
         cb.on_train_begin(state)
+    loaders = [train_loader] + ([val_loader] if val_loader is not None else [])
+    done = _resume(resume_from, state, cbs, loaders)
+    last = done if state.stop_training else epochs  # a resumed run that had stopped trains no further
     was_training = getattr(model, "training", True)
     bar = None
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(done + 1, last + 1):
             state.epoch = epoch
             for cb in cbs:
                 cb.on_epoch_begin(state)
@@ -203,6 +263,7 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             try:
                 with device_scope(move):
                     loss_sum, samples, steps = _train_epoch(model, loss_fn, optimizer, train_loader, move, bar)
+                state.step += steps
             except KeyboardInterrupt:
                 raise
             except Exception as e:
@@ -236,6 +297,8 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
                 cb.on_epoch_end(state, logs)
             if group is not None:  # every rank stops at the same epoch
                 state.stop_training = _dist.fit.any_rank(group, state.stop_training)
+            if group is None or group.rank == 0:  # one writer of the training state
+                _write_training_states(state, cbs, loaders, every_path, checkpoint_every)
             if state.stop_training:
                 break
     except KeyboardInterrupt:

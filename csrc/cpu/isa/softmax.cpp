@@ -137,7 +137,7 @@ inline float exp_lane(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const std::int32_t k = static_cast<std::int32_t>(kf), kh = k >> 1;
-  return p * fm_bits_to_float((kh + 127) << 23) * fm_bits_to_float((k - kh + 127) << 23);
+  return p * fm_exp2_biased(kh + 127) * fm_exp2_biased(k - kh + 127);
 }
 inline vf vexp(vf a) { FASTMLP_LANES(exp_lane(a.v[i])); }
 #undef FASTMLP_LANES
