@@ -6,7 +6,8 @@ sizes M, N, K, so that most draws agree with each other and reach the kernel), a
 of arrays (`Lst`, the optimizers'), or a scalar (`Int`, `Float`, `Bool`, `Str`).
 Adding an entry point to the fuzz suite is adding one `Entry` to ENTRIES.
 
-fastmlp._C's MlpStepper and MlpChain are left out while they are being replaced.
+fastmlp._C.MlpProgram is fuzzed through its three calls (forward, backward, train_step) on
+programs built from the drawn arrays, so its constructor's checks are fuzzed too.
 """
 from __future__ import annotations
 
@@ -64,9 +65,38 @@ def _C_call(name: str) -> Callable[[dict], Any]:
     return run
 
 
+def _program(kw: dict, grads: bool):
+    from fastmlp import _C
+
+    layer = _C.MlpLayer(kw["weight"], kw["bias"], kw["act"], 0.01, kw["dropout"])
+    if grads:
+        layer.weight_grad, layer.bias_grad = kw["weight_grad"], kw["bias_grad"]
+    return _C.MlpProgram([layer])
+
+
+def _program_forward_backward(kw: dict) -> Any:
+    from fastmlp import _C
+
+    prog = _program(kw, grads=False)
+    tape = _C.MlpTape()
+    draws = [1] * prog.dropout_layers
+    prog.forward(kw["x"], draws, draws, tape)
+    return prog.backward(tape, kw["grad"], [kw["weight_grad"]], [kw["bias_grad"]], [kw["accumulate"]],
+                         [kw["accumulate"]], kw["need_dx"])
+
+
+def _program_train_step(kw: dict) -> Any:
+    prog = _program(kw, grads=True)
+    draws = [1] * prog.dropout_layers
+    return prog.train_step(kw["x"], kw["target"], draws, draws, label_smoothing=kw["label_smoothing"])
+
+
 RED = Str(("mean", "sum", "none"))
 ACT = Int((0, 1, 2, 3, 4, 5))
 LABELS = "labels"
+_LAYER = {"weight": Arr(("N", "K")), "bias": Arr(("N",), optional=True), "act": ACT,
+          "dropout": Float((0.0, 0.5))}
+
 
 _NATIVE = [
     Entry("gemm", {"a": Arr(("M", "K")), "b": Arr(("K", "N")), "c": Arr(("M", "N")), "trans_a": Bool(),
@@ -123,6 +153,15 @@ _NATIVE = [
           frozenset({"params", "exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"})),
     Entry("set_num_threads", {"n": Int((1, 2))}),
     Entry("set_isa", {"name": Str(("generic", "avx2", "avx512", "reference"))}),
+    Entry("MlpProgram.forward+backward", {**_LAYER, "x": Arr(("M", "K")), "grad": Arr(("M", "N")),
+                                          "weight_grad": Arr(("N", "K"), optional=True),
+                                          "bias_grad": Arr(("N",), optional=True), "accumulate": Bool(),
+                                          "need_dx": Bool()},
+          frozenset({"weight_grad", "bias_grad"}), call=_program_forward_backward),
+    Entry("MlpProgram.train_step", {**_LAYER, "x": Arr(("M", "K")), "target": Arr(("M",), "int64", LABELS),
+                                    "weight_grad": Arr(("N", "K")), "bias_grad": Arr(("N",), optional=True),
+                                    "label_smoothing": Float((0.0, 0.1))},
+          frozenset({"weight_grad", "bias_grad"}), call=_program_train_step),
 ]
 
 
