@@ -284,7 +284,7 @@ class Node:
             if fn is not None:
                 edges.append(fn)
                 kinds.append(1)
-            elif t._rg:
+            elif t._requires_grad:
                 edges.append(t)
                 kinds.append(2)
             else:
@@ -705,7 +705,7 @@ def backward(tensors, grad_tensors=None, retain_graph: Optional[bool] = None, cr
 def backward_unit(t, retain_graph: bool) -> None:
     """``t.backward()`` without a gradient: backward(t) with the implicit gradient 1 of a
     one-element tensor, the same checks, and no lists to build (a training loop's every step)."""
-    if not t._rg:
+    if not t._requires_grad:
         _check_requires_grad((t,))
     d = t._data
     if d.size != 1:

@@ -256,32 +256,20 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _positive_int(text: str) -> int:
-    v = _number(text, int)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
-    return v
+def _bounded(kind: type, ok, wants: str):
+    """An argparse type: a number of `kind` for which ok(value) holds, else "must be <wants>"."""
+    def parse(text: str):
+        v = _number(text, kind)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {wants}; got {text}")
+        return v
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    v = _number(text, int)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    v = _number(text, float)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    v = _number(text, float)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0; got {text}")
-    return v
+_positive_int = _bounded(int, lambda v: v > 0, "a positive integer")
+_non_negative_int = _bounded(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _bounded(float, lambda v: v > 0, "a positive number")
+_non_negative_float = _bounded(float, lambda v: v >= 0, "a number >= 0")
 
 
 def _seed(text: str) -> int:

@@ -39,7 +39,7 @@ def _wrap(data, requires_grad: bool = False, grad_fn=None) -> "Tensor":
         data = np.asarray(data)  # NumPy turns 0-d results into scalars
     t = Tensor.__new__(Tensor)
     t._data = data
-    t._rg = requires_grad
+    t._requires_grad = requires_grad
     t._grad = None
     t.grad_fn = grad_fn
     t._grad_buf = None
@@ -56,7 +56,7 @@ def _result(data, node) -> "Tensor":
         data = np.asarray(data)  # NumPy turns 0-d results into scalars
     t = Tensor.__new__(Tensor)
     t._data = data
-    t._rg = node is not None
+    t._requires_grad = node is not None
     t._grad = None
     t.grad_fn = node
     t._grad_buf = None
@@ -124,7 +124,7 @@ class TensorBase:
     derives from ``torch._C.TensorBase``). Every tensor is a ``Tensor``.
     """
 
-    __slots__ = ("_data", "_rg", "_grad", "grad_fn", "_grad_buf", "_hooks", "__weakref__")
+    __slots__ = ("_data", "_requires_grad", "_grad", "grad_fn", "_grad_buf", "_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy scalars and arrays defer to Tensor's operators
 
     def __init__(self, *args, dtype=None, device=None, requires_grad: bool = False):
@@ -139,7 +139,7 @@ class TensorBase:
         if device is not None and as_device(device).type != "cpu":
             data = for_device(as_device(device)).from_numpy(data)
         self._data = data
-        self._rg = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         self._grad = None
         self.grad_fn = None
         self._grad_buf = None
@@ -148,7 +148,7 @@ class TensorBase:
     # ---- basic properties ---------------------------------------------------------
     @property
     def requires_grad(self) -> bool:
-        return self._rg
+        return self._requires_grad
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
@@ -157,7 +157,7 @@ class TensorBase:
                                "tensor without gradient history")
         if value and not self.dtype.is_floating_point:
             raise RuntimeError(f"only tensors of floating point dtype can require gradients; this one is {self.dtype}")
-        self._rg = bool(value)
+        self._requires_grad = bool(value)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
         self.requires_grad = requires_grad
@@ -271,7 +271,7 @@ class TensorBase:
                 raise TypeError(f"can't convert {self.device} device type tensor to numpy: copy it to host memory "
                                 "first with Tensor.cpu()")
             return self._data.get()
-        if self._rg and not force:
+        if self._requires_grad and not force:
             raise RuntimeError("Can't call numpy() on a Tensor that requires grad; use tensor.detach().numpy()")
         return self._data
 
@@ -294,7 +294,7 @@ class TensorBase:
 
     def detach_(self) -> "Tensor":
         self.grad_fn = None
-        self._rg = False
+        self._requires_grad = False
         return self
 
     def clone(self, memory_format=None) -> "Tensor":
@@ -368,7 +368,7 @@ class TensorBase:
 
     def register_hook(self, hook):
         """Call ``hook(grad)`` when this tensor's gradient is computed; it may return a replacement."""
-        if not self._rg:
+        if not self._requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         if self.grad_fn is not None:
             if self.grad_fn.hooks is None:
@@ -436,7 +436,7 @@ class TensorBase:
         raise TypeError("fastmlp tensors are not pickled; save them with fastmlp.save(obj, path)")
 
     def __deepcopy__(self, memo):
-        out = _wrap(self._data.copy(), self._rg)
+        out = _wrap(self._data.copy(), self._requires_grad)
         if self._grad is not None:
             out._grad = _wrap(self._grad._data.copy())
         memo[id(self)] = out
@@ -612,6 +612,6 @@ def _format(t: Tensor) -> str:
         suffix.insert(0, f"device='{t.device}'")
     if t.grad_fn is not None:
         suffix.append(f"grad_fn=<{t.grad_fn.name()}>")
-    elif t._rg:
+    elif t._requires_grad:
         suffix.append("requires_grad=True")
     return "tensor(" + body + "".join(", " + s for s in suffix) + ")"

@@ -19,11 +19,12 @@ import numpy as np
 from .. import _C, _dtype
 from .. import autograd as _autograd
 from .. import random as _random
-from ..autograd import HANDLED, Node, _GradMode, commit_sink, grad_sink, is_unit
+from ..autograd import HANDLED, Node, commit_sink, grad_sink, is_unit
 from ..backend import for_array
 from ..backend.cpu import _native as _cpu_native
 from ..backend.acts import GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, backward_needs_input
 from ..backend.loss_kinds import BACKWARD_NAMES as _LOSS_BACKWARD_NAMES, PointwiseLoss
+from ..ops.common import _needs_grad
 from ..tensor import Tensor, _result, _wrap
 
 _ndarray = np.ndarray
@@ -38,13 +39,6 @@ _ACT_NODE_NAMES = {IDENTITY: "AddmmBackward0", RELU: "ReluBackward0", LEAKY_RELU
                    SIGMOID: "SigmoidBackward0", TANH: "TanhBackward0", GELU: "GeluBackward0"}
 
 
-def _needs_grad(*ts) -> bool:
-    if not _GradMode.enabled:
-        return False
-    for t in ts:
-        if t is not None and t._rg:
-            return True
-    return False
 
 
 def _contig(a):
@@ -205,7 +199,7 @@ def _activation(x: Tensor, act: int, param: float, inplace: bool = False) -> Ten
                 node.saved = xd
                 node.seq = _autograd._bumps  # saved as it is after this write, as PyTorch records it
             x.grad_fn = node
-            x._rg = True
+            x._requires_grad = True
         return x
     return _result(y, node)
 
@@ -388,7 +382,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         xd[...] = y
         if node is not None:
             input.grad_fn = node
-            input._rg = True
+            input._requires_grad = True
         return input
     return _result(y, node)
 

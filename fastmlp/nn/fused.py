@@ -42,8 +42,9 @@ class FusedTrainStep:
         # A held run (see hold()): the update the next step reuses, and the last applied one
         # whose bookkeeping (step counts) is still to be written.
         self._holding = False
-        self._next: Optional[tuple] = None
-        self._pending: Optional[tuple] = None
+        self._next = None
+        self._pending = None
+        self._native = None  # (FlatUpdate, its MlpUpdate), see _native_of
         self.in_features = self.plan.in_features
         self.classes = self.plan.out_features
         # SGD, Adam and AdamW themselves with one parameter group are updated inside the
@@ -72,7 +73,7 @@ class FusedTrainStep:
         """Whether (x, y) is a batch this step takes as is: float32 CPU inputs of the first
         layer's width (after flattening) and int64 class labels, one per row. Anything else
         goes through the eager path, which gives PyTorch's errors for bad input."""
-        if type(x) is not Tensor or type(y) is not Tensor or x._rg or y._rg:
+        if type(x) is not Tensor or type(y) is not Tensor or x._requires_grad or y._requires_grad:
             return False
         xd, yd = x._data, y._data
         return (type(xd) is np.ndarray and xd.dtype is _F32 and xd.ndim >= 2 and len(xd) > 0
@@ -113,14 +114,16 @@ class FusedTrainStep:
             seeds.append(s)
             offsets.append(o)
         lf = self.loss_fn
+        native = None if update is None else self._native_of(update)
         loss, correct = st.train_step(xd, yd, seeds, offsets, None if lf.weight is None else lf.weight._data,
-                                      lf.ignore_index, float(lf.label_smoothing), update)
+                                      lf.ignore_index, float(lf.label_smoothing), native)
         opt = self.optimizer
         if update is None:
             opt.step()
         elif self._holding:
             self._pending = update
-            self._next = opt._flat_update_next(opt.param_groups[0], update)
+            self._next = update.next()
+            self._native = (self._next, native.next())
         else:
             opt._flat_update_done(opt.param_groups[0], update)
         return float(np.float32(loss)), correct  # the value a float32 loss tensor's item() gives
@@ -162,19 +165,25 @@ class FusedTrainStep:
         lf = self.loss_fn
         losses, correct = st.train_steps(xd, yd, sizes, seeds, offsets,
                                          None if lf.weight is None else lf.weight._data, lf.ignore_index,
-                                         float(lf.label_smoothing), update)
-        opt = self.optimizer
-        group = opt.param_groups[0]
-        last = update  # the update the last of the steps applied
-        for _ in range(len(sizes) - 1):
-            last = opt._flat_update_next(group, last)
+                                         float(lf.label_smoothing), self._native_of(update))
+        last = update.after(len(sizes) - 1)  # the update the last of the steps applied
         if self._holding:
             self._pending = last
-            self._next = opt._flat_update_next(group, last)
+            self._next = last.next()
         else:
-            opt._flat_update_done(group, last)
+            self.optimizer._flat_update_done(self.optimizer.param_groups[0], last)
         # the values a float32 loss tensor's item() gives
         return losses.astype(np.float32).tolist(), int(correct.sum())
+
+    def _native_of(self, update):
+        """`update` as the program takes it (``FlatUpdate.native()``), made once per update: a held
+        run's next single step gets it from the last one natively (``MlpUpdate.next()``)."""
+        cached = self._native
+        if cached is not None and cached[0] is update:
+            return cached[1]
+        native = update.native()
+        self._native = (update, native)
+        return native
 
     def _prepare(self):
         """Check (and if needed rebind) the stepper against the parameters as they are now, make the

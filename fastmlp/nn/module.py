@@ -26,7 +26,7 @@ class Parameter(Tensor):
             raise TypeError(f"Parameter expects a Tensor; got {type(data).__name__}")
         p = Tensor.__new__(cls)
         p._data = arr
-        p._rg = bool(requires_grad)
+        p._requires_grad = bool(requires_grad)
         p.grad = None
         p.grad_fn = None
         p._grad_buf = None
@@ -40,7 +40,7 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
     def __deepcopy__(self, memo):
-        out = Parameter(Tensor(self._data.copy(), dtype=_dtype.from_numpy_dtype(self._data.dtype)), self._rg)
+        out = Parameter(Tensor(self._data.copy(), dtype=_dtype.from_numpy_dtype(self._data.dtype)), self._requires_grad)
         if self.grad is not None:
             out.grad = Tensor(self.grad._data.copy(), dtype=_dtype.from_numpy_dtype(self.grad._data.dtype))
         memo[id(self)] = out

@@ -39,7 +39,7 @@ def _needs_grad(*ts) -> bool:
     if not _GradMode.enabled:
         return False
     for t in ts:
-        if t is not None and t._rg:
+        if t is not None and t._requires_grad:
             return True
     return False
 
@@ -233,7 +233,7 @@ def _logical(op):
 
 # ---- in-place checks -----------------------------------------------------------------------
 def _check_leaf_inplace(a: Tensor, op: str) -> None:
-    if _GradMode.enabled and a._rg and a.grad_fn is None:
+    if _GradMode.enabled and a._requires_grad and a.grad_fn is None:
         raise RuntimeError(f"a leaf Variable that requires grad is being used in an in-place operation ({op}); "
                            "wrap it in `with fastmlp.no_grad():` if you mean to change the leaf's values")
 

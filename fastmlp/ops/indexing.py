@@ -83,7 +83,7 @@ def getitem(a: Tensor, idx) -> Tensor:
         if nd and -len(d) <= idx < len(d):
             out = d[idx] if nd > 1 else d[idx, ...]  # (the Ellipsis keeps a 0-d view, not a NumPy scalar)
             node = None
-            if a._rg and _GradMode.enabled:
+            if a._requires_grad and _GradMode.enabled:
                 node = _record(IndexBackward0, (a,), shape=d.shape, index=idx, advanced=False)
             return _result(out, node)
     idx = _convert_index(idx)
@@ -129,7 +129,7 @@ def setitem(a: Tensor, idx, value) -> None:
         vd = value
     track = _needs_grad(a, vt)
     if track:  # edges taken before a is rebased onto the new node
-        node = _record(IndexPutBackward0, (a if a._rg else None, vt), index=idx,
+        node = _record(IndexPutBackward0, (a if a._requires_grad else None, vt), index=idx,
                        vshape=vt._data.shape if vt is not None else (), advanced=_is_advanced(idx))
     try:
         d[idx] = vd
@@ -138,7 +138,7 @@ def setitem(a: Tensor, idx, value) -> None:
     bump(d)
     if track:
         a.grad_fn = node
-        a._rg = True
+        a._requires_grad = True
 
 
 def _raise_setitem(exc: ValueError, d, idx, value) -> None:

@@ -50,7 +50,7 @@ def _inplace(a: Tensor, other, fn, opname: str) -> Tensor:
         return a
     # The op reads a snapshot of a, so the node it records keeps the old values
     # while a's own storage (and every view of it) receives the result.
-    snap = _wrap(a._data.copy(), a._rg, a.grad_fn)
+    snap = _wrap(a._data.copy(), a._requires_grad, a.grad_fn)
     out = {"add_": add, "sub_": sub, "mul_": mul, "div_": div}[opname](snap, other)
     if out._data.shape != a._data.shape:
         raise RuntimeError(f"output with shape {list(a._data.shape)} doesn't match the broadcast shape "
@@ -58,7 +58,7 @@ def _inplace(a: Tensor, other, fn, opname: str) -> Tensor:
     a._data[...] = out._data
     bump(a._data)
     a.grad_fn = out.grad_fn
-    a._rg = True
+    a._requires_grad = True
     return a
 
 
@@ -85,7 +85,7 @@ def _unary_inplace(a: Tensor, fn, opname: str) -> Tensor:
     bump(d)
     if out.grad_fn is not None:
         a.grad_fn = out.grad_fn
-        a._rg = True
+        a._requires_grad = True
     return a
 
 
@@ -97,7 +97,7 @@ def clamp_(a: Tensor, min=None, max=None) -> Tensor:
 # ---- filling and copying -------------------------------------------------------------------
 def resize_(a: Tensor, *sizes) -> Tensor:
     """Reshape in place (same number of elements; as seed scripts use ``images.resize_(n, 784)``)."""
-    if a._rg:
+    if a._requires_grad:
         raise RuntimeError("cannot resize variables that require grad")
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, Size)):
         sizes = tuple(sizes[0])

@@ -256,7 +256,7 @@ def cpu_arrays_of_one_kind(tensors: list, same_shape: bool) -> Optional[list]:
     append = arrays.append
     for t in tensors:
         d = t._data
-        if t._rg or type(d) is not _ndarray or d.dtype is not dt or d.ndim != nd:
+        if t._requires_grad or type(d) is not _ndarray or d.dtype is not dt or d.ndim != nd:
             return None
         if exact:
             if d.shape != sh:

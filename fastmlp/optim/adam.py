@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .. import _C
 from ..backend import for_array
-from .optimizer import Optimizer, _check_lr
+from .optimizer import FlatUpdate, Optimizer, _check_lr
 
 
 class Adam(Optimizer):
@@ -38,9 +37,9 @@ class Adam(Optimizer):
                         fused=fused, decoupled_weight_decay=bool(decoupled_weight_decay))
         super().__init__(params, defaults)
 
-    def _flat_update(self, group: dict) -> Optional["_C.MlpUpdate"]:
-        """This group's next update over its flat buffers (an MlpUpdate, as MlpProgram.train_step
-        takes it), or None when the group has no flat layout or uneven step counts."""
+    def _flat_update(self, group: dict) -> Optional[FlatUpdate]:
+        """This group's next update over its flat buffers, or None when the group has no flat
+        layout or uneven step counts."""
         params = group["params"]
         flat = self._flat_for(group)
         if flat is None or not flat.intact(params):
@@ -49,20 +48,14 @@ class Adam(Optimizer):
         if len(steps) != 1:
             return None
         beta1, beta2 = group["betas"]
-        u = _C.MlpUpdate()
-        u.kind = "adam"
-        u.param, u.grad = flat.param, flat.grad
-        u.exp_avg = flat.ensure_state(self, params, "exp_avg")
-        u.exp_avg_sq = flat.ensure_state(self, params, "exp_avg_sq")
-        u.amsgrad = bool(group["amsgrad"])
-        if u.amsgrad:
-            u.max_exp_avg_sq = flat.ensure_state(self, params, "max_exp_avg_sq")
-        u.lr, u.beta1, u.beta2, u.eps = float(group["lr"]), float(beta1), float(beta2), float(group["eps"])
-        u.weight_decay = float(group["weight_decay"])
-        u.step = steps.pop() + 1
-        u.maximize = bool(group["maximize"])
-        u.decoupled_weight_decay = bool(group["decoupled_weight_decay"])
-        return u
+        amsgrad = bool(group["amsgrad"])
+        return FlatUpdate("adam", flat.param, flat.grad, float(group["lr"]), float(group["weight_decay"]),
+                          bool(group["maximize"]), beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
+                          step=steps.pop() + 1, amsgrad=amsgrad,
+                          decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
+                          exp_avg=flat.ensure_state(self, params, "exp_avg"),
+                          exp_avg_sq=flat.ensure_state(self, params, "exp_avg_sq"),
+                          max_exp_avg_sq=flat.ensure_state(self, params, "max_exp_avg_sq") if amsgrad else None)
 
     def _flat_update_done(self, group: dict, update) -> None:
         step = update.step
@@ -70,9 +63,6 @@ class Adam(Optimizer):
         for p in group["params"]:
             state[p]["step"] = step
         super()._flat_update_done(group, update)
-
-    def _flat_update_next(self, group: dict, update):
-        return update.next()
 
     def _step_group(self, group: dict) -> None:
         u = self._flat_update(group)

@@ -11,11 +11,11 @@ over the per-parameter views instead — the same update, in one multi-tensor ca
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import numpy as np
 
-from .. import _dtype
+from .. import _C, _dtype
 from ..autograd import bump, enable_grad
 from ..backend import for_array
 from ..tensor import Tensor, _wrap
@@ -122,6 +122,52 @@ class _FlatGroup:
         return flat
 
 
+class FlatUpdate(NamedTuple):
+    """One SGD or Adam(W) update of a group over its flat buffers, with PyTorch's options by name
+    (see SGD._flat_update, Adam._flat_update). Optimizers run it themselves (one multi-tensor
+    call); the native MLP program takes it as ``native()``, a ``fastmlp._C.MlpUpdate``."""
+
+    kind: str
+    param: Any
+    grad: Any
+    lr: float
+    weight_decay: float
+    maximize: bool
+    momentum: float = 0.0                 # SGD
+    dampening: float = 0.0
+    nesterov: bool = False
+    first_step: bool = False              # momentum buffers start at this step's gradient
+    momentum_buffer: Any = None
+    beta1: float = 0.9                    # Adam
+    beta2: float = 0.999
+    eps: float = 1e-8
+    step: int = 1                         # Adam's step count after this update
+    amsgrad: bool = False
+    decoupled_weight_decay: bool = False  # AdamW
+    exp_avg: Any = None
+    exp_avg_sq: Any = None
+    max_exp_avg_sq: Any = None
+
+    def next(self) -> "FlatUpdate":
+        """The update of the following step when nothing else ran between: Adam's step count
+        advances, and SGD's momentum buffers exist after the first step."""
+        return self._replace(step=self.step + 1, first_step=False)
+
+    def after(self, n: int) -> "FlatUpdate":
+        """The update n steps later (n >= 0) when nothing else ran between."""
+        return self if n == 0 else self._replace(step=self.step + n, first_step=False)
+
+    def native(self):
+        """The same update as the native program's ``MlpUpdate``."""
+        u = _C.MlpUpdate()
+        for name in _NATIVE_FIELDS:
+            setattr(u, name, getattr(self, name))
+        return u
+
+
+_NATIVE_FIELDS = FlatUpdate._fields
+
+
 class Optimizer:
     """Base class: subclasses implement ``_step_group(group)`` (``torch.optim.Optimizer``)."""
 
@@ -207,7 +253,7 @@ class Optimizer:
     def _step_group(self, group: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _flat_update(self, group: dict) -> Optional[tuple]:
+    def _flat_update(self, group: dict) -> Optional[FlatUpdate]:
         """The group's next update as one native call over its flat buffers (see SGD and Adam), for
         code that runs it itself (fastmlp.nn.fused), or None when this optimizer has none."""
         return None
@@ -224,11 +270,6 @@ class Optimizer:
         """Count the in-place update of parameters stepped one by one (see _flat_update_done)."""
         for p in params:
             bump(p._data)
-
-    def _flat_update_next(self, group: dict, update: tuple) -> Optional[tuple]:
-        """The update that follows `update` when nothing else touched the group in between (a
-        held run of fastmlp.nn.fused), without re-checking the group; None: ask _flat_update."""
-        return None
 
     def _flat_for(self, group: dict, force: bool = False) -> Optional[_FlatGroup]:
         """The group's flat layout (its parameter arena), made when the group is added (with

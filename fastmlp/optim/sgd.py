@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .. import _C
 from ..backend import for_array
-from .optimizer import Optimizer, _check_lr, required
+from .optimizer import FlatUpdate, Optimizer, _check_lr, required
 
 
 class SGD(Optimizer):
@@ -27,30 +26,23 @@ class SGD(Optimizer):
                         maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
-    def _flat_update(self, group: dict) -> Optional["_C.MlpUpdate"]:
-        """This group's next update over its flat buffers (an MlpUpdate, as MlpProgram.train_step
-        takes it), or None when the group has no flat layout or only some momentum buffers."""
+    def _flat_update(self, group: dict) -> Optional[FlatUpdate]:
+        """This group's next update over its flat buffers, or None when the group has no flat
+        layout or only some momentum buffers."""
         params = group["params"]
         flat = self._flat_for(group)
         if flat is None or not flat.intact(params):
             return None
-        u = _C.MlpUpdate()
-        u.kind = "sgd"
-        u.param, u.grad = flat.param, flat.grad
-        u.momentum = float(group["momentum"])
-        if u.momentum != 0:
+        mom = float(group["momentum"])
+        buf, first = None, False
+        if mom != 0:
             have = [("momentum_buffer" in self.state[p]) for p in params]
             if not (all(have) or not any(have)):
                 return None
-            u.momentum_buffer = flat.ensure_state(self, params, "momentum_buffer")
-            u.first_step = not any(have)
-        u.lr, u.dampening = float(group["lr"]), float(group["dampening"])
-        u.weight_decay = float(group["weight_decay"])
-        u.nesterov, u.maximize = bool(group["nesterov"]), bool(group["maximize"])
-        return u
-
-    def _flat_update_next(self, group: dict, update):
-        return update.next()  # momentum buffers exist after the first step
+            buf, first = flat.ensure_state(self, params, "momentum_buffer"), not any(have)
+        return FlatUpdate("sgd", flat.param, flat.grad, float(group["lr"]), float(group["weight_decay"]),
+                          bool(group["maximize"]), momentum=mom, dampening=float(group["dampening"]),
+                          nesterov=bool(group["nesterov"]), first_step=first, momentum_buffer=buf)
 
     def _step_group(self, group: dict) -> None:
         u = self._flat_update(group)

@@ -186,7 +186,7 @@ def test_native_update_checks_its_buffers():
     xd, yd = x.numpy(), y.numpy()
 
     def bad(**fields):
-        upd = opt._flat_update(opt.param_groups[0])
+        upd = opt._flat_update(opt.param_groups[0]).native()
         for k, v in fields.items():
             setattr(upd, k, v)
         st.train_step(xd, yd, [1, 1], [0, 0], update=upd)
@@ -205,6 +205,8 @@ def test_native_update_checks_its_buffers():
         bad(kind="adam")  # an Adam update without its state buffers
     with pytest.raises(TypeError, match="update"):
         st.train_step(xd, yd, [1, 1], [0, 0], update=[1, 2])
+    with pytest.raises(TypeError, match="update"):  # the Python form is converted by native()
+        st.train_step(xd, yd, [1, 1], [0, 0], update=opt._flat_update(opt.param_groups[0]))
 
 
 def test_update_next_is_the_following_step():
@@ -214,11 +216,14 @@ def test_update_next_is_the_following_step():
     FusedTrainStep.build(model, nn.CrossEntropyLoss(), opt)(x, y)
     u = opt._flat_update(opt.param_groups[0])
     n = u.next()
-    assert (u.step, n.step) == (2, 3) and n.lr == u.lr == 1e-3 and n.param is u.param
-    u = fastmlp._C.MlpUpdate()
-    u.kind, u.first_step, u.momentum, u.lr = "sgd", True, 0.9, 0.1
-    n = u.next()
-    assert u.first_step and not n.first_step and (n.momentum, n.lr, n.kind) == (0.9, 0.1, "sgd")
+    assert (u.step, n.step, u.after(3).step) == (2, 3, 5) and n.lr == u.lr == 1e-3 and n.param is u.param
+    native = u.native()
+    assert (native.kind, native.step, native.next().step, native.lr) == ("adam", 2, 3, 1e-3)
+    assert native.exp_avg is u.exp_avg and native.max_exp_avg_sq is None
+    s = fastmlp._C.MlpUpdate()
+    s.kind, s.first_step, s.momentum, s.lr = "sgd", True, 0.9, 0.1
+    sn = s.next()
+    assert s.first_step and not sn.first_step and (sn.momentum, sn.lr, sn.kind) == (0.9, 0.1, "sgd")
 
 
 def test_train_steps_checks_its_batches():

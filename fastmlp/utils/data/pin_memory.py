@@ -26,7 +26,7 @@ def _pinned_copy(arr: np.ndarray, empty_pinned: Callable) -> np.ndarray:
 def _pin(x: Any, empty_pinned: Callable) -> Any:
     if isinstance(x, Tensor):
         if type(x._data) is np.ndarray:
-            return _wrap(_pinned_copy(x._data, empty_pinned), x._rg)
+            return _wrap(_pinned_copy(x._data, empty_pinned), x._requires_grad)
         return x
     if type(x) is np.ndarray and x.dtype.kind in "biufc":
         return _pinned_copy(x, empty_pinned)

@@ -97,7 +97,7 @@ def _rebuild_tensor(array: np.ndarray, requires_grad: bool) -> Tensor:
 
 
 def _reduce_tensor(t: Tensor):
-    return _rebuild_tensor, (t._host(), bool(t._rg))
+    return _rebuild_tensor, (t._host(), bool(t._requires_grad))
 
 
 # Plain pickle refuses tensors (fastmlp.save is their file format), but a dataset holding
@@ -120,7 +120,7 @@ class _ArrayRef:
 
 def _strip_arrays(x: Any, arrays: list) -> Any:
     """`x` with each Tensor and NumPy array (of numbers) replaced by an ``_ArrayRef``."""
-    if isinstance(x, Tensor) and type(x._data) is np.ndarray and not x._rg:
+    if isinstance(x, Tensor) and type(x._data) is np.ndarray and not x._requires_grad:
         arrays.append(x._data)
         return _ArrayRef(len(arrays) - 1, True)
     if type(x) is np.ndarray and x.dtype.kind in "biufc":
