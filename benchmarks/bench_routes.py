@@ -2,8 +2,8 @@
 
     python benchmarks/bench_routes.py [--repeat 9]
 
-- seed 001's custom Module (``F.relu(self.fc1(x))``, batch 10, Adam): one training step with
-  the activation folded into the Linear before it, and with the fold switched off;
+- seed 001's custom Module (``F.relu(self.fc1(x))``, batch 10, Adam): one training step (under
+  revisions that folded the activation into the Linear before it, also with the fold off);
 - evaluation (``no_grad``, eval mode) of seed 004's 784-512-512-10 Sequential on 1000 images;
 - a training step of a Sequential the plan refuses (BatchNorm1d between the Linear blocks).
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         crit(bn(Xb), Yb).backward()
         opt.step()
 
-    cases = [("seed-001 Net step, relu folded", step, 300), ("evaluate 784-512-512-10, 1000 rows", evaluate, 20),
+    cases = [("seed-001 Net step" + (", relu folded" if fold is not None else ""), step, 300), ("evaluate 784-512-512-10, 1000 rows", evaluate, 20),
              ("BatchNorm MLP step (plan refuses)", refused_step, 100)]
     if fold is not None:
         cases.insert(1, ("seed-001 Net step, no fold", no_fold_step, 300))

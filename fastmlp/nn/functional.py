@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 import warnings
 from typing import Optional
 
@@ -204,42 +203,7 @@ def _activation(x: Tensor, act: int, param: float, inplace: bool = False) -> Ten
     return _result(y, node)
 
 
-def _probe_refs(input, inplace=False) -> int:
-    return sys.getrefcount(input)
-
-
-# References a temporary argument has inside a function like relu(input): with this
-# many, nothing but the call itself holds the tensor (measured, not assumed, since
-# it depends on the interpreter).
-_TEMP_REFS = _probe_refs(object())
-
-
-def _fuse_into_linear(x: Tensor, act: int, param: float) -> bool:
-    """Apply `act` in place to the fresh output of a Linear and make its node compute
-    the activation's backward too: the same values and gradients as a separate
-    activation op, with one node, one allocation and one pass fewer.
-
-    Only for a temporary (no other reference to the Linear's output tensor can see
-    it change) whose node is an un-hooked identity Linear, and only for activations
-    whose backward needs their output (relu, sigmoid, tanh).
-    """
-    node = x.grad_fn
-    if node.act != IDENTITY or node.freed or node.hooks is not None or node.retained is not None or x._hooks:
-        return False
-    y = node.saved
-    data = x._data
-    if data is not y and data.base is not y:
-        return False
-    for_array(y).act_forward(y, act, param, y)
-    node.act = act
-    node.param = param
-    return True
-
-
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
-    if not inplace and sys.getrefcount(input) <= _TEMP_REFS and type(input.grad_fn) is LinearBackward \
-            and _fuse_into_linear(input, RELU, 0.0):
-        return input
     return _activation(input, RELU, 0.0, inplace)
 
 
@@ -252,16 +216,10 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
 
 
 def sigmoid(input: Tensor) -> Tensor:
-    if sys.getrefcount(input) <= _TEMP_REFS and type(input.grad_fn) is LinearBackward \
-            and _fuse_into_linear(input, SIGMOID, 0.0):
-        return input
     return _activation(input, SIGMOID, 0.0)
 
 
 def tanh(input: Tensor) -> Tensor:
-    if sys.getrefcount(input) <= _TEMP_REFS and type(input.grad_fn) is LinearBackward \
-            and _fuse_into_linear(input, TANH, 0.0):
-        return input
     return _activation(input, TANH, 0.0)
 
 

@@ -263,30 +263,28 @@ def test_one_hot():
 
 
 @pytest.mark.parametrize("fn", [F.relu, F.sigmoid, F.tanh], ids=lambda f: f.__name__)
-def test_activation_of_a_temporary_linear_output_fuses_without_changing_results(fn):
-    """F.relu(self.fc(x)) folds the activation into the Linear's node; the result and every gradient
-    equal those of the unfused pair (kept apart when the Linear's output is referenced elsewhere)."""
+def test_activation_of_a_linear_output_is_its_own_op(fn):
+    """F.relu(self.fc(x)) in a custom module runs layer by layer: the activation records its own
+    node over the Linear's (no fold into the Linear, whatever else holds its output), and its
+    values and gradients equal those of a Sequential, which fuses the pair natively."""
     fastmlp.manual_seed(4)
     fc, out_layer = nn.Linear(6, 5), nn.Linear(5, 2)
+    act = {F.relu: nn.ReLU, F.sigmoid: nn.Sigmoid, F.tanh: nn.Tanh}[fn]()
     x = fastmlp.randn(7, 6, requires_grad=True)
-
-    def run(fused: bool):
+    results = []
+    for sequential in (False, True):
         for p in list(fc.parameters()) + list(out_layer.parameters()) + [x]:
             p.grad = None
-        if fused:
-            h = fn(fc(x))
+        if sequential:
+            out = nn.Sequential(fc, act, out_layer)(x)
         else:
-            pre = fc(x)
-            h = fn(pre)
-            assert pre.grad_fn is not h.grad_fn  # the held pre-activation keeps its own node and values
-        out = out_layer(h)
+            h = fn(fc(x))
+            assert type(h.grad_fn).__name__ != "LinearBackward"
+            assert type(h.grad_fn.next[0]).__name__ == "LinearBackward"
+            out = out_layer(h)
         out.sum().backward()
-        return [out.detach().numpy().copy()] + [t.grad.numpy().copy() for t in (x, fc.weight, fc.bias)], h.grad_fn
-
-    fused, node = run(True)
-    unfused, _ = run(False)
-    assert type(node).__name__ == "LinearBackward"
-    for a, b in zip(fused, unfused):
+        results.append([out.detach().numpy().copy()] + [t.grad.numpy().copy() for t in (x, fc.weight, fc.bias)])
+    for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
 
