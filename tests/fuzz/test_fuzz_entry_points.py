@@ -16,6 +16,9 @@ import math
 import os
 
 import pytest
+
+pytest.importorskip("hypothesis", reason="the fuzz suite needs hypothesis (pip install 'fastmlp[test]')")
+
 from fuzz_entries import ENTRIES, SELFTEST, Arr, Bool, Entry, Float, Int, Lst, Str
 from fuzz_recipes import FILLS, LAYOUTS
 from fuzz_runner import Worker
