@@ -436,7 +436,7 @@ def test_a_save_killed_midway_leaves_an_obvious_temporary_that_the_next_save_rem
     children = []
     for _ in range(2):
         child = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, str(path), stage], stdout=subprocess.PIPE,
-                                 env=env, text=True)
+                                 env=env, text=True, cwd=str(tmp_path))
         assert child.stdout.readline() == "inside\n"
         children.append(child)
     temps = _temps(tmp_path)

@@ -9,7 +9,6 @@ value, so backward only scales it by the upstream gradient.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Optional
 

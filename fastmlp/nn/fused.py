@@ -101,7 +101,6 @@ class FusedTrainStep:
             xd = np.ascontiguousarray(xd, dtype=np.float32)
         if yd.dtype != np.int64 or not yd.flags.c_contiguous:
             yd = np.ascontiguousarray(yd, dtype=np.int64)
-        batch = xd.shape[0]
         st = self._program
         update = self._next
         if update is None:

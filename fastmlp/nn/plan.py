@@ -239,7 +239,6 @@ class TrainingPlan:
 def plan_training(model, loss_fn, optimizer) -> Union[TrainingPlan, Refusal]:
     """The plan for a whole training step of `model` with `loss_fn` and `optimizer` (what
     ``fit`` runs natively), or why ``fit`` runs the layer-by-layer loop instead."""
-    from ..tensor import Tensor  # noqa: F401  (kept close to its use)
     from .container import Sequential
     from .loss import CrossEntropyLoss
 

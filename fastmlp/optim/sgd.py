@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..backend import for_array
-from .optimizer import FlatUpdate, Optimizer, _check_lr, required
+from .optimizer import FlatUpdate, Optimizer, _check_lr
 
 
 class SGD(Optimizer):

@@ -23,7 +23,6 @@ import pytest
 import fastmlp
 from fastmlp.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset, get_worker_info
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LIMIT = 60  # seconds: a DataLoader's timeout and the bound of every child process
 
 
@@ -310,7 +309,6 @@ def _child_pids() -> list:
 def test_ctrl_c_stops_every_worker(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
-        sys.path.insert(0, {ROOT!r})
         import fastmlp
         from fastmlp.utils.data import DataLoader, Dataset
 
@@ -332,7 +330,10 @@ def test_ctrl_c_stops_every_worker(tmp_path):
         except KeyboardInterrupt:
             print("interrupted", flush=True)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # run outside the checkout, over the fastmlp these tests import (the installed wheel in CI)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastmlp.__file__)))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(tmp_path), env=env)
     guard = threading.Timer(LIMIT, proc.kill)  # the readline below cannot wait longer than this
     guard.start()
     try:

@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def run_bounded(cmd: list, env: dict, timeout: float) -> subprocess.CompletedPro
     """Run `cmd` in its own process group; past `timeout` seconds kill the whole group (the launcher
     and every rank) and fail the test: a hang is a failure, never a stuck test run."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=str(REPO), start_new_session=True)
+                            cwd=tempfile.gettempdir(), start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -11,13 +11,18 @@ import select
 import signal
 import struct
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+# The folder holding the fastmlp package the tests import (the installed wheel in CI, the
+# checkout for an in-place build): the worker must import the same one.
+import fastmlp as _fastmlp  # noqa: E402
+
+ROOT = Path(_fastmlp.__file__).resolve().parent.parent
 
 
 class Worker:
@@ -35,7 +40,7 @@ class Worker:
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([sys.executable, str(HERE / "fuzz_worker.py"), str(write_fd)],
                                      stdin=subprocess.PIPE, stdout=self._stderr, stderr=self._stderr,
-                                     pass_fds=(write_fd,), env=env)
+                                     pass_fds=(write_fd,), env=env, cwd=tempfile.gettempdir())
         os.close(write_fd)
         self.reply_fd = read_fd
         ready = self._read(60.0)

@@ -23,7 +23,6 @@ from fastmlp.train import EarlyStopping, ModelCheckpoint, fit
 from fastmlp.train.state import FORMAT, load_training_state
 from fastmlp.utils.data import DataLoader, TensorDataset
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_run(route: str, generator: bool):
@@ -161,7 +160,8 @@ def _train_cmd(data: Path, tmp_path: Path, *extra: str) -> list:
 
 def _env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # the fastmlp these tests import (the installed wheel in CI, the checkout for an in-place build)
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(fastmlp.__file__)) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
     return env
 
@@ -172,12 +172,12 @@ def test_fastmlp_train_killed_mid_epoch_resumes(tmp_path):
     # The uninterrupted run, for reference.
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
-    done = subprocess.run(_train_cmd(data, ref_dir), env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(_train_cmd(data, ref_dir), env=_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     reference = load_training_state(ref_dir / "ck-state.pt")
 
     # Kill a run once its first epoch's state exists, while it trains the second epoch.
-    proc = subprocess.Popen(_train_cmd(data, tmp_path), env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_train_cmd(data, tmp_path), env=_env(), cwd=str(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
     try:
@@ -194,7 +194,7 @@ def test_fastmlp_train_killed_mid_epoch_resumes(tmp_path):
     killed = load_training_state(state)
     assert 1 <= killed["epoch"] < 3, "the kill came after the run had finished"
 
-    resumed = subprocess.run(_train_cmd(data, tmp_path, "--resume", str(state)), env=_env(), capture_output=True,
+    resumed = subprocess.run(_train_cmd(data, tmp_path, "--resume", str(state)), env=_env(), cwd=str(tmp_path), capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "Test accuracy" in resumed.stdout
