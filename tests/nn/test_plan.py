@@ -9,14 +9,17 @@ from fastmlp import nn, optim
 from fastmlp.nn.fused import FusedTrainStep
 from fastmlp.nn.plan import Plan, Refusal, plan_modules, plan_training
 
+
 def _hooked(model, index, pre=False):
     m = model[index]
     (m.register_forward_pre_hook if pre else m.register_forward_hook)(lambda *a: None)
     return model
 
+
 class MyReLU(nn.ReLU):
     def forward(self, x):
         return super().forward(x) * 2.0
+
 
 # name -> (builder, expected refusal substring for the forward plan or None, for the training plan or None)
 CASES = {
@@ -46,6 +49,7 @@ CASES = {
                 "float64", "float64"),
 }
 
+
 def _plan_reason(model):
     p = plan_modules(tuple(model))
     if p:
@@ -54,6 +58,7 @@ def _plan_reason(model):
         why = check_parameters(p)
         return why
     return p.reason
+
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_explain_names_the_reason(name):
@@ -70,6 +75,7 @@ def test_explain_names_the_reason(name):
     else:
         assert fit.startswith("fit: the layer-by-layer loop") and fit_reason in fit
 
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_forward_and_fit_follow_the_plan(name):
     build, fw_reason, fit_reason = CASES[name]
@@ -85,6 +91,7 @@ def test_forward_and_fit_follow_the_plan(name):
     assert bool(plan_training(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))) == \
         (fit_reason is None)
 
+
 def test_refusals_of_the_training_step():
     model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
     sgd = optim.SGD(model.parameters(), lr=0.1)
@@ -98,6 +105,7 @@ def test_refusals_of_the_training_step():
     model[2].weight.requires_grad_(False)
     assert "frozen" in plan_training(model, nn.CrossEntropyLoss(), sgd).reason
 
+
 def test_update_inside_the_step_for_plain_optimizers_only():
     model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
 
@@ -110,11 +118,13 @@ def test_update_inside_the_step_for_plain_optimizers_only():
         assert isinstance(t.plan, Plan) and t.update == update
     assert "MySGD.step()" in nn.explain(model, nn.CrossEntropyLoss(), MySGD(model.parameters(), lr=0.1))
 
+
 def test_refusal_is_falsy_and_plan_describes_blocks():
     p = plan_modules(tuple(CASES["mlp"][0]()))
     assert isinstance(p, Plan) and p.describe() == "Linear(12, 8)+ReLU+Dropout(0.2), Linear(8, 4)"
     r = plan_modules(tuple(CASES["batchnorm"][0]()))
     assert isinstance(r, Refusal) and not r
+
 
 def test_plan_follows_hooks_added_and_removed():
     model = CASES["mlp"][0]()
@@ -124,6 +134,7 @@ def test_plan_follows_hooks_added_and_removed():
     assert type(model(x).grad_fn).__name__ != "ChainBackward"
     handle.remove()
     assert type(model(x).grad_fn).__name__ == "ChainBackward"
+
 
 def test_dropout_p_set_out_of_range_fails_the_same_on_every_route():
     # a setting changed after construction: the program refuses it, and the layer-by-layer path
@@ -145,6 +156,7 @@ def test_dropout_p_set_out_of_range_fails_the_same_on_every_route():
         messages.append(str(e.value))
     assert messages[0] == messages[1] and "1.5" in messages[0]
 
+
 def test_explain_env_logs_once_per_model(monkeypatch, capsys):
     monkeypatch.setenv("FASTMLP_EXPLAIN", "1")
     model = CASES["gelu_tanh"][0]()
@@ -155,6 +167,7 @@ def test_explain_env_logs_once_per_model(monkeypatch, capsys):
     monkeypatch.setenv("FASTMLP_EXPLAIN", "0")
     CASES["mlp"][0]()(fastmlp.randn(2, 12))
     assert capsys.readouterr().err == ""
+
 
 def test_explain_custom_module_and_argument_check():
     class Net(nn.Module):
