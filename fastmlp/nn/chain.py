@@ -95,6 +95,7 @@ class Chain(_Cached):
         self.linears = tuple(b.linear for b in blocks)
         self.params = tuple(p for lin in self.linears for p in (lin.weight, lin.bias))
         self.arrays = tuple(None if p is None else p._data for p in self.params)
+        self.weight_arrays = self.arrays[::2]  # what each backward reads (see ChainBackward)
         self.in_features = self.linears[0].weight._data.shape[1]
         self.shapes = tuple(None if p is None else p._data.shape for p in self.params)
         self.native = _C.MlpProgram([program_layer(b) for b in blocks])
@@ -172,7 +173,7 @@ class Chain(_Cached):
         node.tape = tape
         node.in_shape = x._data.shape
         node.x = xd
-        node.weights = self.arrays[::2]
+        node.weights = self.weight_arrays
         node.out = y if self.output_saved else None
         return _result(y, node)
 

@@ -214,6 +214,17 @@ def check_parameters(plan: Plan) -> Optional[str]:
     return None
 
 
+def plan_program(mods: tuple) -> Union[Plan, Refusal]:
+    """plan_modules, then check_parameters: the plan the native program runs as the parameters are
+    now, or why it does not."""
+    p = plan_modules(mods)
+    if p:
+        why = check_parameters(p)
+        if why:
+            return Refusal(why)
+    return p
+
+
 # Optimizers whose update the program applies inside its step (their own classes: a subclass
 # may change step()).
 def _native_update_kind(optimizer) -> Optional[str]:
@@ -295,18 +306,14 @@ def explain(model, loss_fn=None, optimizer=None) -> str:
     name = type(model).__name__
     lines = []
     if type(model) is Sequential:
-        p = plan_modules(tuple(model))
-        if p:
-            why = check_parameters(p)
-            if why:
-                p = Refusal(why)
+        p = plan_program(tuple(model))
         if p:
             lines.append(f"forward: one native MLP program call ({p.describe()}), and one for its backward")
         else:
             lines.append(f"forward: layer by layer, because {p.reason}")
     else:
-        lines.append(f"forward: layer by layer ({name}.forward runs as written; a Linear whose output goes "
-                     "straight into F.relu, F.sigmoid or F.tanh applies it in its GEMM epilogue)")
+        lines.append(f"forward: layer by layer ({name}.forward runs as written, one op at a time; a Sequential "
+                     "of Linear blocks runs as the native program)")
     if loss_fn is not None or optimizer is not None:
         if loss_fn is None or optimizer is None:
             raise ValueError("explain(): pass both loss_fn and optimizer to explain a training step")

@@ -51,13 +51,10 @@ CASES = {
 
 
 def _plan_reason(model):
-    p = plan_modules(tuple(model))
-    if p:
-        from fastmlp.nn.plan import check_parameters
+    from fastmlp.nn.plan import plan_program
 
-        why = check_parameters(p)
-        return why
-    return p.reason
+    p = plan_program(tuple(model))
+    return None if p else p.reason
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
