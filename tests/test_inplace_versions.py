@@ -206,9 +206,9 @@ def test_graph_not_needing_the_parameter_backwards_after_a_step():
 def test_fit_step_counts_as_a_modification():
     model = fastmlp.nn.Sequential(fastmlp.nn.Linear(4, 3), fastmlp.nn.ReLU(), fastmlp.nn.Linear(3, 2))
     opt = fastmlp.optim.SGD(model.parameters(), lr=0.1)
-    from fastmlp.nn.fused import FusedTrainStep
+    from fastmlp.nn.program import TrainStep
 
-    step = FusedTrainStep.build(model, fastmlp.nn.CrossEntropyLoss(), opt)
+    step = TrainStep.build(model, fastmlp.nn.CrossEntropyLoss(), opt)
     x = fastmlp.randn(5, 4)
     out = model(x)
     step(fastmlp.randn(5, 4), fastmlp.randint(0, 2, (5,)))
@@ -383,7 +383,7 @@ def test_linear_input_modified_in_place_raises(model_name):
 
 def test_sequential_that_takes_the_chain_records_one_node():
     model = _LAYER_MODELS["linear_relu_linear"](fastmlp.nn)
-    assert type(model(fastmlp.randn(2, 5)).grad_fn).__name__ == "ChainBackward"
+    assert type(model(fastmlp.randn(2, 5)).grad_fn).__name__ == "ProgramBackward"
 
 
 @pytest.mark.parametrize("what", ["input", "output"])

@@ -41,21 +41,43 @@ struct PyMlpUpdate {
   std::int64_t step = 1;
   bool amsgrad = false, decoupled_weight_decay = false;
 
-  // The update of the optimizer step that follows this one, when nothing else ran between:
+  // The update `steps` optimizer steps after this one, when nothing else ran between:
   // Adam's step count advances, and SGD's momentum buffers exist after the first step.
-  PyMlpUpdate next() const {
+  PyMlpUpdate next(std::int64_t steps) const {
+    if (steps < 1) value_error(str_cat("MlpUpdate.next: steps must be >= 1; got ", steps));
     PyMlpUpdate u = *this;
-    ++u.step;
+    u.step += steps;
     u.first_step = false;
     return u;
   }
 };
 
+// Buffers with the names errors give them.
+struct Named {
+  std::vector<View> views;
+  std::vector<std::string> names;
+  void add(View v, std::string name) {
+    if (v.is_none()) return;
+    views.push_back(std::move(v));
+    names.push_back(std::move(name));
+  }
+};
+
+// Every buffer of `writes` must lie apart from every buffer of `reads` (without `reads`: from
+// the other buffers of `writes`): a shared or overlapping buffer would give silent garbage.
+void require_apart(const char* fn, const Named& writes, const Named* reads = nullptr) {
+  for (size_t i = 0; i < writes.views.size(); ++i) {
+    const Named& other = reads ? *reads : writes;
+    for (size_t j = 0; j < (reads ? other.views.size() : i); ++j)
+      require_no_overlap(writes.views[i], other.views[j], fn, writes.names[i].c_str(), other.names[j].c_str(), false);
+  }
+}
+
 struct PyMlpProgram {
   std::unique_ptr<cpu::MlpProgram> program;
-  std::vector<View> params;  // every layer's W and b, kept alive
-  std::vector<View> grads;   // every layer's dW and db (train_step writes them)
-  bool trainable = false;    // every layer has its gradient buffers
+  Named params;            // every layer's W and b, kept alive
+  Named grads;             // every layer's dW and db (train_steps writes them)
+  bool trainable = false;  // every layer has its gradient buffers
 };
 
 // One forward pass's saved state, and the arrays it points into (its input and output).
@@ -71,7 +93,6 @@ PyMlpProgram* make_program(const std::vector<PyMlpLayer>& layers) {
   auto* p = new PyMlpProgram;
   std::unique_ptr<PyMlpProgram> guard(p);
   std::vector<cpu::MlpLayer> out;
-  std::vector<std::string> grad_names, param_names;
   index_t prev_out = -1;
   bool all_grads = true;
   for (size_t i = 0; i < n; ++i) {
@@ -84,51 +105,39 @@ PyMlpProgram* make_program(const std::vector<PyMlpLayer>& layers) {
     if (o < 1 || k < 1) value_error(str_cat(fn, ": ", wn, " must not be empty; got ", describe(in.weight)));
     if (prev_out >= 0 && k != prev_out)
       value_error(str_cat(fn, ": ", wn, " expects ", k, " inputs but the previous layer has ", prev_out, " outputs"));
-    cpu::MlpLayer L;
-    L.W = W.f32();
-    L.in = k;
-    L.out = o;
-    p->params.push_back(std::move(W));
-    param_names.push_back(wn);
-    if (!in.bias.is_none()) {
-      View b = contiguous(in.bias, fn, bn.c_str(), Dtype::F32, false);
-      require_shape(b, {o}, fn, bn.c_str());
-      L.b = b.f32();
-      p->params.push_back(std::move(b));
-      param_names.push_back(bn);
-    }
+    View b = optional_contiguous(in.bias, fn, bn.c_str(), Dtype::F32, false);
+    if (!b.is_none()) require_shape(b, {o}, fn, bn.c_str());
     View dW = optional_contiguous(in.weight_grad, fn, dwn.c_str(), Dtype::F32, true);
-    if (!dW.is_none()) {
-      require_shape(dW, {o, k}, fn, dwn.c_str());
-      L.dW = dW.f32();
-      p->grads.push_back(std::move(dW));
-      grad_names.push_back(dwn);
-    }
+    if (!dW.is_none()) require_shape(dW, {o, k}, fn, dwn.c_str());
     View db = optional_contiguous(in.bias_grad, fn, dbn.c_str(), Dtype::F32, true);
     if (!db.is_none()) {
-      if (!L.b) value_error(str_cat(fn, ": ", dbn, " must be None: layer ", i, " has no bias"));
+      if (b.is_none()) value_error(str_cat(fn, ": ", dbn, " must be None: layer ", i, " has no bias"));
       require_shape(db, {o}, fn, dbn.c_str());
-      L.db = db.f32();
-      p->grads.push_back(std::move(db));
-      grad_names.push_back(dbn);
     }
-    all_grads = all_grads && L.dW && (!L.b || L.db);
+    cpu::MlpLayer L;
+    L.W = W.f32();
+    L.b = b.is_none() ? nullptr : b.f32();
+    L.dW = dW.is_none() ? nullptr : dW.f32();
+    L.db = db.is_none() ? nullptr : db.f32();
+    L.in = k;
+    L.out = o;
     L.act = act_from_int(in.act, fn);
     L.act_param = in.act_param;
     L.dropout = in.dropout;
     if (!(L.dropout >= 0.0f && L.dropout < 1.0f))
       value_error(str_cat(fn, ": layers[", i, "].dropout must be in [0, 1); got ", L.dropout));
+    all_grads = all_grads && L.dW && (!L.b || L.db);
+    p->params.add(std::move(W), wn);
+    p->params.add(std::move(b), bn);
+    p->grads.add(std::move(dW), dwn);
+    p->grads.add(std::move(db), dbn);
     out.push_back(L);
     prev_out = o;
   }
   // Every gradient buffer a step writes must be apart from every other one and from every
-  // parameter (of any layer): a shared or overlapping buffer would give silent garbage.
-  for (size_t i = 0; i < p->grads.size(); ++i) {
-    for (size_t j = 0; j < i; ++j)
-      require_no_overlap(p->grads[i], p->grads[j], fn, grad_names[i].c_str(), grad_names[j].c_str(), false);
-    for (size_t j = 0; j < p->params.size(); ++j)
-      require_no_overlap(p->grads[i], p->params[j], fn, grad_names[i].c_str(), param_names[j].c_str(), false);
-  }
+  // parameter (of any layer).
+  require_apart(fn, p->grads);
+  require_apart(fn, p->grads, &p->params);
   p->trainable = all_grads;
   p->program = std::make_unique<cpu::MlpProgram>(std::move(out));
   return guard.release();
@@ -141,7 +150,7 @@ bool inside(const float* p, index_t n, const View& v) {
 }
 
 // The checked native form of an update; `keep` holds its views for the duration of the call.
-cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char* fn, std::vector<View>& keep) {
+cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char* fn, Named& keep) {
   cpu::MlpUpdate u;
   if (obj.is_none()) return u;
   if (!py::isinstance<PyMlpUpdate>(obj)) type_error(fn, "update", "an MlpUpdate or None", obj);
@@ -160,21 +169,19 @@ cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char
                                {"update.max_exp_avg_sq", &in.max_exp_avg_sq, true}};
   const Field* fields = adam ? adam_fields : sgd_fields;
   const int nfields = adam ? 5 : 3;
-  keep.clear();
+  std::vector<View> v(nfields);
   for (int i = 0; i < nfields; ++i) {
     const Field& f = fields[i];
-    View v = f.optional ? optional_contiguous(*f.obj, fn, f.name, Dtype::F32, true)
-                        : contiguous(*f.obj, fn, f.name, Dtype::F32, true);
-    if (!v.is_none()) {
-      if (v.shape.size() != 1) value_error(str_cat(fn, ": ", f.name, " must be 1-D; got ", shape_str(v.shape)));
-      if (i > 0) require_shape(v, keep[0].shape, fn, f.name);
-      for (const View& other : keep)
-        if (!other.is_none()) require_no_overlap(v, other, fn, f.name, "another update buffer", false);
-    }
-    keep.push_back(std::move(v));
+    v[i] = f.optional ? optional_contiguous(*f.obj, fn, f.name, Dtype::F32, true)
+                      : contiguous(*f.obj, fn, f.name, Dtype::F32, true);
+    if (v[i].is_none()) continue;
+    if (v[i].shape.size() != 1) value_error(str_cat(fn, ": ", f.name, " must be 1-D; got ", shape_str(v[i].shape)));
+    if (i > 0) require_shape(v[i], v[0].shape, fn, f.name);
+    keep.add(v[i], f.name);
   }
-  const View& param = keep[0];
-  const View& grad = keep[1];
+  require_apart(fn, keep);
+  const View& param = v[0];
+  const View& grad = v[1];
   const auto& layers = prog.program->layers();
   for (size_t i = 0; i < layers.size(); ++i) {
     const cpu::MlpLayer& L = layers[i];
@@ -186,7 +193,7 @@ cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char
   }
   u.param = param.f32();
   u.grad = grad.f32();
-  for (int i = 2; i < nfields; ++i) u.state[i - 2] = keep[i].is_none() ? nullptr : keep[i].f32();
+  for (int i = 2; i < nfields; ++i) u.state[i - 2] = v[i].is_none() ? nullptr : v[i].f32();
   if (adam) {
     u.kind = cpu::MlpUpdate::Kind::Adam;
     u.adam = cpu::AdamOptions{static_cast<float>(in.lr),    static_cast<float>(in.beta1),
@@ -213,10 +220,11 @@ cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char
 // layers. With an update, step i applies it as the i-th of consecutive optimizer steps: Adam's
 // step count advances by one per step, and SGD's first-step flag holds for step 0 only.
 // Returns the per-step (mean loss, rows predicted right) as two arrays.
-std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
-    PyMlpProgram& self, const char* fn, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
+py::tuple train_steps(
+    PyMlpProgram& self, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
     const std::vector<std::uint64_t>& seeds, const std::vector<std::uint64_t>& offsets, py::handle weight_obj,
     std::int64_t ignore_index, float label_smoothing, py::handle update_obj) {
+  const char* fn = "MlpProgram.train_steps";
   const cpu::MlpProgram& s = *self.program;
   if (!self.trainable)
     value_error(str_cat(fn, ": this program has no gradient buffers (give every layer weight_grad, and bias_grad "
@@ -246,15 +254,14 @@ std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
   if (!w.is_none()) require_shape(w, {classes}, fn, "weight");
   if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
     value_error(str_cat(fn, ": label_smoothing must be in [0, 1]; got ", label_smoothing));
-  for (const View& g : self.grads) {
-    require_no_overlap(g, x, fn, "a gradient buffer", "x", false);
-    if (!w.is_none()) require_no_overlap(g, w, fn, "a gradient buffer", "weight", false);
-  }
+  Named inputs;
+  inputs.add(x, "x");
+  inputs.add(w, "weight");
+  require_apart(fn, self.grads, &inputs);
   cpu::MlpLoss loss{w.is_none() ? nullptr : w.f32(), ignore_index, label_smoothing};
-  std::vector<View> update_views;
+  Named update_views;
   cpu::MlpUpdate update = parse_update(update_obj, self, fn, update_views);
-  for (const View& v : update_views)
-    if (!v.is_none()) require_no_overlap(v, x, fn, "an update buffer", "x", false);
+  require_apart(fn, update_views, &inputs);
   py::array_t<double> losses(steps);
   py::array_t<std::int64_t> correct(steps);
   double* lp = losses.mutable_data();
@@ -275,26 +282,7 @@ std::pair<py::array_t<double>, py::array_t<std::int64_t>> run_steps(
       update.sgd.first_step = false;
     }
   }
-  return {losses, correct};
-}
-
-py::tuple train_step(PyMlpProgram& self, py::handle x_obj, py::handle y_obj, const std::vector<std::uint64_t>& seeds,
-                     const std::vector<std::uint64_t>& offsets, py::handle weight_obj, std::int64_t ignore_index,
-                     float label_smoothing, py::handle update_obj) {
-  const char* fn = "MlpProgram.train_step";
-  View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
-  const index_t batch = x.shape.size() == 2 ? x.shape[0] : 0;  // run_steps reports any other shape
-  auto r = run_steps(self, fn, x_obj, y_obj, {batch}, seeds, offsets, weight_obj, ignore_index, label_smoothing,
-                     update_obj);
-  return py::make_tuple(r.first.at(0), r.second.at(0));
-}
-
-py::tuple train_steps(PyMlpProgram& self, py::handle x_obj, py::handle y_obj, const std::vector<index_t>& sizes,
-                      const std::vector<std::uint64_t>& seeds, const std::vector<std::uint64_t>& offsets,
-                      py::handle weight_obj, std::int64_t ignore_index, float label_smoothing, py::handle update_obj) {
-  auto r = run_steps(self, "MlpProgram.train_steps", x_obj, y_obj, sizes, seeds, offsets, weight_obj, ignore_index,
-                     label_smoothing, update_obj);
-  return py::make_tuple(r.first, r.second);
+  return py::make_tuple(losses, correct);
 }
 
 // y = the program's output for x [batch, in0], a new array; `tape` keeps what backward needs.
@@ -341,8 +329,7 @@ py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::s
     value_error(str_cat(fn, ": weight_grads, bias_grads, accumulate_weight and accumulate_bias need one entry per "
                         "layer (", n, ")"));
   std::vector<cpu::MlpGradDest> dest(n);
-  std::vector<View> views;  // every destination, checked against the others and the inputs
-  std::vector<std::string> names;
+  Named writes;  // every destination, checked against the others and what the pass reads
   for (size_t i = 0; i < n; ++i) {
     const cpu::MlpLayer& L = layers[i];
     const std::string wn = str_cat("weight_grads[", i, "]"), bn = str_cat("bias_grads[", i, "]");
@@ -351,8 +338,6 @@ py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::s
       require_shape(dW, {L.out, L.in}, fn, wn.c_str());
       dest[i].dW = dW.f32();
       dest[i].acc_w = accumulate_weight[i];
-      views.push_back(std::move(dW));
-      names.push_back(wn);
     }
     View db = optional_contiguous(bias_grads[i], fn, bn.c_str(), Dtype::F32, true);
     if (!db.is_none()) {
@@ -360,25 +345,19 @@ py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::s
       require_shape(db, {L.out}, fn, bn.c_str());
       dest[i].db = db.f32();
       dest[i].acc_b = accumulate_bias[i];
-      views.push_back(std::move(db));
-      names.push_back(bn);
     }
+    writes.add(std::move(dW), wn);
+    writes.add(std::move(db), bn);
   }
+  Named reads;
+  reads.add(contiguous(tape.x, fn, "the forward's x", Dtype::F32, false), "the forward's x");
+  reads.add(contiguous(tape.out, fn, "the forward's output", Dtype::F32, false), "the forward's output");
+  reads.add(g, "grad");
+  require_apart(fn, writes);
+  require_apart(fn, writes, &reads);
+  require_apart(fn, writes, &self.params);
   py::array_t<float> dx;
-  float* dxp = nullptr;
-  if (need_dx) {
-    dx = new_f32({batch, in0});
-    dxp = dx.mutable_data();
-  }
-  View x = contiguous(tape.x, fn, "the forward's x", Dtype::F32, false);
-  View y = contiguous(tape.out, fn, "the forward's output", Dtype::F32, false);
-  for (size_t i = 0; i < views.size(); ++i) {
-    require_no_overlap(views[i], y, fn, names[i].c_str(), "the forward's output", false);
-    for (size_t j = 0; j < i; ++j) require_no_overlap(views[i], views[j], fn, names[i].c_str(), names[j].c_str(), false);
-    require_no_overlap(views[i], g, fn, names[i].c_str(), "grad", false);
-    require_no_overlap(views[i], x, fn, names[i].c_str(), "the forward's x", false);
-    for (const View& p : self.params) require_no_overlap(views[i], p, fn, names[i].c_str(), "a weight or bias", false);
-  }
+  float* dxp = need_dx ? (dx = new_f32({batch, in0})).mutable_data() : nullptr;
   {
     py::gil_scoped_release nogil;
     self.program->backward(tape.tape, g.f32(), dest.data(), dxp);
@@ -428,8 +407,8 @@ void bind_mlp(py::module_& m) {
       .def_readwrite("step", &PyMlpUpdate::step)
       .def_readwrite("amsgrad", &PyMlpUpdate::amsgrad)
       .def_readwrite("decoupled_weight_decay", &PyMlpUpdate::decoupled_weight_decay)
-      .def("next", &PyMlpUpdate::next,
-           "The update of the following optimizer step (Adam's step + 1; SGD's first_step off).");
+      .def("next", &PyMlpUpdate::next, py::arg("steps") = 1,
+           "The update `steps` optimizer steps later (Adam's step + steps; SGD's first_step off).");
   py::class_<PyMlpTape>(m, "MlpTape", "What one MlpProgram.forward saves for its backward pass (reusable).")
       .def(py::init<>())
       .def_property_readonly("batch", [](const PyMlpTape& t) { return t.tape.batch; });
@@ -445,17 +424,13 @@ void bind_mlp(py::module_& m) {
            py::arg("accumulate_weight"), py::arg("accumulate_bias"), py::arg("need_dx"),
            "Gradients from grad = dloss/dy over a tape of this program, into weight_grads[i] / bias_grads[i] "
            "(None: not wanted; added to when accumulate_*[i]); returns dloss/dx when need_dx, else None.")
-      .def("train_step", &train_step, py::arg("x"), py::arg("target"), py::arg("seeds"), py::arg("offsets"),
-           py::arg("weight") = py::none(), py::arg("ignore_index") = -100, py::arg("label_smoothing") = 0.0f,
-           py::arg("update") = py::none(),
-           "One forward/backward on a batch into the layers' weight_grad/bias_grad, and with `update` the "
-           "optimizer step too; returns (mean loss, number of rows predicted right).")
       .def("train_steps", &train_steps, py::arg("x"), py::arg("target"), py::arg("sizes"), py::arg("seeds"),
            py::arg("offsets"), py::arg("weight") = py::none(), py::arg("ignore_index") = -100,
            py::arg("label_smoothing") = 0.0f, py::arg("update") = py::none(),
-           "Consecutive train_step calls over the rows of x: step i takes the next sizes[i] rows and "
-           "dropout streams (seeds, offsets)[i*d:(i+1)*d]; with `update`, step i is the i-th of "
-           "consecutive optimizer steps (as update.next() gives them). Returns (losses, correct) as "
+           "Consecutive training steps over the rows of x, each a forward/backward into the layers' "
+           "weight_grad/bias_grad and, with `update`, the optimizer step: step i takes the next sizes[i] "
+           "rows and dropout streams (seeds, offsets)[i*d:(i+1)*d], and is the i-th of consecutive "
+           "optimizer steps (as update.next(i) gives them). Returns (losses, rows predicted right) as "
            "arrays, one entry per step.")
       .def_property_readonly("dropout_layers", [](const PyMlpProgram& s) { return s.program->dropout_layers(); })
       .def_property_readonly("trainable", [](const PyMlpProgram& s) { return s.trainable; });

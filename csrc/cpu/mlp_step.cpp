@@ -49,19 +49,15 @@ void size_scratch(MlpScratch& s, const std::vector<MlpLayer>& layers, index_t ba
   if (s.dz.size() < dz) s.dz.resize(dz);
 }
 
-}  // namespace
-
 int count_dropout(const std::vector<MlpLayer>& layers) {
   int n = 0;
   for (const MlpLayer& L : layers) n += L.dropout > 0.0f;
   return n;
 }
 
-
 // forward:  h_{i+1} = drop(act(h_i·W_iᵀ + b_i))      logits = h_L·W_Lᵀ + b_L
 // loss:     softmax cross-entropy, mean over the batch, gradient dlogits in the same pass
 // backward: dz = g·act'(·) (g after the dropout mask); dW_i = dzᵀ·h_i; db_i = Σ dz; g = dz·W_i
-namespace {
 
 // The optimizer update of rows [r0, r1) of one layer's weight and of the same
 // entries of its bias (see MlpUpdate).
@@ -157,10 +153,12 @@ void input_gradient(const KernelTable& k, const std::vector<MlpLayer>& layers, c
   }
 }
 
-}  // namespace
-
+// The forward pass of `layers` on x [batch, in0] into `tape`; dropout layer j (in
+// order) uses Philox stream (seeds[j], offsets[j]). With `out` non-null the last
+// layer writes its output there, else into the tape. The same kernels in the same
+// order as the eager Linear/activation/Dropout modules.
 void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& t, const float* x, index_t batch,
-                 const std::uint64_t* seeds, const std::uint64_t* offsets, float* out) {
+                 const std::uint64_t* seeds, const std::uint64_t* offsets, float* out = nullptr) {
   const KernelTable& k = kernels();
   const size_t n = layers.size();
   t.batch = batch;
@@ -186,8 +184,14 @@ void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& t, const float* x
   t.output = h;
 }
 
+// The backward pass of `layers` over a tape from mlp_forward, from g = ∂loss/∂output
+// [batch, out_last]: writes the gradients dest[i] asks for, and dx = ∂loss/∂x
+// [batch, in0] when dx is non-null. With an update (kind != None), each layer's
+// parameters are updated as soon as its gradients are final (the update requires
+// every dest to be the layer's own dW/db, overwritten). The same kernels in the same
+// order as the eager LinearBackward and dropout nodes.
 void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScratch& s, const float* g,
-                  const MlpGradDest* dest, float* dx, const MlpUpdate& update) {
+                  const MlpGradDest* dest, float* dx, const MlpUpdate& update = MlpUpdate{}) {
   const KernelTable& k = kernels();
   const index_t batch = t.batch;
   const size_t last = layers.size() - 1;
@@ -239,8 +243,8 @@ void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScra
   }
 }
 
-namespace {
 std::atomic<std::uint64_t> next_program_id{1};
+
 }  // namespace
 
 MlpProgram::MlpProgram(std::vector<MlpLayer> layers)

@@ -78,30 +78,11 @@ struct MlpGradDest {
   bool acc_w = false, acc_b = false;
 };
 
-// The forward pass of `layers` on x [batch, in0] into `tape`; dropout layer j (in
-// order) uses Philox stream (seeds[j], offsets[j]). With `out` non-null the last
-// layer writes its output there, else into the tape. The same kernels in the same
-// order as the eager Linear/activation/Dropout modules.
-void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& tape, const float* x, index_t batch,
-                 const std::uint64_t* seeds, const std::uint64_t* offsets, float* out = nullptr);
-
 // Scratch of the backward pass (gradients flowing between layers), reused across passes.
 struct MlpScratch {
   std::vector<std::vector<float>> grad;
   std::vector<float> dz;
 };
-
-// The backward pass of `layers` over a tape from mlp_forward, from g = ∂loss/∂output
-// [batch, out_last]: writes the gradients dest[i] asks for, and dx = ∂loss/∂x
-// [batch, in0] when dx is non-null. With an update (kind != None), each layer's
-// parameters are updated as soon as its gradients are final (the update requires
-// every dest to be the layer's own dW/db, overwritten). The same kernels in the same
-// order as the eager LinearBackward and dropout nodes.
-void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& tape, MlpScratch& scratch, const float* g,
-                  const MlpGradDest* dest, float* dx, const MlpUpdate& update = MlpUpdate{});
-
-// The number of dropout layers (with p > 0) among `layers`.
-int count_dropout(const std::vector<MlpLayer>& layers);
 
 // One MLP program: the Linear/activation/Dropout layers of a Sequential, run
 //  - eagerly, for model(x) and the loss.backward() that follows: forward() into a tape

@@ -5,9 +5,8 @@ from collections import OrderedDict
 from typing import Iterable, Iterator, Optional, Union
 
 from ..tensor import Tensor
-from . import chain as _chain
 from . import plan as _plan
-from .chain import Chain
+from . import program as _program
 from .module import Module
 
 
@@ -17,7 +16,7 @@ class Sequential(Module):
     An MLP of Linear blocks — each Linear optionally followed by ReLU, LeakyReLU,
     Sigmoid, Tanh or GELU and a Dropout, behind an optional leading Flatten — called
     on a float32 CPU tensor runs its forward pass in one native call and, when
-    gradients are enabled, its backward in one more (``fastmlp.nn.chain``); on other
+    gradients are enabled, its backward in one more (``fastmlp.nn.program``); on other
     devices and dtypes each Linear applies its activation in its GEMM epilogue. The
     results and gradients are bitwise those of running the modules one by one, which
     is what runs for any other Sequential. ``fastmlp.nn.explain(model)`` says which
@@ -65,7 +64,7 @@ class Sequential(Module):
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.pop("_chain", None)  # native and rebuilt on demand: never pickled or copied
+        state.pop("_route", None)  # native and rebuilt on demand: never pickled or copied
         return state
 
     def append(self, module: Module) -> "Sequential":
@@ -88,17 +87,17 @@ class Sequential(Module):
     def forward(self, input):
         # One plan (fastmlp.nn.plan) decides: the native MLP program for float32 CPU inputs, the
         # plan's blocks one op each for other devices and dtypes, else the modules one by one.
-        if type(input) is Tensor and _chain.enabled:
+        if type(input) is Tensor and _program.enabled:
             mods = tuple(self._modules.values())
-            chain = self.__dict__.get("_chain")
-            if chain is None or not chain.current(mods):
-                chain = self.__dict__["_chain"] = Chain.build(mods)
+            route = self.__dict__.get("_route")
+            if route is None or not route.current(mods):
+                route = self.__dict__["_route"] = _program.Route(mods)
                 if _plan.explain_enabled():
                     _plan.log_once(self)
-            if chain.native is not None and chain.usable(input):
-                return chain(input)
-            if chain.plan is not None:
-                return _chain.run_blocks(chain.plan, input)
+            if route.program is not None and route.usable(input):
+                return route(input)
+            if route.plan is not None:
+                return _program.run_blocks(route.plan, input)
         x = input
         for m in self._modules.values():
             x = m(x)

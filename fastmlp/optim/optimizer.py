@@ -255,7 +255,7 @@ class Optimizer:
 
     def _flat_update(self, group: dict) -> Optional[FlatUpdate]:
         """The group's next update as one native call over its flat buffers (see SGD and Adam), for
-        code that runs it itself (fastmlp.nn.fused), or None when this optimizer has none."""
+        code that runs it itself (fastmlp.nn.program), or None when this optimizer has none."""
         return None
 
     def _flat_update_done(self, group: dict, update) -> None:

@@ -7,7 +7,7 @@ the scheduler). The per-step work lives in ``_train_epoch`` alone, and ``fit``
 looks it up in this module at every epoch, so a faster implementation of one
 epoch can replace it (``fastmlp.train.loop._train_epoch = ...``) without
 touching the rest. For a ``Sequential`` MLP trained with ``CrossEntropyLoss`` on the
-CPU, each step runs natively in one call (``fastmlp.nn.fused.FusedTrainStep``:
+CPU, each step runs natively in one call (``fastmlp.nn.program.TrainStep``:
 forward, loss and backward into the optimizer's gradient buffer, then its step),
 with results bitwise equal to the eager step; over a plain DataLoader of a row-wise
 dataset (TensorDataset, MNIST, Subsets of them), runs of consecutive batches are
@@ -36,7 +36,7 @@ from .. import distributed as _dist
 from .._device import batch_device, device_scope
 from ..autograd import is_grad_enabled
 from ..nn import plan as _plan
-from ..nn.fused import FusedTrainStep
+from ..nn.program import TrainStep
 from ..utils.data import DataLoader
 from .callbacks import Callback, FitState, LRSchedulerCallback
 from .evaluation import _pair, evaluate
@@ -58,16 +58,16 @@ def _train_epoch(model, loss_fn: Callable, optimizer, loader: Iterable, device, 
     zero_grad = optimizer.zero_grad
     step = optimizer.step
     update = bar.update
-    fused = _fused_step(model, loss_fn, optimizer) if device is None else None
+    native = _native_step(model, loss_fn, optimizer) if device is None else None
     loss_sum = 0.0
     samples = 0
     steps = 0
 
     def one(inputs, targets) -> float:
-        if fused is not None and fused.accepts(inputs, targets):
-            return fused(inputs, targets)[0]
-        if fused is not None:
-            fused.flush()
+        if native is not None and native.accepts(inputs, targets):
+            return native(inputs, targets)[0]
+        if native is not None:
+            native.flush()
         if device is not None:
             inputs = inputs.to(device)
             targets = targets.to(device)
@@ -79,8 +79,8 @@ def _train_epoch(model, loss_fn: Callable, optimizer, loader: Iterable, device, 
 
     # Between two native steps only the loader and the bar run, so the native steps are held:
     # each reuses the checks of the one before (flushed before any eager step, and at the end).
-    with fused.hold() if fused is not None else contextlib.nullcontext():
-        chunks = _row_chunks(loader, fused)
+    with native.hold() if native is not None else contextlib.nullcontext():
+        chunks = _row_chunks(loader, native)
         if chunks is None:
             for batch in loader:
                 inputs, targets = _pair(batch, "fit")
@@ -94,9 +94,9 @@ def _train_epoch(model, loss_fn: Callable, optimizer, loader: Iterable, device, 
         # The loader gathers many batches at once and the native step runs them in one call.
         for batch, sizes in chunks:
             inputs, targets = _pair(batch, "fit")
-            if sizes is not None and len(sizes) > 1 and fused.accepts(inputs, targets) \
-                    and _labels_in_range(targets, fused):
-                values = fused.steps(inputs, targets, sizes)[0]
+            if sizes is not None and len(sizes) > 1 and native.accepts(inputs, targets) \
+                    and _labels_in_range(targets, native):
+                values = native.steps(inputs, targets, sizes)[0]
             else:  # one batch at a time, as the loop above (so errors come at the batch that has them)
                 values, sizes = [], sizes or [len(inputs)]
                 at = 0
@@ -115,25 +115,25 @@ def _train_epoch(model, loss_fn: Callable, optimizer, loader: Iterable, device, 
 _CHUNK_FLOATS = 1 << 20
 
 
-def _row_chunks(loader, fused) -> Optional[Iterable]:
+def _row_chunks(loader, native) -> Optional[Iterable]:
     """The loader's batches gathered several at a time (DataLoader._row_chunks), when the native
     step can take them so: a plain fastmlp DataLoader over a row-wise dataset, else None."""
-    if fused is None or type(loader) is not DataLoader:
+    if native is None or type(loader) is not DataLoader:
         return None
-    return loader._row_chunks(max(1, _CHUNK_FLOATS // fused.in_features))
+    return loader._row_chunks(max(1, _CHUNK_FLOATS // native.in_features))
 
 
-def _labels_in_range(targets, fused) -> bool:
+def _labels_in_range(targets, native) -> bool:
     y = targets._data
-    classes = fused.classes
+    classes = native.classes
     ok = (y >= 0) & (y < classes)
-    return bool(ok.all()) or bool((ok | (y == fused.loss_fn.ignore_index)).all())
+    return bool(ok.all()) or bool((ok | (y == native.loss_fn.ignore_index)).all())
 
 
-def _fused_step(model, loss_fn, optimizer) -> Optional[FusedTrainStep]:
+def _native_step(model, loss_fn, optimizer) -> Optional[TrainStep]:
     """The native whole-step path for a Sequential MLP with CrossEntropyLoss on the CPU, or None.
 
-    Its results are bitwise those of the eager step (tests/nn/test_fused_step.py); it is
+    Its results are bitwise those of the eager step (tests/nn/test_program_steps.py); it is
     only used while gradients are enabled and every module is in training mode, and
     falls back to the eager step for any batch it does not take as is.
     """
@@ -143,7 +143,7 @@ def _fused_step(model, loss_fn, optimizer) -> Optional[FusedTrainStep]:
         _plan.log_once(_dist.fit.unwrap(model), loss_fn, optimizer)
     if hasattr(model, "_fit_train_step"):  # DistributedDataParallel: native backward, allreduce, native update
         return model._fit_train_step(loss_fn, optimizer)
-    return FusedTrainStep.build(model, loss_fn, optimizer)
+    return TrainStep.build(model, loss_fn, optimizer)
 
 
 def _loader_len(loader) -> Optional[int]:

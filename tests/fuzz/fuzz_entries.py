@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Arr:
@@ -88,7 +90,9 @@ def _program_forward_backward(kw: dict) -> Any:
 def _program_train_step(kw: dict) -> Any:
     prog = _program(kw, grads=True)
     draws = [1] * prog.dropout_layers
-    return prog.train_step(kw["x"], kw["target"], draws, draws, label_smoothing=kw["label_smoothing"])
+    x = kw["x"]
+    rows = [x.shape[0] if isinstance(x, np.ndarray) and x.ndim else 1]
+    return prog.train_steps(x, kw["target"], rows, draws, draws, label_smoothing=kw["label_smoothing"])
 
 
 RED = Str(("mean", "sum", "none"))

@@ -6,7 +6,7 @@ import pytest
 
 import fastmlp
 from fastmlp import nn, optim
-from fastmlp.nn.fused import FusedTrainStep
+from fastmlp.nn.program import TrainStep
 from fastmlp.nn.plan import Plan, Refusal, plan_modules, plan_training
 
 
@@ -81,9 +81,9 @@ def test_forward_and_fit_follow_the_plan(name):
     in_features = next(iter(model.parameters())).shape[1]
     dtype = next(iter(model.parameters())).dtype
     out = model(fastmlp.randn(3, in_features, dtype=dtype))
-    assert (type(out.grad_fn).__name__ == "ChainBackward") == (fw_reason is None)
+    assert (type(out.grad_fn).__name__ == "ProgramBackward") == (fw_reason is None)
     assert (_plan_reason(model) is None) == (fw_reason is None)
-    step = FusedTrainStep.build(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    step = TrainStep.build(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
     assert (step is not None) == (fit_reason is None)
     assert bool(plan_training(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))) == \
         (fit_reason is None)
@@ -126,11 +126,11 @@ def test_refusal_is_falsy_and_plan_describes_blocks():
 def test_plan_follows_hooks_added_and_removed():
     model = CASES["mlp"][0]()
     x = fastmlp.randn(2, 12)
-    assert type(model(x).grad_fn).__name__ == "ChainBackward"
+    assert type(model(x).grad_fn).__name__ == "ProgramBackward"
     handle = model[3].register_forward_hook(lambda m, i, o: None)
-    assert type(model(x).grad_fn).__name__ != "ChainBackward"
+    assert type(model(x).grad_fn).__name__ != "ProgramBackward"
     handle.remove()
-    assert type(model(x).grad_fn).__name__ == "ChainBackward"
+    assert type(model(x).grad_fn).__name__ == "ProgramBackward"
 
 
 def test_dropout_p_set_out_of_range_fails_the_same_on_every_route():

@@ -41,11 +41,11 @@ def test_parameters_are_views_of_one_buffer_from_construction(make_opt):
         assert p.grad is None
     x, y = _batch()
     model(x)  # the program is built over the arena's views
-    chain = model.__dict__["_chain"]
+    chain = model.__dict__["_route"]
     for _ in range(3):
         _step(model, opt, x, y)
     assert [p._data for p in model.parameters()] == arrays  # no swap at the first step
-    assert model.__dict__["_chain"] is chain  # and no rebuild
+    assert model.__dict__["_route"] is chain  # and no rebuild
     assert all(p.grad._data.base is not None for p in model.parameters())
 
 

@@ -9,7 +9,7 @@ from trainhelpers import blobs, loaders, seeded, small_model, state_arrays
 import fastmlp
 from fastmlp import nn, optim
 from fastmlp.autograd import is_grad_enabled
-from fastmlp.nn.fused import FusedTrainStep
+from fastmlp.nn.program import TrainStep
 from fastmlp.train import Callback, ModelCheckpoint, fit
 from fastmlp.utils.data import DataLoader, TensorDataset
 
@@ -39,10 +39,8 @@ def test_fit_equals_the_hand_written_loop(dropout, monkeypatch):
     (fit runs this Sequential MLP through the native whole-step path; the loop is eager)."""
     x, y = blobs(64)
     native_steps = []
-    real_call, real_steps = FusedTrainStep.__call__, FusedTrainStep.steps
-    monkeypatch.setattr(FusedTrainStep, "__call__",
-                        lambda self, *a: native_steps.append(1) or real_call(self, *a))
-    monkeypatch.setattr(FusedTrainStep, "steps",
+    real_steps = TrainStep.steps  # every native step, single or in a run, goes through steps()
+    monkeypatch.setattr(TrainStep, "steps",
                         lambda self, x, y, sizes: native_steps.extend([1] * len(sizes)) or real_steps(self, x, y, sizes))
 
     def setup():
@@ -311,8 +309,8 @@ def test_fit_gathering_runs_of_batches_changes_no_result(opt_name, dropout, monk
 
     monkeypatch.setattr(loop, "_CHUNK_FLOATS", 4 * 17)  # 17 rows: runs of three batches of 5
     runs = []
-    real_steps = FusedTrainStep.steps
-    monkeypatch.setattr(FusedTrainStep, "steps",
+    real_steps = TrainStep.steps
+    monkeypatch.setattr(TrainStep, "steps",
                         lambda self, x, y, sizes: runs.append(list(sizes)) or real_steps(self, x, y, sizes))
     x, y = blobs(69)  # 14 batches: the last run is [5, 4]
     results = []
@@ -328,8 +326,8 @@ def test_fit_gathering_runs_of_batches_changes_no_result(opt_name, dropout, monk
         if cls is DataLoader:
             assert runs == [[5, 5, 5]] * 4 + [[5, 4]] + [[5, 5, 5]] * 4 + [[5, 4]]
             runs.clear()
-        else:
-            assert not runs
+        else:  # no gathering: every batch is a run of its own
+            assert runs == ([[5]] * 13 + [[4]]) * 2
     (l0, s0, o0), (l1, s1, o1) = results
     assert l0 == l1
     for k in s0:

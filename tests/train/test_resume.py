@@ -17,7 +17,7 @@ from trainhelpers import blobs, seeded, small_model, state_arrays, write_mnist_l
 
 import fastmlp
 from fastmlp import nn, optim
-from fastmlp.nn.fused import FusedTrainStep
+from fastmlp.nn.program import TrainStep
 from fastmlp.optim.lr_scheduler import StepLR
 from fastmlp.train import EarlyStopping, ModelCheckpoint, fit
 from fastmlp.train.state import FORMAT, load_training_state
@@ -47,7 +47,7 @@ def make_run(route: str, generator: bool):
 @pytest.mark.parametrize("route", ["native", "eager"])
 def test_two_plus_two_epochs_equal_four_bitwise(tmp_path, route, generator):
     model, opt, loss_fn, train, val, sched, stopper = make_run(route, generator)
-    assert (FusedTrainStep.build(model, loss_fn, opt) is not None) == (route == "native")
+    assert (TrainStep.build(model, loss_fn, opt) is not None) == (route == "native")
     full = fit(model, loss_fn, opt, train, val, epochs=4, scheduler=sched, callbacks=[stopper], progress=False)
     expected = state_arrays(model)
     expected_m = [s["exp_avg"].numpy().copy() for s in opt.state.values()]

@@ -254,9 +254,9 @@ class DistributedDataParallel(Module):
         update taken out of the native call — forward and backward natively into the optimizer's
         flat gradient buffer, then the gradients averaged, then ``optimizer.step()`` (one native
         multi-tensor update over the flat buffers). None: fit runs the eager step."""
-        from ..fused import FusedTrainStep
+        from ..program import TrainStep
 
-        step = FusedTrainStep.build(self.module, loss_fn, optimizer)
+        step = TrainStep.build(self.module, loss_fn, optimizer)
         if step is None or self._comm.size == 1:  # one process: nothing to average, keep the update native
             return step
         step._native_update = False
@@ -265,7 +265,7 @@ class DistributedDataParallel(Module):
 
 
 class _AveragingOptimizer:
-    """The optimizer as FusedTrainStep sees it under DDP: its step first averages the gradients the
+    """The optimizer as TrainStep sees it under DDP: its step first averages the gradients the
     native backward wrote (everything else is the optimizer's own)."""
 
     def __init__(self, optimizer: Any, ddp: DistributedDataParallel) -> None:

@@ -1,5 +1,6 @@
-"""Sequential's native chain (fastmlp.nn.chain): model(x) and loss.backward() in one native call each,
-bitwise equal to the module-by-module path, and out of the way whenever it does not apply."""
+"""Sequential's native program (fastmlp.nn.program.Route): model(x) and loss.backward() in one
+native call each, bitwise equal to the module-by-module path, and out of the way whenever it does
+not apply."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,7 @@ import pytest
 
 import fastmlp
 from fastmlp import autograd, nn, optim
-from fastmlp.nn import chain as chain_mod
+from fastmlp.nn import program as program_mod
 
 
 def make(arch: str):
@@ -39,7 +40,7 @@ def inputs(arch: str, rng, batch: int):
 def train(arch: str, native: bool, monkeypatch, steps=((20, False), (20, True), (7, False)), opt_fn=None,
           eval_at=None):
     """A few seed-style steps; True in `steps` means: accumulate into the previous gradients (no zero_grad)."""
-    monkeypatch.setattr(chain_mod, "enabled", native)
+    monkeypatch.setattr(program_mod, "enabled", native)
     rng = np.random.default_rng(0)
     fastmlp.manual_seed(11)
     model = make(arch)
@@ -73,8 +74,8 @@ def assert_same(t0, t1):
 def test_chain_equals_module_path(arch, monkeypatch):
     _, out0, t0 = train(arch, False, monkeypatch)
     model, out1, t1 = train(arch, True, monkeypatch)
-    assert out0.grad_fn.name() != "MlpChainBackward"
-    assert out1.grad_fn.name() == "MlpChainBackward"
+    assert out0.grad_fn.name() != "MlpProgramBackward"
+    assert out1.grad_fn.name() == "MlpProgramBackward"
     assert_same(t0, t1)
 
 
@@ -105,7 +106,7 @@ def test_chain_matches_float64_finite_differences():
     x = rng.standard_normal((7, 6)).astype(np.float32)
     y = rng.integers(0, 3, 7)
     out = model(fastmlp.tensor(x))
-    assert out.grad_fn.name() == "MlpChainBackward"
+    assert out.grad_fn.name() == "MlpProgramBackward"
     nn.CrossEntropyLoss()(out, fastmlp.tensor(y)).backward()
     params = [p.detach().numpy().astype(np.float64) for p in model.parameters()]
 
@@ -133,7 +134,7 @@ def test_input_gradient_and_frozen_layer(monkeypatch):
     """x that requires grad gets its gradient; a frozen layer gets none; both as the module path."""
     results = []
     for native in (False, True):
-        monkeypatch.setattr(chain_mod, "enabled", native)
+        monkeypatch.setattr(program_mod, "enabled", native)
         fastmlp.manual_seed(1)
         model = make("dropout")
         model[0].weight.requires_grad_(False)
@@ -153,7 +154,7 @@ def test_nothing_requires_grad_gives_no_graph(monkeypatch):
     assert out.grad_fn is None and not out.requires_grad
     with pytest.raises(RuntimeError):
         out.sum().backward()
-    monkeypatch.setattr(chain_mod, "enabled", False)
+    monkeypatch.setattr(program_mod, "enabled", False)
     np.testing.assert_array_equal(out.numpy(), model(x).numpy())
 
 
@@ -162,7 +163,7 @@ def test_two_graphs_in_flight_and_retain_graph(monkeypatch):
     backward through a retained graph: gradients add up as on the module path."""
     results = []
     for native in (False, True):
-        monkeypatch.setattr(chain_mod, "enabled", native)
+        monkeypatch.setattr(program_mod, "enabled", native)
         fastmlp.manual_seed(6)
         model = make("dropout")
         rng = np.random.default_rng(8)
@@ -182,7 +183,7 @@ def test_autograd_grad_and_parameter_hooks(monkeypatch):
     """autograd.grad collects without touching .grad; a tensor hook on a weight sees (and scales) its gradient."""
     results = []
     for native in (False, True):
-        monkeypatch.setattr(chain_mod, "enabled", native)
+        monkeypatch.setattr(program_mod, "enabled", native)
         fastmlp.manual_seed(9)
         model = make("seed001")
         x = fastmlp.tensor(np.random.default_rng(2).random((3, 1, 28, 28), dtype=np.float32))
@@ -202,18 +203,18 @@ def test_module_hooks_and_other_modules_take_the_module_path():
     fastmlp.manual_seed(0)
     model = make("seed001")
     x = fastmlp.rand(2, 1, 28, 28)
-    assert model(x).grad_fn.name() == "MlpChainBackward"
+    assert model(x).grad_fn.name() == "MlpProgramBackward"
     calls = []
     handle = model[2].register_forward_hook(lambda m, a, out: calls.append(1))
-    assert model(x).grad_fn.name() != "MlpChainBackward" and calls == [1]
+    assert model(x).grad_fn.name() != "MlpProgramBackward" and calls == [1]
     handle.remove()
-    assert model(x).grad_fn.name() == "MlpChainBackward"
+    assert model(x).grad_fn.name() == "MlpProgramBackward"
     with fastmlp.no_grad():
         assert model(x).grad_fn is None
-    assert nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))(fastmlp.rand(3, 4)).grad_fn.name() != "MlpChainBackward"
-    assert nn.Sequential(nn.ReLU(), nn.Linear(4, 2))(fastmlp.rand(3, 4)).grad_fn.name() != "MlpChainBackward"
+    assert nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))(fastmlp.rand(3, 4)).grad_fn.name() != "MlpProgramBackward"
+    assert nn.Sequential(nn.ReLU(), nn.Linear(4, 2))(fastmlp.rand(3, 4)).grad_fn.name() != "MlpProgramBackward"
     m64 = nn.Sequential(nn.Linear(4, 2)).double()
-    assert m64(fastmlp.rand(3, 4).double()).grad_fn.name() != "MlpChainBackward"
+    assert m64(fastmlp.rand(3, 4).double()).grad_fn.name() != "MlpProgramBackward"
     m32 = nn.Sequential(nn.Linear(4, 2))
     with pytest.raises(RuntimeError, match="same dtype"):  # float64 input: the module path and its error
         m32(fastmlp.rand(3, 4).double())
@@ -228,7 +229,7 @@ def test_a_parameter_used_twice_gets_both_gradients(tie, monkeypatch):
     x = fastmlp.tensor(np.random.default_rng(0).random((5, 8), dtype=np.float32))
     results = []
     for native in (False, True):
-        monkeypatch.setattr(chain_mod, "enabled", native)
+        monkeypatch.setattr(program_mod, "enabled", native)
         fastmlp.manual_seed(0)
         a = nn.Linear(8, 8)
         b = a if tie == "module" else nn.Linear(8, 8)
@@ -260,7 +261,7 @@ def test_a_subclassed_activation_runs_its_own_forward():
     model = nn.Sequential(nn.Linear(6, 4), DoubledReLU(), nn.Linear(4, 2))
     x = fastmlp.rand(3, 6)
     out = model(x)
-    assert out.grad_fn.name() != "MlpChainBackward"
+    assert out.grad_fn.name() != "MlpProgramBackward"
     h = np.maximum(x.numpy() @ model[0].weight.detach().numpy().T + model[0].bias.detach().numpy(), 0) * 2
     ref = h @ model[2].weight.detach().numpy().T + model[2].bias.detach().numpy()
     np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-5, atol=1e-6)
@@ -275,29 +276,29 @@ def test_activation_settings_are_followed(monkeypatch):
     x = fastmlp.randn(4, 6)
 
     def both():
-        monkeypatch.setattr(chain_mod, "enabled", True)
+        monkeypatch.setattr(program_mod, "enabled", True)
         a = model(x)
-        monkeypatch.setattr(chain_mod, "enabled", False)
+        monkeypatch.setattr(program_mod, "enabled", False)
         b = model(x)
         np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
         return a
 
-    assert both().grad_fn.name() != "MlpChainBackward"  # tanh GELU: the module path
+    assert both().grad_fn.name() != "MlpProgramBackward"  # tanh GELU: the module path
     model[1].approximate = "none"
-    assert both().grad_fn.name() == "MlpChainBackward"
+    assert both().grad_fn.name() == "MlpProgramBackward"
     model[3].negative_slope = 0.3
     both()
     model[1].approximate = "tanh"
-    assert both().grad_fn.name() != "MlpChainBackward"
+    assert both().grad_fn.name() != "MlpProgramBackward"
     # a Dropout's p changed after the chain was built
     dropped = make("dropout")
-    monkeypatch.setattr(chain_mod, "enabled", True)
+    monkeypatch.setattr(program_mod, "enabled", True)
     x = fastmlp.rand(64, 784)
     dropped(x)
     dropped[2].p = 0.9
     fastmlp.manual_seed(4)
     a = dropped(x).detach().numpy()
-    monkeypatch.setattr(chain_mod, "enabled", False)
+    monkeypatch.setattr(program_mod, "enabled", False)
     fastmlp.manual_seed(4)
     b = dropped(x).detach().numpy()
     np.testing.assert_array_equal(a, b)
@@ -313,16 +314,16 @@ def test_chain_follows_changes_to_the_model(monkeypatch):
     model[5].weight = nn.Parameter(fastmlp.zeros(64, 64))
     model[7].bias.data = fastmlp.ones(10) * 5.0
     out = model(x)
-    assert out.grad_fn.name() == "MlpChainBackward"
-    monkeypatch.setattr(chain_mod, "enabled", False)
+    assert out.grad_fn.name() == "MlpProgramBackward"
+    monkeypatch.setattr(program_mod, "enabled", False)
     ref = model(x)
     np.testing.assert_array_equal(out.detach().numpy(), ref.detach().numpy())
     np.testing.assert_array_equal(out.detach().numpy()[:, 0], ref.detach().numpy()[:, 0])
-    monkeypatch.setattr(chain_mod, "enabled", True)
+    monkeypatch.setattr(program_mod, "enabled", True)
     model.double()
-    assert model(x.double()).grad_fn.name() != "MlpChainBackward"
+    assert model(x.double()).grad_fn.name() != "MlpProgramBackward"
     model.float()
-    assert model(x).grad_fn.name() == "MlpChainBackward"
+    assert model(x).grad_fn.name() == "MlpProgramBackward"
 
 
 def test_model_with_a_chain_deep_copies():
@@ -332,10 +333,10 @@ def test_model_with_a_chain_deep_copies():
     model.eval()
     y = model(x).detach().numpy()
     other = copy.deepcopy(model)
-    assert "_chain" not in other.__dict__
+    assert "_route" not in other.__dict__
     np.testing.assert_array_equal(other(x).detach().numpy(), y)
     other.train()
-    assert other(x).grad_fn.name() == "MlpChainBackward"
+    assert other(x).grad_fn.name() == "MlpProgramBackward"
 
 
 def _layer(W, b=None, dropout=0.0, **grads):
@@ -376,7 +377,7 @@ def test_program_native_checks():
     dx = _backward(c, tape, np.ones((2, 4), np.float32), need_dx=True)
     np.testing.assert_array_equal(dx, np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="no gradient buffers"):
-        c.train_step(np.ones((2, 3), np.float32), np.zeros(2, np.int64), [], [])
+        c.train_steps(np.ones((2, 3), np.float32), np.zeros(2, np.int64), [2], [], [])
 
 
 def test_program_refuses_buffers_shared_across_layers():
@@ -414,7 +415,7 @@ def test_train_step_takes_any_batch_size():
     for batch in (2, 7, 1, 64):
         x = rng.standard_normal((batch, 5)).astype(np.float32)
         y = rng.integers(0, 3, batch)
-        loss, correct = c.train_step(x, y, [], [])
+        (loss,), (correct,) = c.train_steps(x, y, [batch], [], [])
         z = x.astype(np.float64) @ W.T.astype(np.float64)
         p = np.exp(z - z.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
@@ -429,17 +430,17 @@ def test_train_step_takes_any_batch_size():
 def test_no_grad_forward_runs_the_program_bitwise_like_the_modules(arch, mode, monkeypatch):
     # evaluation (no_grad) takes the native program too, with the module path's exact values
     calls = []
-    real = chain_mod.Chain.__call__
+    real = program_mod.Route.__call__
 
     def counting(self, x):
         calls.append(1)
         return real(self, x)
 
-    monkeypatch.setattr(chain_mod.Chain, "__call__", counting)
+    monkeypatch.setattr(program_mod.Route, "__call__", counting)
     x, _ = inputs(arch, np.random.default_rng(3), 33)
     outs = []
     for native in (False, True):
-        monkeypatch.setattr(chain_mod, "enabled", native)
+        monkeypatch.setattr(program_mod, "enabled", native)
         fastmlp.manual_seed(2)
         model = make(arch)
         model.train(mode == "train")
@@ -456,7 +457,7 @@ def test_plan_runs_block_by_block_where_the_program_does_not(monkeypatch):
     # activation) each, with the module path's values and gradients
     results = []
     for native in (False, True):
-        monkeypatch.setattr(chain_mod, "enabled", native)
+        monkeypatch.setattr(program_mod, "enabled", native)
         fastmlp.manual_seed(4)
         model = make("mixed").double().eval()
         x = fastmlp.tensor(np.random.default_rng(1).random((9, 784)), requires_grad=True)
@@ -464,7 +465,8 @@ def test_plan_runs_block_by_block_where_the_program_does_not(monkeypatch):
         out.sum().backward()
         results.append([out.detach().numpy(), x.grad.numpy()] + [p.grad.numpy() for p in model.parameters()])
         if native:
-            assert type(model.__dict__["_chain"]).__name__ == "NoChain" and model.__dict__["_chain"].plan
+            route = model.__dict__["_route"]
+            assert route.program is None and route.plan
             assert "float64" in nn.explain(model)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)

@@ -1,5 +1,6 @@
-"""The fused native training step equals the eager loop step for step (bitwise, same kernels in the
-same order, same dropout masks), and refuses models it does not cover."""
+"""fit's native training step (fastmlp.nn.program.TrainStep) equals the eager loop step for step
+(bitwise, same kernels in the same order, same dropout masks), and refuses models it does not
+cover."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 import fastmlp
 from fastmlp import nn, optim
-from fastmlp.nn.fused import FusedTrainStep
+from fastmlp.nn.program import TrainStep
 
 
 def make(arch: str):
@@ -53,7 +54,7 @@ def test_fused_step_equals_eager_step(arch, opt_name, loss_kw, held):
         model = make(arch)
         opt = OPTS[opt_name](model.parameters())
         crit = nn.CrossEntropyLoss(**loss_kw)
-        step = FusedTrainStep.build(model, crit, opt) if fused else None
+        step = TrainStep.build(model, crit, opt) if fused else None
         assert (step is not None) == fused
         trace = []
         hold = step.hold() if fused and held else None
@@ -116,7 +117,7 @@ def test_first_layer_update_in_threads_equals_eager_step(opt_name):
                 model = nn.Sequential(nn.Linear(784, 101), nn.ReLU(), nn.Linear(101, 10))
                 opt = OPTS[opt_name](model.parameters())
                 crit = nn.CrossEntropyLoss()
-                step = FusedTrainStep.build(model, crit, opt) if fused else None
+                step = TrainStep.build(model, crit, opt) if fused else None
                 for x, y in batches:
                     xt, yt = fastmlp.tensor(x), fastmlp.tensor(y)
                     if fused:
@@ -138,21 +139,21 @@ def test_first_layer_update_in_threads_equals_eager_step(opt_name):
 def test_unsupported_models_fall_back():
     crit = nn.CrossEntropyLoss()
     m = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    assert FusedTrainStep.build(m, crit, optim.SGD(m.parameters(), lr=0.1)) is None
+    assert TrainStep.build(m, crit, optim.SGD(m.parameters(), lr=0.1)) is None
     m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2), nn.Softmax(dim=1))
-    assert FusedTrainStep.build(m, crit, optim.SGD(m.parameters(), lr=0.1)) is None
+    assert TrainStep.build(m, crit, optim.SGD(m.parameters(), lr=0.1)) is None
     m = nn.Sequential(nn.Linear(4, 2))
-    assert FusedTrainStep.build(m, nn.MSELoss(), optim.SGD(m.parameters(), lr=0.1)) is None
-    assert FusedTrainStep.build(m, nn.CrossEntropyLoss(reduction="sum"), optim.SGD(m.parameters(), lr=0.1)) is None
+    assert TrainStep.build(m, nn.MSELoss(), optim.SGD(m.parameters(), lr=0.1)) is None
+    assert TrainStep.build(m, nn.CrossEntropyLoss(reduction="sum"), optim.SGD(m.parameters(), lr=0.1)) is None
     m64 = nn.Sequential(nn.Linear(4, 2)).double()
-    assert FusedTrainStep.build(m64, crit, optim.SGD(m64.parameters(), lr=0.1)) is None
+    assert TrainStep.build(m64, crit, optim.SGD(m64.parameters(), lr=0.1)) is None
     other = nn.Linear(4, 2)
-    assert FusedTrainStep.build(m, crit, optim.SGD(other.parameters(), lr=0.1)) is None
+    assert TrainStep.build(m, crit, optim.SGD(other.parameters(), lr=0.1)) is None
 
 
 def test_fused_step_checks_labels():
     m = nn.Sequential(nn.Linear(4, 3))
-    step = FusedTrainStep.build(m, nn.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1))
+    step = TrainStep.build(m, nn.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1))
     with pytest.raises(IndexError, match=r"target\[1\] = 7 is out of range for 3 classes"):
         step(fastmlp.randn(2, 4), fastmlp.tensor([0, 7]))
     with pytest.raises(ValueError, match=r"x must be \[batch, 4\]"):
@@ -164,7 +165,7 @@ def test_optimizer_update_runs_inside_the_native_step(monkeypatch):
     fastmlp.manual_seed(0)
     model = make("seed004")
     opt = optim.Adam(model.parameters(), lr=1e-3)
-    step = FusedTrainStep.build(model, nn.CrossEntropyLoss(), opt)
+    step = TrainStep.build(model, nn.CrossEntropyLoss(), opt)
     monkeypatch.setattr(opt, "step", lambda *a: pytest.fail("optimizer.step() called"))
     x = fastmlp.rand(8, 784)
     y = fastmlp.randint(0, 10, (8,))
@@ -178,18 +179,18 @@ def test_native_update_checks_its_buffers():
     fastmlp.manual_seed(0)
     model = make("seed004")
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    step = FusedTrainStep.build(model, nn.CrossEntropyLoss(), opt)
+    step = TrainStep.build(model, nn.CrossEntropyLoss(), opt)
     x = fastmlp.rand(4, 784)
     y = fastmlp.randint(0, 10, (4,))
     step(x, y)
-    st = step._program
+    st = step.program
     xd, yd = x.numpy(), y.numpy()
 
     def bad(**fields):
         upd = opt._flat_update(opt.param_groups[0]).native()
         for k, v in fields.items():
             setattr(upd, k, v)
-        st.train_step(xd, yd, [1, 1], [0, 0], update=upd)
+        st.train_steps(xd, yd, [4], [1, 1], [0, 0], update=upd)
 
     with pytest.raises(ValueError, match=r"'update.momentum_buffer' must have shape"):
         bad(momentum_buffer=np.zeros(5, np.float32))
@@ -204,21 +205,21 @@ def test_native_update_checks_its_buffers():
     with pytest.raises(TypeError, match="'update.exp_avg' must be a float32 numpy array; got None"):
         bad(kind="adam")  # an Adam update without its state buffers
     with pytest.raises(TypeError, match="update"):
-        st.train_step(xd, yd, [1, 1], [0, 0], update=[1, 2])
+        st.train_steps(xd, yd, [4], [1, 1], [0, 0], update=[1, 2])
     with pytest.raises(TypeError, match="update"):  # the Python form is converted by native()
-        st.train_step(xd, yd, [1, 1], [0, 0], update=opt._flat_update(opt.param_groups[0]))
+        st.train_steps(xd, yd, [4], [1, 1], [0, 0], update=opt._flat_update(opt.param_groups[0]))
 
 
 def test_update_next_is_the_following_step():
     model = make("seed004")
     x, y = fastmlp.rand(4, 784), fastmlp.randint(0, 10, (4,))
     opt = optim.Adam(model.parameters())
-    FusedTrainStep.build(model, nn.CrossEntropyLoss(), opt)(x, y)
+    TrainStep.build(model, nn.CrossEntropyLoss(), opt)(x, y)
     u = opt._flat_update(opt.param_groups[0])
     n = u.next()
     assert (u.step, n.step, u.after(3).step) == (2, 3, 5) and n.lr == u.lr == 1e-3 and n.param is u.param
     native = u.native()
-    assert (native.kind, native.step, native.next().step, native.lr) == ("adam", 2, 3, 1e-3)
+    assert (native.kind, native.step, native.next().step, native.next(3).step, native.lr) == ("adam", 2, 3, 5, 1e-3)
     assert native.exp_avg is u.exp_avg and native.max_exp_avg_sq is None
     s = fastmlp._C.MlpUpdate()
     s.kind, s.first_step, s.momentum, s.lr = "sgd", True, 0.9, 0.1
@@ -229,10 +230,10 @@ def test_update_next_is_the_following_step():
 def test_train_steps_checks_its_batches():
     fastmlp.manual_seed(0)
     model = make("seed004")  # two dropout layers
-    step = FusedTrainStep.build(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
+    step = TrainStep.build(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1))
     x, y = fastmlp.rand(6, 784), fastmlp.randint(0, 10, (6,))
     step(x[:4], y[:4])
-    st = step._program
+    st = step.program
     xd, yd = x.numpy(), y.numpy()
     with pytest.raises(ValueError, match=r"sizes must add up to the rows of x \(6\)"):
         st.train_steps(xd, yd, [3, 2], [1] * 4, [0] * 4)
