@@ -88,10 +88,9 @@ class Sequential(Module):
         # One plan (fastmlp.nn.plan) decides: the native MLP program for float32 CPU inputs, the
         # plan's blocks one op each for other devices and dtypes, else the modules one by one.
         if type(input) is Tensor and _program.enabled:
-            mods = tuple(self._modules.values())
             route = self.__dict__.get("_route")
-            if route is None or not route.current(mods):
-                route = self.__dict__["_route"] = _program.Route(mods)
+            if route is None or not route.current():
+                route = self.__dict__["_route"] = _program.Route(tuple(self._modules.values()))
                 if _plan.explain_enabled():
                     _plan.log_once(self)
             if route.program is not None and route.usable(input):

@@ -51,9 +51,10 @@ class Linear(Module):
 
 
 class _Activation(Module):
-    """An activation that a preceding Linear can fuse into its GEMM epilogue (see Sequential)."""
+    """An activation that a preceding Linear can fuse into its GEMM epilogue (see fastmlp.nn.plan)."""
 
     act: int = -1
+    _affects_plan = True  # the native program reads its settings (see fastmlp._generation)
 
     def act_param(self) -> float:
         return 0.0
@@ -156,6 +157,8 @@ class LogSoftmax(Module):
 class Dropout(Module):
     """Zeroes elements with probability p during training (``torch.nn.Dropout``); identity in eval()."""
 
+    _affects_plan = True  # the native program reads p and the mode (see fastmlp._generation)
+
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         if not 0.0 <= p <= 1.0:
@@ -226,6 +229,10 @@ class BatchNorm1d(Module):
 
 
 class Flatten(Module):
+    """Flattens dims start_dim..end_dim into one (``torch.nn.Flatten``)."""
+
+    _affects_plan = True  # the native program reads its dims (see fastmlp._generation)
+
     def __init__(self, start_dim: int = 1, end_dim: int = -1):
         super().__init__()
         self.start_dim = start_dim

@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from .. import _dtype
+from .. import _generation
 from .._device import CPU, device as _device_cls, same_place
 from ..autograd import no_grad
 from ..tensor import Size, Tensor, _parse_to_args
@@ -56,17 +57,25 @@ class _RemovableHandle:
 
     def remove(self) -> None:
         self._store.pop(self._key, None)
-        _hook_version[0] += 1
+        _generation.advance()
 
 
 _hook_ids = [0]
-# Bumped whenever any module registers or removes a forward (pre-)hook, so that
-# Sequential's native chain checks its modules for hooks only after a change.
-_hook_version = [0]
 
 # Bumped whenever any module registers or removes a parameter, buffer or child, so
 # that parameters() can serve a cached list (it runs in every zero_grad()).
 _structure_version = [0]
+
+
+def _registered(module: "Module", name: str) -> None:
+    """Bookkeeping of (re)registering `name` as a parameter or child of `module`: replacing or
+    removing one changes what a native program built over the model computes (advance the model
+    generation); a new name changes only `module`'s own structure (its native route, if any, goes)."""
+    d = module.__dict__
+    if name in d.get("_parameters", ()) or name in d.get("_modules", ()):
+        _generation.advance()
+    else:
+        d.pop("_route", None)
 
 
 class Module:
@@ -78,7 +87,9 @@ class Module:
     """
 
     training: bool
-    _fusable = False  # see Sequential: Linear + activation pairs run as one native GEMM
+    # Whether the native program reads this module's attributes (a Dropout's p, an activation's
+    # parameter): setting one to a new value advances the model generation (fastmlp._generation).
+    _affects_plan = False
 
     def __init__(self, *args, **kwargs):
         if args or kwargs:
@@ -98,6 +109,9 @@ class Module:
         if isinstance(value, (Parameter, Module)) or name in d.get("_parameters", ()) or \
                 name in d.get("_modules", ()) or name in d.get("_buffers", ()):
             _structure_version[0] += 1
+            _registered(self, name)
+        elif self._affects_plan and d.get(name, value) is not value:
+            _generation.advance()
         if "_parameters" not in d:
             raise AttributeError(f"cannot assign attributes before {type(self).__name__}.__init__() calls "
                                  "super().__init__()")
@@ -128,12 +142,14 @@ class Module:
 
     def __delattr__(self, name: str) -> None:
         _structure_version[0] += 1
+        _registered(self, name)
         for store in ("_parameters", "_modules", "_buffers"):
             self.__dict__[store].pop(name, None)
         object.__delattr__(self, name)
 
     def register_parameter(self, name: str, param: Optional[Parameter]) -> None:
         _structure_version[0] += 1
+        _registered(self, name)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter '{name}' "
                             "(fastmlp.nn.Parameter or None required)")
@@ -153,6 +169,7 @@ class Module:
 
     def add_module(self, name: str, module: Optional["Module"]) -> None:
         _structure_version[0] += 1
+        _registered(self, name)
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
         if not isinstance(name, str) or "." in name or name == "":
@@ -199,13 +216,13 @@ class Module:
 
     def register_forward_hook(self, hook: Callable) -> _RemovableHandle:
         _hook_ids[0] += 1
-        _hook_version[0] += 1
+        _generation.advance()
         self._forward_hooks[_hook_ids[0]] = hook
         return _RemovableHandle(self._forward_hooks, _hook_ids[0])
 
     def register_forward_pre_hook(self, hook: Callable) -> _RemovableHandle:
         _hook_ids[0] += 1
-        _hook_version[0] += 1
+        _generation.advance()
         self._forward_pre_hooks[_hook_ids[0]] = hook
         return _RemovableHandle(self._forward_pre_hooks, _hook_ids[0])
 
@@ -281,7 +298,9 @@ class Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
         for m in self.modules():
-            m.__dict__["training"] = mode
+            if m.__dict__["training"] != mode:
+                m.__dict__["training"] = mode
+                _generation.advance()
         return self
 
     def eval(self) -> "Module":

@@ -25,14 +25,13 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _C
+from .. import _C, _generation
 from .. import random as _random
 from ..autograd import HANDLED, Node, _Engine, _GradMode, grad_sink
 from ..backend.acts import IDENTITY, backward_needs_input
 from ..tensor import Tensor, _result, _wrap
 from . import functional as F
-from .layers import Dropout, Flatten, Linear, _Activation
-from .module import _hook_version, _structure_version
+from .layers import Linear
 from .plan import Plan, Refusal, TrainingPlan, check_parameters, plan_modules, plan_training, program_layer
 
 # Sequential takes the native program only while this is true (the tests compare it with the
@@ -69,39 +68,15 @@ def _takes(xd, width: int) -> bool:
             and xd.size == xd.shape[0] * width)
 
 
-def _settings(mods: tuple) -> tuple:
-    """What can change in place in the modules and changes what the program computes: a
-    Dropout's p and mode, a Flatten's dims, an activation's parameter and fusability."""
-    out = []
-    for m in mods:
-        t = type(m)
-        if t is Dropout:
-            out.append((m.p, m.training))
-        elif t is Flatten:
-            out.append((m.start_dim, m.end_dim))
-        elif isinstance(m, _Activation):
-            out.append((m.fusable(), m.act_param()))
-    return tuple(out)
-
-
-def _has_settings(m) -> bool:
-    t = type(m)
-    return t is Dropout or t is Flatten or (isinstance(m, _Activation) and (
-        t.act_param is not _Activation.act_param or t.fusable is not _Activation.fusable))
-
-
 class Route:
-    """How one Sequential's forward runs, for the modules, parameters and settings it was made
-    for: the native `program` (None when the plan refuses them; then `plan` is set when only
-    the parameters keep them off it, and :func:`run_blocks` runs it)."""
+    """How one Sequential's forward runs: the native `program` (None when the plan refuses the
+    modules; then `plan` is set when only the parameters keep them off it, and
+    :func:`run_blocks` runs it). Valid while :meth:`current`."""
 
     def __init__(self, mods: tuple):
-        self.mods = mods
-        self.params = tuple(t for m in mods if type(m) is Linear for t in (m.weight, m.bias))
-        self.arrays = tuple(None if t is None else t._data for t in self.params)
-        self.settable = tuple(m for m in mods if _has_settings(m))
-        self.settings = _settings(self.settable)
-        self.versions = (_structure_version[0], _hook_version[0])
+        self.generation = _generation.value[0]
+        self.linear_params = tuple(t for m in mods if type(m) is Linear for t in (m.weight, m.bias) if t is not None)
+        self.arrays = tuple(t._data for t in self.linear_params)
         p = plan_modules(mods)
         why = check_parameters(p) if p else None
         self.plan = p if p else None  # run_blocks runs it when only the parameters keep it off the program
@@ -114,24 +89,20 @@ class Route:
             last = p.blocks[-1]
             self.output_saved = (last.act != IDENTITY and not backward_needs_input(last.act)
                                  and last.dropout_p() == 0)
-            self.weights = self.arrays[::2]  # what each backward reads (see ProgramBackward)
-            self.shapes = tuple(None if a is None else a.shape for a in self.arrays)
+            self.params = tuple(t for b in p.blocks for t in (b.linear.weight, b.linear.bias))
+            self.weights = tuple(t._data for t in self.params[::2])  # what each backward reads
+            self.shapes = tuple(None if t is None else t._data.shape for t in self.params)
             self.free: list = []  # tapes whose backward has run, for the next forward
 
-    def current(self, mods: tuple) -> bool:
-        """Whether this route still describes `mods` (same modules, parameter arrays, settings, hooks)."""
-        if self.versions != (_structure_version[0], _hook_version[0]):
-            # something was registered, replaced or hooked somewhere: compare the modules themselves
-            if mods != self.mods or self.versions[1] != _hook_version[0]:
+    def current(self) -> bool:
+        """Whether the route still describes its model: the model generation (``fastmlp._generation``)
+        is the one it was made in, and every Linear's parameters hold the arrays they held then."""
+        if self.generation != _generation.value[0]:
+            return False
+        for p, a in zip(self.linear_params, self.arrays):
+            if p._data is not a:
                 return False
-            linears = (t for m in mods if type(m) is Linear for t in (m.weight, m.bias))
-            if any(a is not b for a, b in zip(linears, self.params)):
-                return False
-            self.versions = (_structure_version[0], _hook_version[0])
-        for p, a in zip(self.params, self.arrays):
-            if p is not None and p._data is not a:
-                return False
-        return not self.settable or _settings(self.settable) == self.settings
+        return True
 
     def usable(self, x: Tensor) -> bool:
         """Whether the program takes x as is: a float32 CPU tensor of the first layer's width."""
@@ -226,7 +197,8 @@ class TrainStep:
         self.params = [t for b in self.plan.blocks for t in (b.linear.weight, b.linear.bias) if t is not None]
         self.in_features, self.classes = self.plan.in_features, self.plan.out_features
         self.program = None
-        self._bound: tuple = ()
+        self._generation = -1  # the model generation the program was built in
+        self._bound: tuple = ()  # the parameters' arrays and gradient buffers it was built over
         # SGD, Adam and AdamW themselves, with one parameter group, update inside the native
         # call (see plan_training); else optimizer.step() runs after each step.
         self._native_update = training.update is not None
@@ -324,15 +296,17 @@ class TrainStep:
         return cached[1]
 
     def _prepare(self):
-        """Check (and if needed rebuild) the program against the parameters' arrays and gradient
-        buffers as they are now, make the gradient buffers the parameters' .grad, and return the
+        """Rebuild the program if the model generation moved on since it was built or a
+        parameter holds another array or gradient buffer, make the gradient buffers the parameters' .grad, and return the
         optimizer's update (None: not native)."""
         self.flush()
-        if self.program is None or any(p._data is not d or p._grad_buf is not g for p, d, g in self._bound):
+        if self._generation != _generation.value[0] or any(
+                p._data is not d or p._grad_buf is not g for p, d, g in self._bound):
             for group in self.optimizer.param_groups:
                 if self.optimizer._flat_for(group, force=True) is None:
                     raise RuntimeError("the optimizer could not lay its parameters out in one buffer")
             self.program = _C.MlpProgram([program_layer(b, grads=True) for b in self.plan.blocks])
+            self._generation = _generation.value[0]
             self._bound = tuple((p, p._data, p._grad_buf) for p in self.params)
         for p, _, g in self._bound:  # the gradients the program writes are the parameters' .grad
             pg = p.grad

@@ -470,3 +470,29 @@ def test_plan_runs_block_by_block_where_the_program_does_not(monkeypatch):
             assert "float64" in nn.explain(model)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_route_is_kept_across_changes_that_do_not_concern_it():
+    # the route is rebuilt only when the model generation moves on or a parameter gets a new
+    # array: a train() call that changes no mode, a new module elsewhere or an in-place
+    # parameter update keep it; a mode change, a new Dropout p or a replaced layer do not
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Dropout(0.2), nn.Linear(5, 3))
+    x = fastmlp.rand(4, 6)
+    model(x)
+    route = model.__dict__["_route"]
+    model.train()
+    nn.CrossEntropyLoss()
+    nn.Linear(3, 3)
+    with fastmlp.no_grad():
+        model[0].weight.mul_(0.5)
+    model(x)
+    assert model.__dict__["_route"] is route
+    for change in (lambda: model.eval(), lambda: setattr(model[2], "p", 0.3),
+                   lambda: model.__setitem__(3, nn.Linear(5, 3)),
+                   lambda: setattr(model[0].weight, "data", fastmlp.rand(5, 6))):
+        change()
+        model(x)
+        assert model.__dict__["_route"] is not route
+        route = model.__dict__["_route"]
+    expected = model[3](model[2](model[1](model[0](x))))  # eval mode: dropout is the identity
+    np.testing.assert_array_equal(model(x).detach().numpy(), expected.detach().numpy())
