@@ -5,7 +5,10 @@
 - seed 001's custom Module (``F.relu(self.fc1(x))``, batch 10, Adam): one training step (under
   revisions that folded the activation into the Linear before it, also with the fold off);
 - evaluation (``no_grad``, eval mode) of seed 004's 784-512-512-10 Sequential on 1000 images;
-- a training step of a Sequential the plan refuses (BatchNorm1d between the Linear blocks).
+- a training step of a Sequential the plan refuses (BatchNorm1d between the Linear blocks);
+- a training step of a float64 Sequential (784-256-256-10, batch 64), which the program does not
+  take: the plan's blocks one GEMM each (activation in the epilogue), and, for comparison, the
+  modules one by one (``fastmlp.nn.program.run_blocks`` replaced for the sample).
 
 Prints microseconds per call; run it under two revisions to compare them.
 """
@@ -28,6 +31,12 @@ def _per_call(fn, n: int) -> float:
     for _ in range(n):
         fn()
     return (time.perf_counter() - t0) / n * 1e6
+
+
+def _modules(model, x):
+    for m in model:
+        x = m(x)
+    return x
 
 
 def main(argv=None) -> int:
@@ -71,10 +80,33 @@ def main(argv=None) -> int:
         crit(bn(Xb), Yb).backward()
         opt.step()
 
-    cases = [("seed-001 Net step" + (", relu folded" if fold is not None else ""), step, 300), ("evaluate 784-512-512-10, 1000 rows", evaluate, 20),
-             ("BatchNorm MLP step (plan refuses)", refused_step, 100)]
+    f64 = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)).double()
+    opt64 = fastmlp.optim.SGD(f64.parameters(), lr=0.01)
+    X64 = fastmlp.from_numpy(rng.random((64, 784)))
+
+    def f64_step():
+        opt64.zero_grad()
+        crit(f64(X64), Yb).backward()
+        opt64.step()
+
+    program = getattr(fastmlp.nn, "program", None)
+    blocks = getattr(program, "run_blocks", None)
+
+    def f64_step_layer_by_layer():
+        program.run_blocks = lambda plan, x: _modules(f64, x)
+        try:
+            f64_step()
+        finally:
+            program.run_blocks = blocks
+
+    cases = [("seed-001 Net step" + (", relu folded" if fold is not None else ""), step, 300),
+             ("evaluate 784-512-512-10, 1000 rows", evaluate, 20),
+             ("BatchNorm MLP step (plan refuses)", refused_step, 100),
+             ("float64 MLP step" + (", plan's blocks" if blocks is not None else ""), f64_step, 50)]
     if fold is not None:
         cases.insert(1, ("seed-001 Net step, no fold", no_fold_step, 300))
+    if blocks is not None:
+        cases.append(("float64 MLP step, layer by layer", f64_step_layer_by_layer, 50))
     for _, fn, n in cases:
         for _ in range(max(3, n // 10)):
             fn()
@@ -84,7 +116,7 @@ def main(argv=None) -> int:
             samples[name].append(_per_call(fn, n))
     print(f"fastmlp from {os.path.dirname(fastmlp.__file__)}")
     for name, _, _ in cases:
-        print(f"{name:40s} {np.median(samples[name]):10.1f} us")
+        print(f"{name:42s} {np.median(samples[name]):10.1f} us")
     return 0
 
 
