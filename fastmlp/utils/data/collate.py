@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ...backend import for_array
-from ...ops.shape import cpu_arrays_of_one_kind, joined
+from ... import _C
 from ...tensor import Tensor, _wrap
 
 __all__ = ["default_collate", "default_convert"]
@@ -43,14 +43,12 @@ def collate(batch: Sequence, keys: Optional[Sequence] = None, what: str = "a ten
         raise ValueError("default_collate: the batch is empty")
     elem = batch[0]
     if isinstance(elem, Tensor):
-        try:
-            arrays = cpu_arrays_of_one_kind(batch, True)
-        except AttributeError:  # not all tensors: said below
-            arrays = None
-        if arrays is not None:  # the usual batch: one pass of checks, one copy
-            out = joined(arrays, arrays[0].dtype, (len(arrays),) + arrays[0].shape)
-            if out is not None:
-                return _wrap(out)
+        try:  # the usual batch: the checks and the copy in one native call (as fastmlp.stack makes it)
+            out = _C.join(batch, True, True) if type(batch) in (list, tuple) else None
+        except (RuntimeError, TypeError):  # samples that cannot be stacked: said below, with dataset indices
+            out = None
+        if out is not None:
+            return _wrap(out)
         for pos, x in enumerate(batch):
             if not isinstance(x, Tensor):
                 raise TypeError(f"default_collate: {_where(pos, keys)} is a {type(x).__name__} where "
@@ -60,6 +58,12 @@ def collate(batch: Sequence, keys: Optional[Sequence] = None, what: str = "a ten
         if elem.dtype.kind in "USO":
             raise TypeError(f"default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
                             f"found a numpy array of {elem.dtype}")
+        try:
+            out = _C.join(batch, True, True) if type(batch) in (list, tuple) else None
+        except (RuntimeError, TypeError):
+            out = None
+        if out is not None:
+            return _wrap(out)
         arrays = [np.asarray(x) for x in batch]
         return _wrap(np.ascontiguousarray(_stack_arrays(arrays, batch, keys, what)))
     if isinstance(elem, np.generic):
