@@ -10,7 +10,6 @@ import pytest
 
 import fastmlp
 from fastmlp import _C
-from fastmlp.utils.data import default_collate
 
 DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_]
 SHAPES = [(), (1,), (5,), (3, 4), (0, 3), (2, 1, 7)]
@@ -156,20 +155,6 @@ def test_native_join_refuses_bad_containers_and_copies_no_objects():
     got = _C.join(big_endian, True, True)
     assert got.dtype == np.dtype(">f4")
     np.testing.assert_array_equal(got, np.stack(big_endian))
-
-
-def test_collate_of_arrays_and_tensors_matches_numpy_and_names_dataset_indices():
-    arrays = _arrays(6, (2, 3), np.float32)
-    for batch in ([fastmlp.from_numpy(a) for a in arrays], arrays):
-        out = default_collate(batch)
-        assert isinstance(out, fastmlp.Tensor) and out.dtype == fastmlp.float32
-        np.testing.assert_array_equal(out.numpy(), np.stack(arrays))
-    bad = [fastmlp.from_numpy(a) for a in arrays[:3]] + [fastmlp.ones(3, 2)]
-    with pytest.raises(ValueError, match=re.escape("sample 3 of the batch has a tensor of shape [3, 2] but sample 0 "
-                                                   "of the batch has shape [2, 3]")):
-        default_collate(bad)
-    with pytest.raises(TypeError, match="sample 1 of the batch is a int where sample 0 of the batch is a Tensor"):
-        default_collate([fastmlp.ones(2), 3])
 
 
 @pytest.mark.parametrize("args, want", [((-1,), (12,)), ((3, 4), (3, 4)), (((2, -1),), (2, 6)), (([4, 3],), (4, 3)),

@@ -42,6 +42,15 @@ def collate(batch: Sequence, keys: Optional[Sequence] = None, what: str = "a ten
     if len(batch) == 0:
         raise ValueError("default_collate: the batch is empty")
     elem = batch[0]
+    kind = type(elem)
+    if kind is tuple or kind is list:  # the usual sample, (input, target): plain type tests, no ABC checks
+        n = len(elem)
+        for x in batch:
+            if type(x) is not kind or len(x) != n:
+                break  # said below
+        else:
+            fields = [collate(list(field), keys, f"element {i}") for i, field in enumerate(zip(*batch))]
+            return tuple(fields) if kind is tuple else fields
     if isinstance(elem, Tensor):
         try:  # the usual batch: the checks and the copy in one native call (as fastmlp.stack makes it)
             out = _C.join(batch, True, True) if type(batch) in (list, tuple) else None
