@@ -15,8 +15,6 @@ from ..backend import for_array
 from ..tensor import Size, _norm_dim, _result
 from .common import _GradMode, _axis, _category, _check_same_device, _dims, _needs_grad, _record, unbroadcast
 
-_ndarray = np.ndarray
-_SHAPE_TYPES = (tuple, list, Size)
 _LISTS = (list, tuple)
 # stack / cat along dim 0 of CPU tensors of one dtype: every check and the copy in one native
 # call (csrc/bindings/bind_join.cpp); None when the general path below must do it.

@@ -14,8 +14,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ...backend import for_array
 from ... import _C
+from ...backend import for_array
 from ...tensor import Tensor, _wrap
 
 __all__ = ["default_collate", "default_convert"]
