@@ -83,6 +83,50 @@ def test_a_subclass_with_slots_of_its_own_is_read_right():
     np.testing.assert_array_equal(fastmlp.cat(tensors).numpy(), np.concatenate(arrays))
 
 
+def test_a_subclass_whose_array_is_a_property_is_read_through_it():
+    class Scaled(fastmlp.Tensor):
+        """Answers `_data` through a property (a descriptor of its own, not the slot)."""
+
+        __slots__ = ("factor",)
+
+        @property
+        def _data(self):
+            return self.factor
+
+        @_data.setter
+        def _data(self, value):
+            self.factor = value
+
+    arrays = _arrays(6, (3,), np.float32)
+    tensors = [Scaled(a) for a in arrays]
+    np.testing.assert_array_equal(fastmlp.stack(tensors).numpy(), np.stack(arrays))
+    np.testing.assert_array_equal(fastmlp.cat(tensors).numpy(), np.concatenate(arrays))
+
+
+def test_a_list_the_items_change_under_keeps_the_items_it_was_given():
+    class Sneaky(fastmlp.Tensor):
+        """Empties the list being joined when its `_data` is read."""
+
+        __slots__ = ("victim", "array")
+
+        @property
+        def _data(self):
+            self.victim.clear()
+            return self.array
+
+        @_data.setter
+        def _data(self, value):
+            self.array = value
+
+    arrays = _arrays(4, (2,), np.float32)
+    items = [fastmlp.from_numpy(a) for a in arrays]
+    sneaky = Sneaky(np.ones(2, np.float32))
+    sneaky.victim = items
+    items.insert(1, sneaky)
+    got = fastmlp.stack(items)
+    np.testing.assert_array_equal(got.numpy(), np.stack([arrays[0], np.ones(2, np.float32)] + arrays[1:]))
+
+
 @pytest.mark.parametrize("n", [2, 9])
 def test_gradients_flow_to_every_input_that_requires_grad(n):
     rng = np.random.default_rng(n)
