@@ -10,8 +10,10 @@ labels as tensors, whose ``__getitem__`` returns ``x[i].float().reshape(-1) / 25
 a 784-256-10 ReLU MLP trained with Adam (lr 1e-3) and cross-entropy, one epoch over the
 60,000 training images. Each configuration runs alternately with the others (the order
 rotating between repeats); the table gives the median epoch time, the ratio to PyTorch with
-the same num_workers, and each library's num_workers=2 time as a fraction of its
-num_workers=0 time. Then the per-op table: median microseconds per call, fastmlp and PyTorch.
+the same num_workers, each library's num_workers=2 time as a fraction of its
+num_workers=0 time, and the kernel threads its training step had (fastmlp's DataLoader leaves the
+workers their cores). The load average is printed before and after, because other work on a
+shared machine moves these times. Then the per-op table: median microseconds per call, fastmlp and PyTorch.
 Results go to benchmarks/results/data.csv and data_ops.csv.
 """
 from __future__ import annotations
@@ -48,7 +50,8 @@ def load_mnist(root: str | None, limit: int):
 
 # ---- the tutorial's pipeline, written once per library -----------------------------------------------
 def make_epoch(lib_name: str, images: np.ndarray, labels: np.ndarray, num_workers: int):
-    """A function that trains one epoch with `lib_name` ("fastmlp" or "torch") and returns its loss."""
+    """A function that trains one epoch with `lib_name` ("fastmlp" or "torch") and returns its summed loss
+    and the number of kernel threads the training step had during the pass."""
     if lib_name == "fastmlp":
         import fastmlp as lib
         from fastmlp import nn, optim
@@ -79,15 +82,18 @@ def make_epoch(lib_name: str, images: np.ndarray, labels: np.ndarray, num_worker
     model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
     opt = optim.Adam(model.parameters(), lr=1e-3)
 
-    def epoch() -> float:
+    def epoch() -> tuple:
         total = 0.0
+        threads = None
         for x, y in loader:
+            if threads is None:  # the kernel threads of the training step during the pass
+                threads = lib.get_num_threads()
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
             total += loss.item()
-        return total
+        return total, threads
 
     return epoch
 
@@ -97,11 +103,12 @@ def bench_epochs(images, labels, workers: list[int], repeat: int, torch_mod) -> 
     configs = [(lib, nw) for nw in workers for lib in libs]
     runs = {c: make_epoch(c[0], images, labels, c[1]) for c in configs}
     times: dict = {c: [] for c in configs}
+    threads: dict = {}
     for r in range(repeat + 1):  # the first round warms up (and starts the persistent workers)
         order = configs[r % len(configs):] + configs[:r % len(configs)]
         for c in order:
             t0 = time.perf_counter()
-            runs[c]()
+            _, threads[c] = runs[c]()
             dt = time.perf_counter() - t0
             if r:
                 times[c].append(dt)
@@ -110,7 +117,7 @@ def bench_epochs(images, labels, workers: list[int], repeat: int, torch_mod) -> 
     rows = []
     for lib, nw in configs:
         med = statistics.median(times[(lib, nw)])
-        rows.append({"library": lib, "num_workers": nw, "epoch_s": med})
+        rows.append({"library": lib, "num_workers": nw, "threads": threads[(lib, nw)], "epoch_s": med})
     by = {(r["library"], r["num_workers"]): r["epoch_s"] for r in rows}
     for r in rows:
         t = by.get(("torch", r["num_workers"]))
@@ -142,7 +149,7 @@ def op_cases(lib, images: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def bench_ops(images, labels, torch_mod, repeat: int = 7) -> list[dict]:
+def bench_ops(images, labels, torch_mod, repeat: int = 25) -> list[dict]:
     import fastmlp
 
     cases = {"fastmlp": op_cases(fastmlp, images, labels)}
@@ -152,9 +159,11 @@ def bench_ops(images, labels, torch_mod, repeat: int = 7) -> list[dict]:
         torch_mod.set_num_threads(os.cpu_count() or 1)
     rows = []
     for name in cases["fastmlp"]:
-        n = 200 if "64" in name else 5000
+        n = 100 if "64" in name else 1000
         res = {lib: [] for lib in cases}
-        for _ in range(repeat):  # alternate the libraries, medians of the samples
+        # Many short samples, the libraries alternating: a burst of other work on the machine then
+        # spoils a few samples, which the median ignores, instead of one long one.
+        for _ in range(repeat):
             for lib in cases:
                 res[lib].append(timeit.timeit(cases[lib][name], number=n) / n * 1e6)
         row = {"op": name, "fastmlp_us": statistics.median(res["fastmlp"])}
@@ -162,6 +171,30 @@ def bench_ops(images, labels, torch_mod, repeat: int = 7) -> list[dict]:
         row["vs_torch"] = row["fastmlp_us"] / row["torch_us"] if row["torch_us"] else None
         rows.append(row)
     return rows
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
+def fastmlp_isa() -> str:
+    import fastmlp
+
+    return fastmlp._C.isa()
 
 
 def _r(x) -> str:
@@ -179,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*pin_memory.*")  # PyTorch's: no accelerator to pin for
     images, labels = load_mnist(args.data, args.limit)
     torch_mod = common.torch_or_none()
-    print(f"MNIST: {len(labels)} images; {platform.machine()}, {os.cpu_count()} cores; PyTorch "
-          f"{torch_mod.__version__ if torch_mod else 'not installed'}")
+    print(f"MNIST: {len(labels)} images; {_cpu_name()} ({platform.machine()}), {os.cpu_count()} cores; fastmlp "
+          f"kernels {fastmlp_isa()}; PyTorch {torch_mod.__version__ if torch_mod else 'not installed'}")
+    print(f"load average before: {_load()} (other work on the machine makes the epoch times noisy)")
     out = common.results_dir()
     os.makedirs(out, exist_ok=True)
     if not args.skip_epochs:
@@ -188,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_epochs(images, labels, workers, args.repeat, torch_mod)
         print(f"\none epoch, tutorial Dataset + DataLoader(batch_size={BATCH}, shuffle=True), 784-256-10 Adam "
               f"(median of {args.repeat})")
-        print(f"{'library':8s} {'num_workers':>11s} {'epoch s':>8s} {'vs torch':>9s} {'vs own nw=0':>12s}")
+        print(f"{'library':8s} {'num_workers':>11s} {'threads':>7s} {'epoch s':>8s} {'vs torch':>9s} "
+              f"{'vs own nw=0':>12s}")
         for r in rows:
-            print(f"{r['library']:8s} {r['num_workers']:>11d} {r['epoch_s']:8.2f} {_r(r['vs_torch']):>9s} "
-                  f"{_r(r['vs_own_0']):>12s}")
+            print(f"{r['library']:8s} {r['num_workers']:>11d} {r['threads']:>7d} {r['epoch_s']:8.2f} "
+                  f"{_r(r['vs_torch']):>9s} {_r(r['vs_own_0']):>12s}")
+        print(f"load average after: {_load()}")
         with open(os.path.join(out, "data.csv"), "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()

@@ -502,7 +502,8 @@ def test_stack_and_cat_fall_back_for_mixed_inputs():
         got, want = fn(fastmlp, f), fn(torch, t)
         assert got.dtype.name == str(want.dtype).split(".")[-1]
         np.testing.assert_array_equal(got.numpy(), want.numpy())
-    with pytest.raises(RuntimeError, match=r"stack expects each tensor to be equal size, but got \[3\] and \[4\]"):
+    with pytest.raises(RuntimeError, match=r"stack expects each tensor to be equal size, but got \[3\] at entry 0 and "
+                                           r"\[4\] at entry 1"):
         fastmlp.stack([fastmlp.ones(3), fastmlp.ones(4)])
     with pytest.raises(RuntimeError, match="Sizes of tensors must match except in dimension 0"):
         fastmlp.cat([fastmlp.ones(2, 3), fastmlp.ones(2, 4)])

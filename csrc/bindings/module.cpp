@@ -11,7 +11,7 @@ using namespace fastmlp;
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastmlp CPU kernels (GEMM with fused epilogues, activations, softmax and losses, "
-            "reductions, dropout, multi-tensor optimizer steps)";
+            "reductions, dropout, multi-tensor optimizer steps, joining arrays)";
   m.attr("__version__") = FASTMLP_VERSION;
 
   // Choosing the kernel set may fail (a bad FASTMLP_FORCE_ISA): fail the import with the reason.
@@ -52,4 +52,5 @@ PYBIND11_MODULE(_C, m) {
   bind::bind_dropout(m);
   bind::bind_optim(m);
   bind::bind_mlp(m);
+  bind::bind_join(m);
 }

@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from .. import _dtype
+from .. import _C, _dtype
 from ..autograd import Node
 from ..backend import for_array
 from ..tensor import Size, _norm_dim, _result
-from .common import _axis, _category, _check_same_device, _dims, _needs_grad, _record, unbroadcast
+from .common import _GradMode, _axis, _category, _check_same_device, _dims, _needs_grad, _record, unbroadcast
 
-_ndarray = np.ndarray
-_SHAPE_TYPES = (tuple, list, Size)
+_LISTS = (list, tuple)
+# stack / cat along dim 0 of CPU tensors of one dtype: every check and the copy in one native
+# call (csrc/bindings/bind_join.cpp); None when the general path below must do it.
+_join = _C.join
 
 if TYPE_CHECKING:
     from ..tensor import Tensor
@@ -71,17 +73,17 @@ def view(a: Tensor, *shape) -> Tensor:
 
 def reshape(a: Tensor, *shape) -> Tensor:
     d = a._data
-    dims = shape[0] if len(shape) == 1 and type(shape[0]) in _SHAPE_TYPES else shape
-    for s in dims:
-        if type(s) is not int:
-            break
-    else:  # plain ints, the usual case: the array library checks them (and fills in a -1)
+    if shape and shape[0] is not None:  # (NumPy reads reshape(None) as "keep the shape"; PyTorch refuses it)
+        # Ints or one sequence of them, the usual case: the array library checks them and fills in
+        # a -1; whatever it refuses goes to the checks below, which raise PyTorch's errors. A third
+        # less per call than checking each size here first.
         try:
-            out = d.reshape(dims)
-        except ValueError:
+            out = d.reshape(*shape)
+        except (TypeError, ValueError):
             out = None
         if out is not None:
-            return _result(out, _record(ViewBackward0, (a,), shape=d.shape) if _needs_grad(a) else None)
+            node = _record(ViewBackward0, (a,), shape=d.shape) if a._requires_grad and _GradMode.enabled else None
+            return _result(out, node)
     new = _infer_shape(shape, d.size)  # PyTorch's checks and errors
     out = d.reshape(new)
     node = _record(ViewBackward0, (a,), shape=d.shape) if _needs_grad(a) else None
@@ -198,31 +200,45 @@ class CatBackward0(Node):
         return tuple(out)
 
 
+def _not_tensor(tensors: list) -> None:
+    """PyTorch's TypeError for a list with something other than a tensor in it."""
+    for i, t in enumerate(tensors):
+        if not hasattr(t, "_data"):
+            raise TypeError(f"expected Tensor as element {i} in argument 0, but got {type(t).__name__}")
+
+
 def cat(tensors: Sequence[Tensor], dim: int = 0, *, axis=None) -> Tensor:
     if axis is not None:
         dim = _axis("cat", dim, 0, axis)
+    if dim == 0 and type(tensors) in _LISTS and tensors:
+        out = _join(tensors, False)  # one native call when it is a plain copy (checks the shapes too)
+        if out is not None:
+            return _result(out, None)
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("cat(): expected a non-empty list of Tensors")
+    _not_tensor(tensors)
     ref = tensors[0]._data
-    if dim == 0 and ref.ndim:
-        arrays = cpu_arrays_of_one_kind(tensors, False)
-        if arrays is not None:  # one dtype on the CPU, the same trailing dims: their bytes one after another
-            tail = ref.shape[1:]
-            out = joined(arrays, ref.dtype, (-1,) + tail) if all(d.shape[1:] == tail for d in arrays) else None
-            if out is not None:
-                return _result(out, None)
     for t in tensors[1:]:
         _check_same_device(ref, t._data)
+    for i, t in enumerate(tensors):
+        if t._data.ndim == 0:
+            raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
     dm = _norm_dim(dim, ref.ndim)
     rt = tensors[0]._data.dtype
     for t in tensors[1:]:
         rt = _promote(rt, t._data.dtype)
     arrays = [t._data if t._data.dtype == rt else t._data.astype(rt) for t in tensors]
-    for t in tensors[1:]:
-        if t._data.ndim != ref.ndim or any(t._data.shape[i] != ref.shape[i] for i in range(ref.ndim) if i != dm):
-            raise RuntimeError(f"Sizes of tensors must match except in dimension {dm}. Expected size "
-                               f"{list(ref.shape)} but got size {list(t._data.shape)} for a tensor in the list.")
+    for i, t in enumerate(tensors[1:], 1):
+        d = t._data
+        if d.ndim != ref.ndim:
+            raise RuntimeError(f"Tensors must have same number of dimensions: got {ref.ndim} and {d.ndim} "
+                               f"(tensor 0 has shape {list(ref.shape)}, tensor {i} has shape {list(d.shape)})")
+        for k in range(ref.ndim):
+            if k != dm and d.shape[k] != ref.shape[k]:
+                raise RuntimeError(f"Sizes of tensors must match except in dimension {dm}. Expected size "
+                                   f"{ref.shape[k]} but got size {d.shape[k]} for tensor number {i} in the list "
+                                   f"(tensor 0 has shape {list(ref.shape)}, tensor {i} has shape {list(d.shape)})")
     out = for_array(ref).xp.concatenate(arrays, axis=dm)
     node = None
     if _needs_grad(*tensors):
@@ -240,65 +256,22 @@ def _promote(a: np.dtype, b: np.dtype) -> np.dtype:
     return np.promote_types(a, b)
 
 
-def cpu_arrays_of_one_kind(tensors: list, same_shape: bool) -> Optional[list]:
-    """The tensors' arrays when none requires grad and all are CPU arrays of one dtype and (with
-    `same_shape`) one shape, else (with `same_shape` False, one ndim) None: the general path then
-    promotes, checks and explains. One pass; for 1-d arrays the sizes stand for the shapes."""
-    ref = tensors[0]._data
-    if type(ref) is not _ndarray:
-        return None
-    dt = ref.dtype
-    nd = ref.ndim
-    n = ref.size
-    sh = ref.shape
-    exact = same_shape and nd != 1
-    arrays = []
-    append = arrays.append
-    for t in tensors:
-        d = t._data
-        if t._requires_grad or type(d) is not _ndarray or d.dtype is not dt or d.ndim != nd:
-            return None
-        if exact:
-            if d.shape != sh:
-                return None
-        elif same_shape and d.size != n:
-            return None
-        append(d)
-    return arrays
-
-
-def joined(arrays: list, dtype, shape: tuple):
-    """A new C-contiguous array of `shape` holding the arrays' elements one after another, or None
-    when some array is not C-contiguous or there is nothing to copy. bytearray.join copies the
-    buffers in one C loop: half the time of np.concatenate for 64 rows of 784 floats, and the
-    per-array cost PyTorch has for stack and cat."""
-    try:
-        buf = bytearray().join(arrays)
-    except (TypeError, BufferError, ValueError):  # a strided view exports no plain buffer
-        return None
-    if not buf:
-        return None
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
-
-
 def stack(tensors: Sequence[Tensor], dim: int = 0, *, axis=None) -> Tensor:
     if axis is not None:
         dim = _axis("stack", dim, 0, axis)
+    if dim == 0 and type(tensors) in _LISTS and tensors:
+        out = _join(tensors, True)  # one native call when it is a plain copy (checks the shapes too)
+        if out is not None:
+            return _result(out, None)
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
-    ref = tensors[0]._data
-    if dim == 0:
-        arrays = cpu_arrays_of_one_kind(tensors, True)
-        if arrays is not None:  # one dtype and shape on the CPU: their bytes one after another
-            out = joined(arrays, ref.dtype, (len(arrays),) + ref.shape)
-            if out is not None:
-                return _result(out, None)
-    shape = ref.shape
-    for t in tensors[1:]:
+    _not_tensor(tensors)
+    shape = tensors[0]._data.shape
+    for i, t in enumerate(tensors[1:], 1):
         if t._data.shape != shape:
-            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shape)} and "
-                               f"{list(t._data.shape)}")
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shape)} at entry 0 and "
+                               f"{list(t._data.shape)} at entry {i}")
     dm = _norm_dim(dim, len(shape) + 1)
     return cat([unsqueeze(t, dm) for t in tensors], dm)
 

@@ -298,6 +298,35 @@ def test_mismatched_shapes_in_a_dict_name_the_key():
         default_collate([{"img": np.zeros(2)}, {"img": np.zeros(3)}])
 
 
+def test_collate_of_arrays_and_tensors_matches_numpy_and_names_dataset_indices():
+    arrays = [np.random.default_rng(k).standard_normal((2, 3)).astype(np.float32) for k in range(6)]
+    for batch in ([fastmlp.from_numpy(a) for a in arrays], arrays):
+        out = default_collate(batch)
+        assert isinstance(out, fastmlp.Tensor) and out.dtype == fastmlp.float32
+        np.testing.assert_array_equal(out.numpy(), np.stack(arrays))
+    bad = [fastmlp.from_numpy(a) for a in arrays[:3]] + [fastmlp.ones(3, 2)]
+    with pytest.raises(ValueError, match=r"sample 3 of the batch has a tensor of shape \[3, 2\] but sample 0 of the "
+                                         r"batch has shape \[2, 3\]"):
+        default_collate(bad)
+    with pytest.raises(TypeError, match="sample 1 of the batch is a int where sample 0 of the batch is a Tensor"):
+        default_collate([fastmlp.ones(2), 3])
+def test_list_and_tuple_samples_collate_field_by_field_like_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    rows = [rng.standard_normal(4).astype(np.float32) for _ in range(5)]
+    for make in (tuple, list):
+        ours = default_collate([make((fastmlp.from_numpy(r), k)) for k, r in enumerate(rows)])
+        theirs = torch.utils.data.default_collate([make((torch.from_numpy(r), k)) for k, r in enumerate(rows)])
+        assert type(ours) is make and len(ours) == len(theirs) == 2  # (PyTorch answers a tuple with a list)
+        np.testing.assert_array_equal(ours[0].numpy(), theirs[0].numpy())
+        assert ours[1].dtype == fastmlp.int64 and ours[1].tolist() == theirs[1].tolist()
+    mixed = [(fastmlp.ones(2), 0), [fastmlp.ones(2), 1]]  # a tuple and a list: both sequences, as in PyTorch
+    out = default_collate(mixed)
+    assert type(out) is tuple and out[1].tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"sample 1 of the batch has 3 elements but sample 0 of the batch has 2"):
+        default_collate([(fastmlp.ones(2), 0), (fastmlp.ones(2), 1, 2)])
+
+
 def test_samples_with_different_lengths():
     with pytest.raises(ValueError, match="same number of elements"):
         default_collate([(1, 2), (1, 2, 3)])

@@ -466,3 +466,41 @@ def test_pin_memory_gives_the_same_cpu_batches_in_page_locked_memory(num_workers
         attrs = cupy.cuda.runtime.pointerGetAttributes(x.numpy().ctypes.data)
         assert getattr(attrs, "type", getattr(attrs, "memoryType", None)) == cupy.cuda.runtime.memoryTypeHost
         np.testing.assert_array_equal(x.cuda().cpu().numpy(), rx)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def test_the_main_process_leaves_the_workers_their_cores_during_a_pass():
+    before = fastmlp.get_num_threads()
+    fastmlp.set_num_threads(_cores() + 3)  # more than the machine has, so the cap always shows
+    try:
+        start = fastmlp.get_num_threads()
+        dl = DataLoader(TutorialDataset(40), batch_size=8, num_workers=2, timeout=LIMIT)
+        seen = [fastmlp.get_num_threads() for _ in dl]
+        assert seen == [max(1, _cores() - 2)] * 5
+        assert fastmlp.get_num_threads() == start  # restored after the pass
+        it = iter(dl)
+        next(it)
+        assert fastmlp.get_num_threads() == max(1, _cores() - 2)
+        del it  # a pass left part-way restores it too
+        assert fastmlp.get_num_threads() == start
+        # two passes that overlap share one cap; the count from before the first comes back after the last
+        other = DataLoader(TutorialDataset(16), batch_size=8, num_workers=1, timeout=LIMIT)
+        a, b = iter(dl), iter(other)
+        next(a)
+        next(b)
+        assert fastmlp.get_num_threads() == max(1, _cores() - 2)
+        del a
+        assert fastmlp.get_num_threads() == max(1, _cores() - 2)
+        del b
+        assert fastmlp.get_num_threads() == start
+        # a count set during the pass is the user's choice and stays
+        mine = max(1, _cores() - 2) + 1
+        for k, _ in enumerate(dl):
+            if k == 0:
+                fastmlp.set_num_threads(mine)
+        assert fastmlp.get_num_threads() == mine
+    finally:
+        fastmlp.set_num_threads(before)

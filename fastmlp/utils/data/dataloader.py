@@ -36,7 +36,7 @@ from .dataset import Dataset, IterableDataset, batch_fn, is_rowwise
 from .fetch import make_fetch
 from .pin_memory import pinner
 from .sampler import BatchSampler, RandomSampler, SequentialSampler, _check_positive_int, index_batches
-from .worker import WorkerInfo, _WorkerPool, base_seed, get_worker_info, worker_spec
+from .worker import WorkerInfo, _SharedCores, _WorkerPool, base_seed, get_worker_info, worker_spec
 
 __all__ = ["DataLoader", "WorkerInfo", "get_worker_info"]
 
@@ -221,7 +221,8 @@ class DataLoader(Generic[T_co]):
             if self.persistent_workers:
                 self._pool = pool
         try:
-            yield from pool.run(tasks if tasks is not None else (), streaming=tasks is None)
+            with _SharedCores(self.num_workers):  # the training step leaves the workers their cores
+                yield from pool.run(tasks if tasks is not None else (), streaming=tasks is None)
         except GeneratorExit:  # the iterator was dropped part-way: persistent workers stay for the next pass
             if not self.persistent_workers:
                 pool.shutdown()

@@ -558,6 +558,58 @@ class _WorkerPool:
             pass
 
 
+class _SharedCores:
+    """While worker processes serve a pass, the main process's native kernels use at most the
+    cores the workers leave (at least one): ``with _SharedCores(num_workers): ...``.
+
+    An OpenMP team with more threads than free cores waits at every barrier for a thread the
+    scheduler has given a worker's core to, and its idle threads spin on the cores the workers
+    need; on 2 cores a training step with 2 threads beside 2 busy workers ran several times
+    slower than with 1 (docs/data.md, "Measured"). Passes that overlap (a training and a
+    validation loader) share one cap; the count in use before the first is restored after the
+    last, unless it was changed in between (then the new setting stands).
+    """
+
+    _active = 0
+    _saved: Optional[int] = None
+    _set: Optional[int] = None
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+
+    def __enter__(self) -> "_SharedCores":
+        from ... import _C
+
+        cls = _SharedCores
+        if cls._active == 0:
+            cls._saved = cls._set = None
+            current = _C.get_num_threads()
+            cap = max(1, _cores() - self.num_workers)
+            if cap < current:
+                _C.set_num_threads(cap)
+                cls._saved, cls._set = current, cap
+        cls._active += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from ... import _C
+
+        cls = _SharedCores
+        cls._active -= 1
+        if cls._active == 0 and cls._saved is not None:
+            if _C.get_num_threads() == cls._set:
+                _C.set_num_threads(cls._saved)
+            cls._saved = cls._set = None
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _discard(path: str) -> None:
     try:
         os.unlink(path)
