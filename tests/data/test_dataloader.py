@@ -255,7 +255,7 @@ def test_default_collate_types_follow_pytorch():
     batch = default_collate([(1, 0.5, True, "a", np.array([1, 2], dtype=np.int32)),
                              (2, 1.5, False, "b", np.array([3, 4], dtype=np.int32))])
     ints, floats, bools, strs, arrs = batch
-    assert isinstance(batch, tuple)
+    assert isinstance(batch, list)  # PyTorch answers tuple samples with a list
     assert ints.dtype == fastmlp.int64 and ints.tolist() == [1, 2]
     assert floats.dtype == fastmlp.float64 and floats.tolist() == [0.5, 1.5]
     assert bools.dtype == fastmlp.bool and bools.tolist() == [True, False]
@@ -317,12 +317,12 @@ def test_list_and_tuple_samples_collate_field_by_field_like_torch():
     for make in (tuple, list):
         ours = default_collate([make((fastmlp.from_numpy(r), k)) for k, r in enumerate(rows)])
         theirs = torch.utils.data.default_collate([make((torch.from_numpy(r), k)) for k, r in enumerate(rows)])
-        assert type(ours) is make and len(ours) == len(theirs) == 2  # (PyTorch answers a tuple with a list)
+        assert type(ours) is type(theirs) is list and len(ours) == len(theirs) == 2  # a list for tuples too
         np.testing.assert_array_equal(ours[0].numpy(), theirs[0].numpy())
         assert ours[1].dtype == fastmlp.int64 and ours[1].tolist() == theirs[1].tolist()
     mixed = [(fastmlp.ones(2), 0), [fastmlp.ones(2), 1]]  # a tuple and a list: both sequences, as in PyTorch
     out = default_collate(mixed)
-    assert type(out) is tuple and out[1].tolist() == [0, 1]
+    assert type(out) is list and out[1].tolist() == [0, 1]
     with pytest.raises(ValueError, match=r"sample 1 of the batch has 3 elements but sample 0 of the batch has 2"):
         default_collate([(fastmlp.ones(2), 0), (fastmlp.ones(2), 1, 2)])
 

@@ -3,8 +3,9 @@
 The rules are PyTorch's: tensors and NumPy arrays are stacked along a new first
 dimension; Python ints become an int64 tensor, floats a float64 tensor, bools a
 bool tensor; strings stay a list; tuples, lists, named tuples and dicts are
-collated field by field, recursively. Samples whose shapes differ raise a
-ValueError naming the sample and both shapes.
+collated field by field, recursively (tuples and lists into a list, as in
+PyTorch). Samples whose shapes differ raise a ValueError naming the sample and
+both shapes.
 """
 from __future__ import annotations
 
@@ -49,8 +50,8 @@ def collate(batch: Sequence, keys: Optional[Sequence] = None, what: str = "a ten
             if type(x) is not kind or len(x) != n:
                 break  # said below
         else:
-            fields = [collate(list(field), keys, f"element {i}") for i, field in enumerate(zip(*batch))]
-            return tuple(fields) if kind is tuple else fields
+            # a list for tuple samples too, as PyTorch's default_collate returns
+            return [collate(list(field), keys, f"element {i}") for i, field in enumerate(zip(*batch))]
     if isinstance(elem, Tensor):
         try:  # the usual batch: the checks and the copy in one native call (as fastmlp.stack makes it)
             out = _C.join(batch, True, True) if type(batch) in (list, tuple) else None
@@ -105,10 +106,7 @@ def collate(batch: Sequence, keys: Optional[Sequence] = None, what: str = "a ten
                 got = f"{len(x)} elements" if isinstance(x, collections.abc.Sized) else type(x).__name__
                 raise ValueError(f"default_collate: each sample must have the same number of elements; "
                                  f"{_where(pos, keys)} has {got} but {_where(0, keys)} has {n}")
-        fields = [collate(list(field), keys, f"element {i}") for i, field in enumerate(zip(*batch))]
-        if isinstance(elem, tuple):
-            return tuple(fields)
-        return fields
+        return [collate(list(field), keys, f"element {i}") for i, field in enumerate(zip(*batch))]
     raise TypeError(f"default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found "
                     f"{type(elem).__name__}")
 
