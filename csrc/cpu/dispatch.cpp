@@ -24,14 +24,17 @@ FASTMLP_DECLARE_ISA(avx2)
 #ifdef FASTMLP_HAVE_avx512
 FASTMLP_DECLARE_ISA(avx512)
 #endif
+#ifdef FASTMLP_HAVE_avx512bf16
+FASTMLP_DECLARE_ISA(avx512bf16)
+#endif
 #undef FASTMLP_DECLARE_ISA
 
 namespace {
 
 struct Registry {
   // Index 0 is the naive reference; the rest are in increasing order of preference.
-  KernelTable tables[4];
-  const char* names[4];
+  KernelTable tables[5];
+  const char* names[5];
   int count = 0;
   std::atomic<const KernelTable*> current{nullptr};
 
@@ -71,6 +74,17 @@ bool cpu_has_avx512() {
 #endif
 }
 
+#ifdef FASTMLP_HAVE_avx512bf16
+// AVX512-BF16 (vdpbf16ps), on top of the AVX-512 set.
+bool cpu_has_avx512bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+#endif
+
 // Built on first use (when the module loads): every available set, then the choice.
 Registry& registry() {
   static Registry r;
@@ -85,6 +99,9 @@ Registry& registry() {
 #endif
 #ifdef FASTMLP_HAVE_avx512
     if (cpu_has_avx512()) r.add(avx512::fill_table);
+#endif
+#ifdef FASTMLP_HAVE_avx512bf16
+    if (cpu_has_avx512bf16()) r.add(avx512bf16::fill_table);
 #endif
     const KernelTable* chosen = &r.tables[r.count - 1];
     if (const char* forced = std::getenv("FASTMLP_FORCE_ISA"); forced && *forced) {

@@ -1,0 +1,62 @@
+// bfloat16 conversions and the name of the bfloat16 GEMM path. bfloat16 arrays are
+// uint16 arrays holding the bit patterns (NumPy has no bfloat16 type).
+#include "bindings/args.h"
+#include "bindings/families.h"
+
+namespace fastmlp::bind {
+namespace {
+
+// out = bfloat16(x), rounded to nearest even; a new uint16 array of x's shape, or `out`.
+py::array f32_to_bf16(py::handle x_obj, py::handle out_obj) {
+  const char* fn = "f32_to_bf16";
+  View x = contiguous(x_obj, fn, "x", Dtype::F32, false);
+  py::array out;
+  if (out_obj.is_none()) {
+    out = py::array_t<std::uint16_t>(std::vector<py::ssize_t>(x.shape.begin(), x.shape.end()));
+  } else {
+    View o = contiguous(out_obj, fn, "out", Dtype::U16, true);
+    require_shape(o, x.shape, fn, "out");
+    out = o.arr;
+  }
+  std::uint16_t* dst = static_cast<std::uint16_t*>(out.mutable_data());
+  {
+    py::gil_scoped_release nogil;
+    cpu::kernels().f32_to_bf16(dst, x.f32(), x.size);
+  }
+  return out;
+}
+
+// out = float32(x) for x holding bfloat16 bit patterns (uint16); exact.
+py::array bf16_to_f32(py::handle x_obj, py::handle out_obj) {
+  const char* fn = "bf16_to_f32";
+  View x = contiguous(x_obj, fn, "x", Dtype::U16, false);
+  py::array out;
+  if (out_obj.is_none()) {
+    out = py::array_t<float>(std::vector<py::ssize_t>(x.shape.begin(), x.shape.end()));
+  } else {
+    View o = contiguous(out_obj, fn, "out", Dtype::F32, true);
+    require_shape(o, x.shape, fn, "out");
+    out = o.arr;
+  }
+  float* dst = static_cast<float*>(out.mutable_data());
+  {
+    py::gil_scoped_release nogil;
+    cpu::kernels().bf16_to_f32(dst, x.u16(), x.size);
+  }
+  return out;
+}
+
+}  // namespace
+
+void bind_bf16(py::module_& m) {
+  m.def("f32_to_bf16", &f32_to_bf16, py::arg("x"), py::arg("out") = py::none(),
+        "bfloat16 bit patterns (uint16, x's shape) of a C-contiguous float32 array, rounded to "
+        "nearest even (NaN stays a quiet NaN; overflow rounds to inf; denormals are kept).");
+  m.def("bf16_to_f32", &bf16_to_f32, py::arg("x"), py::arg("out") = py::none(),
+        "float32 values (exact) of a C-contiguous uint16 array of bfloat16 bit patterns.");
+  m.def("bf16_path", [] { return std::string(cpu::kernels().bf16_path); },
+        "How the bfloat16 GEMM of the kernel set in use multiplies: 'avx512bf16 (vdpbf16ps)', or "
+        "float32 FMAs on operands rounded to bfloat16 where the CPU has no bfloat16 instructions.");
+}
+
+}  // namespace fastmlp::bind
