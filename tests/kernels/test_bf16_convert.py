@@ -13,6 +13,8 @@ import pytest
 
 from fastmlp import _C
 
+from reference import round_bf16
+
 
 def nearest_bf16(x: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) of float32 x by exact nearest-value search (finite or inf x)."""
@@ -83,6 +85,14 @@ def test_every_tie_and_neighbour(isa):
     lows = np.array([0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF], dtype=np.uint32)
     x = (hi[:, None] | lows[None, :]).reshape(-1).view(np.float32)
     check_against_reference(x)
+
+
+def test_reference_bit_rule_is_nearest_even():
+    """tests/reference.round_bf16 (the bit rule the GEMM tests round with) against the search."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 1 << 32, size=1 << 18, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    x = x[~np.isnan(x)]
+    np.testing.assert_array_equal(round_bf16(x).view(np.uint32) >> 16, nearest_bf16(x))
 
 
 def test_random_bit_patterns(isa):
