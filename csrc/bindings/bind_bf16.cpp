@@ -57,6 +57,14 @@ void bind_bf16(py::module_& m) {
   m.def("bf16_path", [] { return std::string(cpu::kernels().bf16_path); },
         "How the bfloat16 GEMM of the kernel set in use multiplies: 'avx512bf16 (vdpbf16ps)', or "
         "float32 FMAs on operands rounded to bfloat16 where the CPU has no bfloat16 instructions.");
+  m.def("cpu_has_avx512bf16", [] {
+#if defined(__x86_64__) || defined(__i386__)
+        return static_cast<bool>(__builtin_cpu_supports("avx512bf16"));
+#else
+        return false;
+#endif
+      },
+      "Whether this CPU reports AVX512-BF16 (vdpbf16ps) in CPUID.");
 }
 
 }  // namespace fastmlp::bind
