@@ -57,6 +57,20 @@ void bind_bf16(py::module_& m) {
   m.def("bf16_path", [] { return std::string(cpu::kernels().bf16_path); },
         "How the bfloat16 GEMM of the kernel set in use multiplies: 'avx512bf16 (vdpbf16ps)', or "
         "float32 FMAs on operands rounded to bfloat16 where the CPU has no bfloat16 instructions.");
+  m.def("peak_flops", [](const std::string& kind, std::int64_t iters) {
+        const cpu::KernelTable& k = cpu::kernels();
+        if (kind != "fma" && kind != "bf16")
+          throw py::value_error(str_cat("peak_flops: kind must be 'fma' or 'bf16'; got '", kind, "'"));
+        if (iters < 1) throw py::value_error(str_cat("peak_flops: iters must be >= 1; got ", iters));
+        const cpu::PeakFn f = kind == "fma" ? k.peak_fma : k.peak_bf16;
+        if (!f)
+          throw py::value_error(str_cat("peak_flops: the '", k.isa, "' kernel set has no peak loop"));
+        py::gil_scoped_release nogil;
+        return f(iters);
+      },
+      py::arg("kind"), py::arg("iters"),
+      "Run a register-only loop of the float32 FMA ('fma') or of the bfloat16 GEMM's instruction "
+      "('bf16') for `iters` rounds on every thread; returns the flops done (time it to get the peak).");
   m.def("cpu_has_avx512bf16", [] {
 #if defined(__x86_64__) || defined(__i386__)
         return static_cast<bool>(__builtin_cpu_supports("avx512bf16"));

@@ -105,6 +105,11 @@ using GemmFn = void (*)(float* C, index_t ldc, const float* A, index_t lda, cons
 using F32ToBf16Fn = void (*)(std::uint16_t* dst, const float* src, index_t n);
 using Bf16ToF32Fn = void (*)(float* dst, const std::uint16_t* src, index_t n);
 
+// ---- arithmetic peak (benchmarks) -----------------------------------------------
+// A register-only loop of `iters` rounds on every OpenMP thread; returns the flops it did
+// (the caller times it). peak_fma: float32 FMAs; peak_bf16: the bfloat16 GEMM's instruction.
+using PeakFn = double (*)(index_t iters);
+
 // ---- activations -------------------------------------------------------------
 // y[i] = act(x[i]); dx[i] = dy[i]·act'(·) (+ dx[i] when accumulate), where `saved`
 // is x or y as act_backward_needs_input(act) says. y may alias x, dx may alias dy.
@@ -192,6 +197,8 @@ struct KernelTable {
   const char* bf16_path = nullptr;
   F32ToBf16Fn f32_to_bf16 = nullptr;
   Bf16ToF32Fn bf16_to_f32 = nullptr;
+  PeakFn peak_fma = nullptr;   // null in the reference set
+  PeakFn peak_bf16 = nullptr;
   ActForwardFn act_forward = nullptr;
   ActBackwardFn act_backward = nullptr;
   SoftmaxForwardFn softmax_forward = nullptr;

@@ -26,6 +26,7 @@ void fill_reduce(KernelTable& t);
 void fill_dropout(KernelTable& t);
 void fill_optim(KernelTable& t);
 void fill_bf16(KernelTable& t);
+void fill_peak(KernelTable& t);
 
 // Fork threads only when the work is large enough to pay for it: starting a
 // parallel region costs about as much as a few tens of thousands of flops. A kernel
