@@ -5,6 +5,7 @@ from collections import OrderedDict
 from typing import Iterable, Iterator, Optional, Union
 
 from ..tensor import Tensor
+from .. import _autocast
 from . import chain as _chain
 from . import plan as _plan
 from .chain import Chain
@@ -95,7 +96,9 @@ class Sequential(Module):
                 chain = self.__dict__["_chain"] = Chain.build(mods)
                 if _plan.explain_enabled():
                     _plan.log_once(self)
-            if chain.native is not None and chain.usable(input):
+            # (Under fastmlp.autocast the products run in bfloat16 on the plan's blocks: the native
+            # program has no bfloat16 GEMM yet.)
+            if chain.native is not None and chain.usable(input) and not _autocast.lowers(input._data):
                 return chain(input)
             if chain.plan is not None:
                 return _chain.run_blocks(chain.plan, input)
