@@ -59,10 +59,10 @@ def rows(quick: bool = False, torch=None) -> list[Row]:
     native = "vdpbf16ps" in _C.bf16_path()
     print(f"float32 FMA peak (register-only loop, {_C.get_num_threads()} threads): "
           f"{peaks['fma'] / 1e9:.1f} GFLOP/s")
+    why = "absent on this CPU" if not _C.cpu_has_avx512bf16() else "not in use"
     print(f"bfloat16 peak: {peaks['bf16'] / 1e9:.1f} GFLOP/s, "
           + ("vdpbf16ps (AVX512-BF16)" if native else
-             f"the float32 FMA: AVX512-BF16 is {'absent on this CPU' if not _C.cpu_has_avx512bf16() else 'not in use'}"
-             f", so the bfloat16 GEMM is {_C.bf16_path()}"))
+             f"the float32 FMA: AVX512-BF16 is {why}, so the bfloat16 GEMM is {_C.bf16_path()}"))
     rng = np.random.default_rng(0)
     repeat = 5 if quick else 9
     out: list[Row] = []
@@ -76,9 +76,9 @@ def rows(quick: bool = False, torch=None) -> list[Row]:
         if torch is not None:
             t = {name: torch.from_numpy(a).to(torch.bfloat16) for name, a in dict(x=x, w=w, dy=dy).items()}
         shape, flops = f"{m}x{k}x{n}", 2.0 * m * n * k
-        out += _pair("gemm_fw", shape, lambda: _C.gemm(x, w, y, False, True), lambda: _C.gemm_bf16(x, w, y, False, True),
-                     lambda: np.matmul(x, w.T, out=y), (lambda: torch.mm(t["x"], t["w"].t())) if torch else None,
-                     flops, peaks, repeat)
+        out += _pair("gemm_fw", shape, lambda: _C.gemm(x, w, y, False, True),
+                     lambda: _C.gemm_bf16(x, w, y, False, True), lambda: np.matmul(x, w.T, out=y),
+                     (lambda: torch.mm(t["x"], t["w"].t())) if torch else None, flops, peaks, repeat)
         out += _pair("gemm_dw", shape, lambda: _C.gemm(dy, x, dw, True, False),
                      lambda: _C.gemm_bf16(dy, x, dw, True, False), lambda: np.matmul(dy.T, x, out=dw),
                      (lambda: torch.mm(t["dy"].t(), t["x"])) if torch else None, flops, peaks, repeat)
@@ -91,7 +91,7 @@ def rows(quick: bool = False, torch=None) -> list[Row]:
     ta = tb = None
     if torch is not None:
         ta, tb = torch.from_numpy(a).to(torch.bfloat16), torch.from_numpy(b).to(torch.bfloat16)
-    out += _pair("gemm", f"{SQUARE}x{SQUARE}x{SQUARE}", lambda: _C.gemm(a, b, c), lambda: _C.gemm_bf16(a, b, c),
-                 lambda: np.matmul(a, b, out=c), (lambda: torch.mm(ta, tb)) if torch else None,
-                 2.0 * SQUARE ** 3, peaks, 3 if quick else 5)
+    out += _pair("gemm", f"{SQUARE}x{SQUARE}x{SQUARE}", lambda: _C.gemm(a, b, c),
+                 lambda: _C.gemm_bf16(a, b, c), lambda: np.matmul(a, b, out=c),
+                 (lambda: torch.mm(ta, tb)) if torch else None, 2.0 * SQUARE ** 3, peaks, 3 if quick else 5)
     return out

@@ -46,7 +46,8 @@ def _check_dtype(device_type: str, dtype) -> _dtype.dtype:
     try:
         d = _dtype.as_dtype(dtype)
     except TypeError:
-        raise TypeError(f"fastmlp.autocast: dtype must be fastmlp.bfloat16 or fastmlp.float32; got {dtype!r}") from None
+        raise TypeError(f"fastmlp.autocast: dtype must be fastmlp.bfloat16 or fastmlp.float32; "
+                        f"got {dtype!r}") from None
     if d not in (_dtype.bfloat16, _dtype.float32):
         raise ValueError(f"fastmlp.autocast: dtype {d} is not supported on '{device_type}'; "
                          "use fastmlp.bfloat16 (or fastmlp.float32 for no lowering)")

@@ -29,8 +29,11 @@ cpu::GemmEpilogue epilogue(const View& bias, Act act, float act_param, const Vie
 // The float32 GEMM, or (bf16) the bfloat16 one: operands rounded to bfloat16 in its packing.
 cpu::GemmFn gemm_fn(bool bf16) { return bf16 ? cpu::kernels().gemm_bf16 : cpu::kernels().gemm; }
 
+// Which GEMM of the kernel table a binding calls.
+using GemmEntry = cpu::GemmFn cpu::KernelTable::*;
+
 // C = act(alpha·op(A)·op(B) + beta·C + bias)
-void gemm_impl(const char* fn, bool bf16, py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a,
+void gemm_impl(const char* fn, GemmEntry entry, py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a,
                bool trans_b, float alpha, float beta, py::handle bias_obj, int act_code, float act_param,
                py::handle preact_obj) {
   const Act act = act_from_int(act_code, fn);
@@ -52,20 +55,26 @@ void gemm_impl(const char* fn, bool bf16, py::handle a_obj, py::handle b_obj, py
   require_no_overlap(preact, bias, fn, "preact", "bias", false);
   const cpu::GemmEpilogue ep = epilogue(bias, act, act_param, preact);
   py::gil_scoped_release nogil;
-  gemm_fn(bf16)(c.f32(), c.ld, a.f32(), a.ld, b.f32(), b.ld, s.M, s.N, s.K, trans_a, trans_b, alpha,
+  (cpu::kernels().*entry)(c.f32(), c.ld, a.f32(), a.ld, b.f32(), b.ld, s.M, s.N, s.K, trans_a, trans_b, alpha,
                       beta, ep);
 }
 
 void gemm(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
           float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
-  gemm_impl("gemm", false, a_obj, b_obj, c_obj, trans_a, trans_b, alpha, beta, bias_obj, act_code, act_param,
-            preact_obj);
+  gemm_impl("gemm", &cpu::KernelTable::gemm, a_obj, b_obj, c_obj, trans_a, trans_b, alpha, beta, bias_obj,
+            act_code, act_param, preact_obj);
 }
 
 void gemm_bf16(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
                float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
-  gemm_impl("gemm_bf16", true, a_obj, b_obj, c_obj, trans_a, trans_b, alpha, beta, bias_obj, act_code,
-            act_param, preact_obj);
+  gemm_impl("gemm_bf16", &cpu::KernelTable::gemm_bf16, a_obj, b_obj, c_obj, trans_a, trans_b, alpha, beta,
+            bias_obj, act_code, act_param, preact_obj);
+}
+
+void gemm_bf16_pairs(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
+                     float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
+  gemm_impl("_gemm_bf16_pairs", &cpu::KernelTable::gemm_bf16_pairs, a_obj, b_obj, c_obj, trans_a, trans_b, alpha,
+            beta, bias_obj, act_code, act_param, preact_obj);
 }
 
 // Y[M,N] = act(X[M,K]·W[N,K]ᵀ + b); with keep_preact also returns Z = X·Wᵀ + b.
@@ -158,6 +167,12 @@ void bind_gemm(py::module_& m) {
         py::arg("preact") = py::none(),
         "gemm with op(a) and op(b) rounded to bfloat16 (nearest even) as they are packed, and float32 "
         "accumulation and output (see bf16_path() for the instructions used).");
+  m.def("_gemm_bf16_pairs", &gemm_bf16_pairs, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("act_param") = 0.0f,
+        py::arg("preact") = py::none(),
+        "gemm_bf16 on the pair-packed path of the AVX512-BF16 kernel: vdpbf16ps in the avx512bf16 set, "
+        "an emulation of it elsewhere (for tests).");
   m.def("linear_forward", &linear_forward, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("act") = 0, py::arg("act_param") = 0.0f, py::arg("keep_preact") = false, py::arg("bf16") = false,
         "y = act(x @ weight.T + bias) for x [M, K], weight [N, K]; returns y, or (y, preact).");

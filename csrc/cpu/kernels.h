@@ -192,6 +192,9 @@ struct KernelTable {
   const char* isa = nullptr;
   GemmFn gemm = nullptr;
   GemmFn gemm_bf16 = nullptr;
+  // The pair-packed bfloat16 GEMM (gemm/bf16_dp.cpp): vdpbf16ps in the avx512bf16 set, an
+  // emulation of the instruction in the others. For tests: it runs that path on any CPU.
+  GemmFn gemm_bf16_pairs = nullptr;
   // How gemm_bf16 multiplies: "avx512bf16 (vdpbf16ps)", or "float32 FMA on bfloat16-rounded
   // operands" where the CPU has no bfloat16 instructions (the same products).
   const char* bf16_path = nullptr;

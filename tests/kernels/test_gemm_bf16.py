@@ -7,7 +7,9 @@ error left is float32 summation: the same bound as the float32 GEMM's tests,
 with `exact` computed from round_bf16(A) and round_bf16(B). Each test also checks that the
 rounding really happened: against the unrounded operands the result is off by far more.
 Runs on each kernel set this machine has (the reference, the float32-FMA kernels on rounded
-operands, and AVX512-BF16 where the CPU has it) and on 1 and 2 threads.
+operands, and AVX512-BF16 where the CPU has it) and on 1 and 2 threads, and each product also
+on the pair-packed path of the AVX512-BF16 kernel (_C._gemm_bf16_pairs: its packing, blocks
+and epilogue, with vdpbf16ps emulated by float32 FMAs on sets without the instruction).
 """
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ EPS = float(np.finfo(np.float32).eps)
 SLOPE = 0.1
 TRANS = list(itertools.product([False, True], [False, True]))
 ODD = [1, 7, 17, 33, 255]
+
+
+@pytest.fixture(params=["gemm_bf16", "_gemm_bf16_pairs"])
+def gemm(request):
+    """The bfloat16 GEMM of the kernel set, and its pair-packed path."""
+    return getattr(_C, request.param)
 
 
 def matrix(rng, rows: int, cols: int, strided: bool = False, fill: float | None = None) -> np.ndarray:
@@ -77,11 +85,11 @@ def assert_rounded(got, a, b, c, ta, tb, alpha=1.0, beta=0.0, bias=None, what=""
 
 @pytest.mark.parametrize("m", ODD)
 @pytest.mark.parametrize("n", ODD)
-def test_odd_shapes_every_transpose(isa, threads, rng, m, n):
+def test_odd_shapes_every_transpose(isa, gemm, threads, rng, m, n):
     for k, (ta, tb) in itertools.product([1, 17, 255], TRANS):
         a, b = operands(rng, m, n, k, ta, tb)
         c = matrix(rng, m, n, fill=np.nan)
-        _C.gemm_bf16(a, b, c, ta, tb)
+        gemm(a, b, c, ta, tb)
         what = f"m={m} n={n} k={k} trans_a={ta} trans_b={tb}"
         assert_within(c, *expected(a, b, None, ta, tb), what)
         assert_rounded(c, a, b, None, ta, tb, what=what)
@@ -91,47 +99,47 @@ def test_odd_shapes_every_transpose(isa, threads, rng, m, n):
 # wider than a column block, an odd K after the pairs
 @pytest.mark.parametrize("m,n,k", [(40, 64, 1100), (300, 45, 33), (3, 2100, 5), (64, 784, 513),
                                    (10, 512, 784), (170, 100, 1025)])
-def test_blocks(isa, threads, rng, m, n, k):
+def test_blocks(isa, gemm, threads, rng, m, n, k):
     for ta, tb in TRANS:
         a, b = operands(rng, m, n, k, ta, tb)
         c = matrix(rng, m, n)
-        _C.gemm_bf16(a, b, c, ta, tb)
+        gemm(a, b, c, ta, tb)
         assert_within(c, *expected(a, b, None, ta, tb), f"trans_a={ta} trans_b={tb}")
         assert_rounded(c, a, b, None, ta, tb)
 
 
 @pytest.mark.parametrize("alpha,beta", [(0.5, 0.0), (1.0, 1.0), (-2.0, 0.5)])
 @pytest.mark.parametrize("m,n,k", [(37, 45, 300), (7, 33, 900)])
-def test_alpha_beta_strided(isa, threads, rng, m, n, k, alpha, beta):
+def test_alpha_beta_strided(isa, gemm, threads, rng, m, n, k, alpha, beta):
     for ta, tb in TRANS:
         a, b = operands(rng, m, n, k, ta, tb, strided=True)
         c0 = matrix(rng, m, n, strided=True)
         c = c0.copy()
-        _C.gemm_bf16(a, b, c, ta, tb, alpha, beta)
+        gemm(a, b, c, ta, tb, alpha, beta)
         assert_within(c, *expected(a, b, c0, ta, tb, alpha, beta), f"trans_a={ta} trans_b={tb}")
 
 
 @pytest.mark.parametrize("name", list(ACTS))
 @pytest.mark.parametrize("m,n,k,ta,tb", [(10, 70, 300, False, True), (50, 40, 1100, True, False),
                                          (33, 17, 7, False, False)])
-def test_bias_activation_epilogue(isa, threads, rng, name, m, n, k, ta, tb):
+def test_bias_activation_epilogue(isa, gemm, threads, rng, name, m, n, k, ta, tb):
     a, b = operands(rng, m, n, k, ta, tb)
     bias = rng.standard_normal(n).astype(np.float32)
     c = matrix(rng, m, n, fill=np.nan)
     z = matrix(rng, m, n, fill=np.nan)
-    _C.gemm_bf16(a, b, c, ta, tb, 1.0, 0.0, bias, ACTS[name], SLOPE, z)
+    gemm(a, b, c, ta, tb, 1.0, 0.0, bias, ACTS[name], SLOPE, z)
     want, tol = expected(a, b, None, ta, tb, bias=bias)
     assert_within(z, want, tol, f"preact {name}")
     err = np.abs(c.astype(np.float64) - act_forward(name, want, SLOPE))
     assert np.all(err <= 1.15 * tol + 2e-5 * np.abs(act_forward(name, want, SLOPE)) + 1e-30), name
 
 
-def test_special_values_propagate(isa, rng):
+def test_special_values_propagate(isa, gemm, rng):
     a, b = matrix(rng, 9, 40), matrix(rng, 40, 20)
     a[2, 5] = np.inf
     a[4, 7] = np.nan
     c = np.empty((9, 20), np.float32)
-    _C.gemm_bf16(a, b, c)
+    gemm(a, b, c)
     assert np.all(np.isnan(c[4]))
     assert np.all(np.isinf(c[2]) | np.isnan(c[2]))
     rest = [0, 1, 3, 5, 6, 7, 8]
@@ -155,12 +163,12 @@ def test_linear_bf16(isa, threads, rng):
 
 
 @pytest.mark.parametrize("m,n", [(0, 5), (5, 0)])
-def test_empty_and_k_zero(isa, rng, m, n):
+def test_empty_and_k_zero(isa, gemm, rng, m, n):
     c = matrix(rng, m, n)
-    _C.gemm_bf16(matrix(rng, m, 7), matrix(rng, 7, n), c)
+    gemm(matrix(rng, m, 7), matrix(rng, 7, n), c)
     c = np.full((3, 4), np.nan, np.float32)
     bias = rng.standard_normal(4).astype(np.float32)
-    _C.gemm_bf16(matrix(rng, 3, 0), matrix(rng, 0, 4), c, bias=bias)
+    gemm(matrix(rng, 3, 0), matrix(rng, 0, 4), c, bias=bias)
     np.testing.assert_array_equal(c, np.broadcast_to(bias, (3, 4)))
 
 

@@ -6,7 +6,11 @@
 // padded with a zero. The loops are those of the float32 packed path (driver.cpp):
 // jc over nc columns of C, pc over K blocks (pack B), ic over mc rows (pack A), then
 // the register tiles, ukernel_avx512bf16_14x32, whose epilogue is the float32 one
-// (epilogue.h). Compiled only into the kernel set built with -mavx512bf16.
+// (epilogue.h). The kernel set built with -mavx512bf16 runs it as its bfloat16 GEMM. The
+// other sets compile it with an emulation of vdpbf16ps (two float32 FMAs on the unpacked
+// halves, high half first, as the instruction's definition adds them), reachable only
+// through KernelTable::gemm_bf16_pairs: the tests run this file's packing, blocking and
+// epilogue on any CPU that way, so that only the instruction itself needs AVX512-BF16 hardware.
 //
 // vdpbf16ps treats bfloat16 denormals as zero (and flushes denormal results); the
 // products of normal bfloat16 values are exact in float32, and the two of a pair are
@@ -17,8 +21,6 @@
 #include <cstdlib>
 
 namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl {
-
-#if defined(__AVX512BF16__)
 
 namespace {
 
@@ -80,11 +82,35 @@ void pack_b_pairs(std::uint32_t* dst, const Problem& p, index_t j0, index_t w, i
   }
 }
 
-inline __m512bh as_bh(__m512i v) {
-  __m512bh r;
+// A vector of bfloat16 pairs (kW 32-bit lanes), and acc += the sum of each lane's two products.
+#if defined(__AVX512BF16__)
+using pv = __m512bh;
+inline pv as_bh(__m512i v) {
+  pv r;
   __builtin_memcpy(&r, &v, sizeof r);
   return r;
 }
+inline pv pload(const std::uint32_t* p) { return as_bh(_mm512_loadu_si512(p)); }
+inline pv pbroadcast(std::uint32_t x) { return as_bh(_mm512_set1_epi32(static_cast<int>(x))); }
+inline vf pdot(vf acc, pv a, pv b) { return _mm512_dpbf16_ps(acc, a, b); }
+#else
+typedef std::uint32_t pv __attribute__((vector_size(sizeof(vf))));
+inline pv pload(const std::uint32_t* p) {
+  pv r;
+  __builtin_memcpy(&r, p, sizeof r);
+  return r;
+}
+inline pv pbroadcast(std::uint32_t x) { return pv{} + x; }
+inline vf as_vf(pv u) {
+  vf f;
+  __builtin_memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline vf pdot(vf acc, pv a, pv b) {
+  acc = vfma(as_vf(a & 0xFFFF0000u), as_vf(b & 0xFFFF0000u), acc);
+  return vfma(as_vf(a << 16), as_vf(b << 16), acc);
+}
+#endif
 
 // C[MR, nv] = epilogue(Σ_t a_pairs[t] · b_pairs[t]) over kcp pairs; the epilogue as ukernel's.
 template <int MR>
@@ -97,14 +123,14 @@ void ukernel_dp(index_t kcp, const std::uint32_t* __restrict a, const std::uint3
 #pragma GCC unroll 4
     for (int j = 0; j < kNV; ++j) acc[i][j] = vzero();
   for (index_t t = 0; t < kcp; ++t) {
-    __m512bh bv[kNV];
+    pv bv[kNV];
 #pragma GCC unroll 4
-    for (int j = 0; j < kNV; ++j) bv[j] = as_bh(_mm512_loadu_si512(b + j * kW));
+    for (int j = 0; j < kNV; ++j) bv[j] = pload(b + j * kW);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
-      const __m512bh ai = as_bh(_mm512_set1_epi32(static_cast<int>(a[i])));
+      const pv ai = pbroadcast(a[i]);
 #pragma GCC unroll 4
-      for (int j = 0; j < kNV; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], ai, bv[j]);
+      for (int j = 0; j < kNV; ++j) acc[i][j] = pdot(acc[i][j], ai, bv[j]);
     }
     a += MR;
     b += kNR;
@@ -207,11 +233,5 @@ void packed_dpbf16(const Problem& p) {
     }
   }
 }
-
-#else
-
-void packed_dpbf16(const Problem&) {}  // (never called: kHasDpbf16 is false here)
-
-#endif
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl

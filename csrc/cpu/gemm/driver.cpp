@@ -119,11 +119,9 @@ void pack_b_panel(float* dst, const Problem& p, index_t j0, index_t w, index_t k
 }
 
 void packed(const Problem& p) {
-  if constexpr (kHasDpbf16) {
-    if (p.bf16) {
-      packed_dpbf16(p);
-      return;
-    }
+  if (p.bf16 && (kHasDpbf16 || p.pairs)) {
+    packed_dpbf16(p);
+    return;
   }
   const index_t kblocks = ceil_div(p.K, kKC), kc_max = ceil_div(p.K, kblocks);
   const index_t mblocks = ceil_div(p.M, kMC), mc_max = ceil_div(p.M, mblocks);
@@ -337,7 +335,7 @@ void gemm_split_k(const Problem& p) {
 // C[M,N] = ep(alpha·op(A)·op(B) + beta·C), op(A) and op(B) rounded to bfloat16 when bf16
 void gemm_any(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
               index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
-              const GemmEpilogue& ep, bool bf16) {
+              const GemmEpilogue& ep, bool bf16, bool pairs = false) {
   if (M <= 0 || N <= 0) return;
   Problem p;
   p.C = C;
@@ -355,6 +353,7 @@ void gemm_any(float* C, index_t ldc, const float* A, index_t lda, const float* B
   p.beta = beta;
   p.ep = ep;
   p.bf16 = bf16;
+  p.pairs = pairs;
   if (K <= 0) {
     no_product(p);
     return;
@@ -414,12 +413,19 @@ void gemm_bf16(float* C, index_t ldc, const float* A, index_t lda, const float* 
   gemm_any(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep, true);
 }
 
+void gemm_bf16_pairs(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+                     index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+                     const GemmEpilogue& ep) {
+  gemm_any(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep, true, true);
+}
+
 }  // namespace
 }  // namespace gemm_impl
 
 void fill_gemm(KernelTable& t) {
   t.gemm = gemm_impl::gemm;
   t.gemm_bf16 = gemm_impl::gemm_bf16;
+  t.gemm_bf16_pairs = gemm_impl::gemm_bf16_pairs;
   t.bf16_path = gemm_impl::kHasDpbf16 ? "avx512bf16 (vdpbf16ps)" : "float32 FMA on bfloat16-rounded operands";
 }
 

@@ -67,6 +67,7 @@ struct Problem {
   float alpha, beta;
   GemmEpilogue ep;  // at the share's origin
   bool bf16 = false;  // op(A) and op(B) rounded to bfloat16 as they are packed (gemm_bf16)
+  bool pairs = false;  // with bf16: the pair-packed path of bf16_dp.cpp even without AVX512-BF16 (tests)
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
@@ -118,7 +119,8 @@ constexpr bool kHasDpbf16 = true;
 #else
 constexpr bool kHasDpbf16 = false;
 #endif
-// p.bf16: C = ep(alpha·op(A)·op(B) + beta·C) with vdpbf16ps (only when kHasDpbf16).
+// p.bf16: C = ep(alpha·op(A)·op(B) + beta·C) with vdpbf16ps (an emulation of it without
+// AVX512-BF16, for KernelTable::gemm_bf16_pairs).
 FASTMLP_NOTHROW void packed_dpbf16(const Problem& p);
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl
