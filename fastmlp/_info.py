@@ -23,8 +23,11 @@ def num_threads_note() -> str:
 def bf16_note() -> str:
     """Which bfloat16 GEMM path runs (fastmlp.autocast), and why not the native one."""
     path = _C.bf16_path()
-    if "vdpbf16ps" in path:
+    amx = _C.amx_status()
+    if "TDPBF16PS" in path:
         return path
+    if "vdpbf16ps" in path:
+        return f"{path} (AMX: {amx})"
     if not _C.cpu_has_avx512bf16():
         why = "this CPU has no AVX512-BF16"
     elif "avx512bf16" not in _C.available_isas():

@@ -77,6 +77,14 @@ def test_force_isa_chooses_the_bf16_path():
         out = run_python("from fastmlp import _C; print(_C.bf16_path())", FASTMLP_FORCE_ISA=isa)
         assert out.returncode == 0, out.stderr
         assert ("vdpbf16ps" in out.stdout) == (isa == "avx512bf16"), (isa, out.stdout)
+        assert ("TDPBF16PS" in out.stdout) == (isa == "amx"), (isa, out.stdout)
+
+
+def test_amx_status_says_why():
+    status = _C.amx_status()
+    assert status in ("available", "not in this build", "this CPU has no AMX-BF16", "AMX needs x86-64 Linux") \
+        or status.startswith("the kernel refused the AMX tile state")
+    assert (status == "available") == ("amx" in _C.available_isas())
 
 
 @pytest.mark.skipif(_C.cpu_has_avx512bf16(), reason="this CPU has AVX512-BF16")

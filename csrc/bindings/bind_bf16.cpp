@@ -71,6 +71,8 @@ void bind_bf16(py::module_& m) {
       py::arg("kind"), py::arg("iters"),
       "Run a register-only loop of the float32 FMA ('fma') or of the bfloat16 GEMM's instruction "
       "('bf16') for `iters` rounds on every thread; returns the flops done (time it to get the peak).");
+  m.def("amx_status", [] { return std::string(cpu::amx_status()); },
+        "Why the 'amx' kernel set is or is not available (the CPU, the build, or the OS's permission).");
   m.def("cpu_has_avx512bf16", [] {
 #if defined(__x86_64__) || defined(__i386__)
         return static_cast<bool>(__builtin_cpu_supports("avx512bf16"));

@@ -77,6 +77,12 @@ void gemm_bf16_pairs(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool 
             beta, bias_obj, act_code, act_param, preact_obj);
 }
 
+void gemm_bf16_amx(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
+                   float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
+  gemm_impl("_gemm_bf16_amx", &cpu::KernelTable::gemm_bf16_amx, a_obj, b_obj, c_obj, trans_a, trans_b, alpha,
+            beta, bias_obj, act_code, act_param, preact_obj);
+}
+
 // Y[M,N] = act(X[M,K]·W[N,K]ᵀ + b); with keep_preact also returns Z = X·Wᵀ + b.
 // bf16: the product on X and W rounded to bfloat16 (float32 accumulation and output).
 py::object linear_forward(py::handle x_obj, py::handle w_obj, py::handle bias_obj, int act_code,
@@ -173,6 +179,11 @@ void bind_gemm(py::module_& m) {
         py::arg("preact") = py::none(),
         "gemm_bf16 on the pair-packed path of the AVX512-BF16 kernel: vdpbf16ps in the avx512bf16 set, "
         "an emulation of it elsewhere (for tests).");
+  m.def("_gemm_bf16_amx", &gemm_bf16_amx, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("act_param") = 0.0f,
+        py::arg("preact") = py::none(),
+        "gemm_bf16 on the AMX path: tiles in the amx set, the tile instructions emulated elsewhere (for tests).");
   m.def("linear_forward", &linear_forward, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
         py::arg("act") = 0, py::arg("act_param") = 0.0f, py::arg("keep_preact") = false, py::arg("bf16") = false,
         "y = act(x @ weight.T + bias) for x [M, K], weight [N, K]; returns y, or (y, preact).");

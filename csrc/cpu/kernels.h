@@ -195,7 +195,9 @@ struct KernelTable {
   // The pair-packed bfloat16 GEMM (gemm/bf16_dp.cpp): vdpbf16ps in the avx512bf16 set, an
   // emulation of the instruction in the others. For tests: it runs that path on any CPU.
   GemmFn gemm_bf16_pairs = nullptr;
-  // How gemm_bf16 multiplies: "avx512bf16 (vdpbf16ps)", or "float32 FMA on bfloat16-rounded
+  // The AMX bfloat16 GEMM (gemm/bf16_amx.cpp): tiles in the amx set, emulated in the others (tests).
+  GemmFn gemm_bf16_amx = nullptr;
+  // How gemm_bf16 multiplies: "amx (...)", "avx512bf16 (vdpbf16ps)", or "float32 FMA on bfloat16-rounded
   // operands" where the CPU has no bfloat16 instructions (the same products).
   const char* bf16_path = nullptr;
   F32ToBf16Fn f32_to_bf16 = nullptr;
@@ -221,7 +223,10 @@ struct KernelTable {
 const KernelTable& kernels();
 // Names of the instruction sets this build has and this CPU runs, best last.
 const char* const* available_isas(int* count);
-// Switch to another available set ("generic", "avx2", "avx512", "avx512bf16"); throws if unavailable.
+// Why the amx kernel set is or is not available: "available", "not in this build", "this CPU
+// has no AMX-BF16", or that the OS refused the tile state.
+const char* amx_status();
+// Switch to another available set ("generic", "avx2", "avx512", "avx512bf16", "amx"); throws if unavailable.
 void set_isa(const char* name);
 
 }  // namespace fastmlp::cpu

@@ -305,6 +305,7 @@ void fill_reference(KernelTable& t) {
   t.gemm = gemm;
   t.gemm_bf16 = gemm_bf16;
   t.gemm_bf16_pairs = gemm_bf16;
+  t.gemm_bf16_amx = gemm_bf16;
   t.bf16_path = "reference (double sums of bfloat16-rounded operands)";
   t.f32_to_bf16 = f32_to_bf16;
   t.bf16_to_f32 = bf16_to_f32;

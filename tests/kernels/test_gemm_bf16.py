@@ -9,7 +9,9 @@ rounding really happened: against the unrounded operands the result is off by fa
 Runs on each kernel set this machine has (the reference, the float32-FMA kernels on rounded
 operands, and AVX512-BF16 where the CPU has it) and on 1 and 2 threads, and each product also
 on the pair-packed path of the AVX512-BF16 kernel (_C._gemm_bf16_pairs: its packing, blocks
-and epilogue, with vdpbf16ps emulated by float32 FMAs on sets without the instruction).
+and epilogue, with vdpbf16ps emulated by float32 FMAs on sets without the instruction) and on
+the AMX path (_C._gemm_bf16_amx: its tile packing and blocking, the tile instructions emulated
+on sets without AMX).
 """
 from __future__ import annotations
 
@@ -28,9 +30,9 @@ TRANS = list(itertools.product([False, True], [False, True]))
 ODD = [1, 7, 17, 33, 255]
 
 
-@pytest.fixture(params=["gemm_bf16", "_gemm_bf16_pairs"])
+@pytest.fixture(params=["gemm_bf16", "_gemm_bf16_pairs", "_gemm_bf16_amx"])
 def gemm(request):
-    """The bfloat16 GEMM of the kernel set, and its pair-packed path."""
+    """The bfloat16 GEMM of the kernel set, its pair-packed (vdpbf16ps) path and its AMX path."""
     return getattr(_C, request.param)
 
 
@@ -184,7 +186,9 @@ def test_bad_input(rng):
 
 def test_bf16_path_names_the_instructions(isa):
     path = _C.bf16_path()
-    if isa == "avx512bf16":
+    if isa == "amx":
+        assert "TDPBF16PS" in path
+    elif isa == "avx512bf16":
         assert "vdpbf16ps" in path
     elif isa != "reference":
         assert "float32 FMA" in path

@@ -16,46 +16,14 @@
 // products of normal bfloat16 values are exact in float32, and the two of a pair are
 // added to the accumulator in one rounding, so results differ from the float32-FMA
 // path only in the rounding of the sum.
-#include "cpu/gemm/epilogue.h"
-
-#include <cstdlib>
+#include "cpu/gemm/pairs.h"
 
 namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl {
 
 namespace {
 
-inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
-
 // Pairs of K per cache block: the same bytes of a packed panel as kKC floats, twice the K.
 constexpr index_t kKP = kKC;
-
-// Pair-packing buffers of one thread, kept between calls (as the float32 path's workspace).
-struct PairWorkspace {
-  std::uint32_t* data = nullptr;
-  size_t words = 0;
-  ~PairWorkspace() { std::free(data); }
-  std::uint32_t* get(size_t n) {
-    if (n > words) {
-      std::free(data);
-      const size_t bytes = (n * sizeof(std::uint32_t) + 4095) / 4096 * 4096;
-      data = static_cast<std::uint32_t*>(std::aligned_alloc(4096, bytes));
-      words = data ? bytes / sizeof(std::uint32_t) : 0;
-    }
-    return data;
-  }
-};
-thread_local PairWorkspace tls_pairs;
-
-inline std::uint32_t pair_of(float lo, float hi) {
-  return static_cast<std::uint32_t>(bf16_from_float(lo)) | (static_cast<std::uint32_t>(bf16_from_float(hi)) << 16);
-}
-
-inline float a_at(const Problem& p, index_t m, index_t k) {
-  return p.trans_a ? p.A[k * p.lda + m] : p.A[m * p.lda + k];
-}
-inline float b_at(const Problem& p, index_t k, index_t n) {
-  return p.trans_b ? p.B[n * p.ldb + k] : p.B[k * p.ldb + n];
-}
 
 // Rows [r0, r0+h) of op(A), K range [k0, k0+kc): dst[t·h + i] = pair(k0+2t, k0+2t+1) of row r0+i.
 void pack_a_pairs(std::uint32_t* dst, const Problem& p, index_t r0, index_t h, index_t k0, index_t kc) {

@@ -11,7 +11,8 @@
 //           amortised over N otherwise); B is packed when its panels are reused
 //           across row panels or must be transposed, and read in place otherwise.
 // gemm_bf16 takes the packed path (its packing rounds op(A) and op(B) to bfloat16),
-// on the float32 micro-kernels, or on AVX512-BF16 on the pair-packed kernel of bf16_dp.cpp.
+// on the float32 micro-kernels, on AVX512-BF16 on the pair-packed kernel of bf16_dp.cpp,
+// or on AMX tiles (bf16_amx.cpp).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -119,6 +120,10 @@ void pack_b_panel(float* dst, const Problem& p, index_t j0, index_t w, index_t k
 }
 
 void packed(const Problem& p) {
+  if (p.bf16 && (kHasAmx || p.amx) && !p.pairs) {
+    packed_amx(p);
+    return;
+  }
   if (p.bf16 && (kHasDpbf16 || p.pairs)) {
     packed_dpbf16(p);
     return;
@@ -335,7 +340,7 @@ void gemm_split_k(const Problem& p) {
 // C[M,N] = ep(alpha·op(A)·op(B) + beta·C), op(A) and op(B) rounded to bfloat16 when bf16
 void gemm_any(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
               index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
-              const GemmEpilogue& ep, bool bf16, bool pairs = false) {
+              const GemmEpilogue& ep, bool bf16, bool pairs = false, bool amx = false) {
   if (M <= 0 || N <= 0) return;
   Problem p;
   p.C = C;
@@ -354,6 +359,7 @@ void gemm_any(float* C, index_t ldc, const float* A, index_t lda, const float* B
   p.ep = ep;
   p.bf16 = bf16;
   p.pairs = pairs;
+  p.amx = amx;
   if (K <= 0) {
     no_product(p);
     return;
@@ -419,6 +425,12 @@ void gemm_bf16_pairs(float* C, index_t ldc, const float* A, index_t lda, const f
   gemm_any(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep, true, true);
 }
 
+void gemm_bf16_amx(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+                   index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+                   const GemmEpilogue& ep) {
+  gemm_any(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep, true, false, true);
+}
+
 }  // namespace
 }  // namespace gemm_impl
 
@@ -426,7 +438,10 @@ void fill_gemm(KernelTable& t) {
   t.gemm = gemm_impl::gemm;
   t.gemm_bf16 = gemm_impl::gemm_bf16;
   t.gemm_bf16_pairs = gemm_impl::gemm_bf16_pairs;
-  t.bf16_path = gemm_impl::kHasDpbf16 ? "avx512bf16 (vdpbf16ps)" : "float32 FMA on bfloat16-rounded operands";
+  t.gemm_bf16_amx = gemm_impl::gemm_bf16_amx;
+  t.bf16_path = gemm_impl::kHasAmx       ? "amx (AMX-BF16 tiles, TDPBF16PS)"
+                : gemm_impl::kHasDpbf16 ? "avx512bf16 (vdpbf16ps)"
+                                        : "float32 FMA on bfloat16-rounded operands";
 }
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA

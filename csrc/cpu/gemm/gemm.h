@@ -4,6 +4,8 @@
 //   ukernel.cpp  register-tiled outer-product micro-kernels over packed panels
 //   dot.cpp      the small-batch X·Wᵀ path: dot-product tiles, no packing
 //   bf16_dp.cpp  the bfloat16 GEMM on AVX512-BF16 (vdpbf16ps): pair packing and its kernel
+//   bf16_amx.cpp the bfloat16 GEMM on AMX tiles (TDPBF16PS)
+//   pairs.h      helpers of the two pair-packed paths
 // Like every per-ISA source, everything lives in namespace fastmlp::cpu::<isa>.
 // Nothing here throws; FASTMLP_NOTHROW says so to the compiler, so that the
 // OpenMP regions calling these functions need no exception-handling code.
@@ -68,6 +70,7 @@ struct Problem {
   GemmEpilogue ep;  // at the share's origin
   bool bf16 = false;  // op(A) and op(B) rounded to bfloat16 as they are packed (gemm_bf16)
   bool pairs = false;  // with bf16: the pair-packed path of bf16_dp.cpp even without AVX512-BF16 (tests)
+  bool amx = false;    // with bf16: the AMX path of bf16_amx.cpp even without AMX (tests)
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
@@ -122,5 +125,17 @@ constexpr bool kHasDpbf16 = false;
 // p.bf16: C = ep(alpha·op(A)·op(B) + beta·C) with vdpbf16ps (an emulation of it without
 // AVX512-BF16, for KernelTable::gemm_bf16_pairs).
 FASTMLP_NOTHROW void packed_dpbf16(const Problem& p);
+
+// ---- bf16_amx.cpp -------------------------------------------------------------------
+// Whether this instruction set has AMX-BF16 tiles; then the bfloat16 GEMM's packed path is
+// packed_amx (the kernel set is chosen only where the OS grants the tile state).
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+constexpr bool kHasAmx = true;
+#else
+constexpr bool kHasAmx = false;
+#endif
+// p.bf16: C = ep(alpha·op(A)·op(B) + beta·C) on AMX tiles (emulated without AMX, for
+// KernelTable::gemm_bf16_amx).
+FASTMLP_NOTHROW void packed_amx(const Problem& p);
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl
