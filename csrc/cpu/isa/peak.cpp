@@ -6,7 +6,8 @@
 //              add in SSE2 registers for the generic set): 2 flops per lane.
 //   peak_bf16  the bfloat16 GEMM's instruction: vdpbf16ps where the set has AVX512-BF16
 //              (two products and two adds per float32 lane: 4 flops), else the float32 FMA,
-//              which is what the bfloat16 GEMM then runs on.
+//              which is what the bfloat16 GEMM then runs on. (The amx set's GEMM runs on
+//              tiles, whose peak this loop does not measure: it times vdpbf16ps there too.)
 #include "cpu/gemm/simd.h"
 
 namespace fastmlp::cpu::FASTMLP_ISA {
