@@ -68,3 +68,18 @@ def test_gradient_flows_through_the_casts(rng):
     (x.bfloat16().float() * 3.0).sum().backward()
     assert x.grad.dtype == fastmlp.float32
     np.testing.assert_array_equal(x.grad.numpy(), np.full(5, 3.0, np.float32))
+
+
+def test_checkpoint_round_trip_and_safetensors_reads_bf16(tmp_path, rng):
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    b = fastmlp.tensor(x).bfloat16()
+    path = str(tmp_path / "bf16.safetensors")
+    fastmlp.save({"b": b, "x": fastmlp.tensor(x)}, path)
+    back = fastmlp.load(path)
+    assert back["b"].dtype == fastmlp.bfloat16 and back["x"].dtype == fastmlp.float32
+    np.testing.assert_array_equal(bits(back["b"]), bits(b))
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("safetensors.torch")
+    loaded = st.load_file(path)
+    assert loaded["b"].dtype == torch.bfloat16
+    assert torch.equal(loaded["b"], torch.from_numpy(x).to(torch.bfloat16))  # PyTorch's own rounding

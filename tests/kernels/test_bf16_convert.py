@@ -159,3 +159,16 @@ def test_bad_input():
         _C.f32_to_bf16(np.zeros(3, np.float32), out=np.zeros(3, np.float32))
     with pytest.raises(TypeError, match="'x'"):
         _C.f32_to_bf16([1.0, 2.0])
+
+
+def test_matches_torch_rounding(isa):
+    """PyTorch's float32 -> bfloat16 (round to nearest even) on random bit patterns and every
+    tie; NaNs left out (PyTorch makes every NaN the one canonical 0x7FC0)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 1 << 32, size=1 << 19, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    ties = ((np.arange(1 << 16, dtype=np.uint32) << 16) | 0x8000).view(np.float32)
+    x = np.concatenate([x, ties])
+    x = x[~np.isnan(x)]
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(_C.f32_to_bf16(x), want)
