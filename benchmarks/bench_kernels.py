@@ -1,7 +1,7 @@
 """Kernel benchmark: each fastmlp kernel against the plain NumPy way (and PyTorch
 when installed) of computing the same thing, in one run.
 
-    python benchmarks/bench_kernels.py [--only gemm,activation] [--quick]
+    python benchmarks/bench_kernels.py [--only gemm,bf16,activation] [--quick]
 
 Prints one table (median ms per call, speed-up over NumPy and PyTorch, GFLOP/s or
 GB/s) and writes benchmarks/results/kernels.csv.
@@ -18,7 +18,7 @@ if __package__:
 else:  # run as a script from a checkout
     import common
 
-FAMILIES = ["gemm", "activation", "loss", "reduce", "dropout", "optim"]
+FAMILIES = ["gemm", "bf16", "activation", "loss", "reduce", "dropout", "optim"]
 
 
 def _rows_module(family: str):

@@ -89,6 +89,7 @@ class Row:
     flops: Optional[float] = None         # floating-point operations per call
     nbytes: Optional[float] = None        # bytes moved per call
     extra: dict[str, str] = field(default_factory=dict)
+    peak: Optional[float] = None          # FLOP/s of the instruction's register-only loop, when measured
 
     def ratio(self, other: str) -> Optional[float]:
         if other not in self.times or "fastmlp" not in self.times:
@@ -98,7 +99,8 @@ class Row:
     def rate(self) -> str:
         t = self.times["fastmlp"]
         if self.flops:
-            return f"{self.flops / t / 1e9:.1f} GFLOP/s"
+            share = f" ({self.flops / t / self.peak:.0%} of peak)" if self.peak else ""
+            return f"{self.flops / t / 1e9:.1f} GFLOP/s{share}"
         if self.nbytes:
             return f"{self.nbytes / t / 1e9:.1f} GB/s"
         return ""

@@ -24,7 +24,8 @@ from .tensor import (BoolTensor, ByteTensor, CharTensor, DoubleTensor, FloatTens
                      ShortTensor)
 from . import ops as _ops
 from ._device import device
-from ._dtype import (bool_ as bool, dtype, float16, float32, float64, get_default_dtype, int8, int16, int32, int64,
+from ._autocast import autocast, get_autocast_dtype, is_autocast_enabled
+from ._dtype import (bool_ as bool, bfloat16, dtype, float16, float32, float64, get_default_dtype, int8, int16, int32, int64,
                      set_default_dtype, uint8)
 from ._info import info
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled

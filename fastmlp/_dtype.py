@@ -1,4 +1,11 @@
-"""dtypes with PyTorch's names (``fastmlp.float32``, ``fastmlp.int64``...), backed by NumPy dtypes."""
+"""dtypes with PyTorch's names (``fastmlp.float32``, ``fastmlp.int64``...), backed by NumPy dtypes.
+
+NumPy has no bfloat16, so ``fastmlp.bfloat16`` is backed by a one-field structured dtype over a
+uint16 (``BF16_NP``) holding the bit pattern: two bytes per element like torch.bfloat16, a type
+that NumPy tells apart from every number type, and one on which NumPy's arithmetic refuses to
+run (so a bfloat16 tensor can never be computed on as if its bits were integers). Values move
+in and out through fastmlp._C.f32_to_bf16 / bf16_to_f32 (round to nearest even); see
+``fastmlp._bf16``."""
 from __future__ import annotations
 
 import builtins
@@ -25,7 +32,10 @@ class dtype:
         return (_by_name, (self.name,))
 
 
+BF16_NP = np.dtype([("bfloat16", "<u2")])
+
 float16 = dtype("float16", np.float16, True, True)
+bfloat16 = dtype("bfloat16", BF16_NP, True, True)
 float32 = dtype("float32", np.float32, True, True)
 float64 = dtype("float64", np.float64, True, True)
 uint8 = dtype("uint8", np.uint8, False, False)
@@ -35,7 +45,7 @@ int32 = dtype("int32", np.int32, False, True)
 int64 = dtype("int64", np.int64, False, True)
 bool_ = dtype("bool", np.bool_, False, False)
 
-ALL = (float16, float32, float64, uint8, int8, int16, int32, int64, bool_)
+ALL = (float16, bfloat16, float32, float64, uint8, int8, int16, int32, int64, bool_)
 _FROM_NP = {d.np: d for d in ALL}
 _NAMES = {d.name: d for d in ALL}
 _NAMES.update({"float": float32, "double": float64, "half": float16, "long": int64, "int": int32,

@@ -1,6 +1,6 @@
 """The ``fastmlp`` command line (also ``python -m fastmlp``).
 
-    fastmlp info                       version, CPU kernel set, threads, CUDA status
+    fastmlp info                       version, CPU kernel set, bfloat16 GEMM path, threads, CUDA status
     fastmlp train [options]            train an MLP on MNIST, Fashion-MNIST or a table of your own
                                        (--data-file table.csv --target label)
     fastmlp evaluate CHECKPOINT        test accuracy of a saved model, per class (MSE and R² for regression)
@@ -43,6 +43,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     d = info()
     print(f"fastmlp {d['version']}")
     print(f"CPU kernels: {d['isa']} (available: {', '.join(d['available_isas'])})")
+    print(f"bfloat16 GEMM: {d['bf16']}")
     print(f"OpenMP threads: {d['threads']}")
     print(f"CUDA: {d['cuda']}")
     return 0

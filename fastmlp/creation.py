@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _dtype
+from . import _bf16, _dtype
 from . import random as _random
 from ._device import as_device
 from .backend import for_device, is_cuda_array
@@ -44,12 +44,33 @@ def _finish(arr: np.ndarray, device, requires_grad: bool) -> Tensor:
     return t
 
 
+def _no_bf16(np_dtype: np.dtype) -> np.dtype:
+    if np_dtype == _dtype.BF16_NP:
+        raise TypeError("this factory does not make bfloat16 tensors: make a float32 one and convert it with "
+                        ".to(fastmlp.bfloat16) (tensor, zeros, ones and full accept dtype=fastmlp.bfloat16)")
+    return np_dtype
+
+
 def _float_dtype(dtype) -> np.dtype:
-    return (_dtype.as_dtype(dtype) if dtype is not None else _dtype.get_default_dtype()).np
+    return _no_bf16((_dtype.as_dtype(dtype) if dtype is not None else _dtype.get_default_dtype()).np)
+
+
+def _is_bf16(dtype) -> bool:
+    return dtype is not None and _dtype.as_dtype(dtype) is _dtype.bfloat16
+
+
+def _as_bf16(t: Tensor, requires_grad: bool) -> Tensor:
+    """The float32 tensor t rounded to bfloat16 storage (fastmlp._bf16), as a new leaf."""
+    out = _wrap(_bf16.to_bf16(t._data))
+    if requires_grad:
+        out.requires_grad = True
+    return out
 
 
 def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """A new tensor copying `data` (nested lists, scalars, NumPy arrays, tensors), as ``torch.tensor``."""
+    if _is_bf16(dtype):
+        return _as_bf16(tensor(data, _dtype.float32, device), requires_grad)
     if isinstance(data, Tensor) and is_cuda_array(data._data) and (device is None or as_device(device).type == "cuda"):
         arr = data._data.astype(_dtype.as_dtype(dtype).np) if dtype is not None else data._data.copy()
         t = _wrap(arr)
@@ -63,6 +84,8 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
 
 def as_tensor(data, dtype=None, device=None) -> Tensor:
     """Like tensor(), but shares memory with a NumPy array (or tensor) when dtype and device allow."""
+    if _is_bf16(dtype) and not isinstance(data, Tensor):
+        return tensor(data, dtype, device)
     if isinstance(data, Tensor):
         return data.to(device=device, dtype=dtype) if (device is not None or dtype is not None) else data
     if is_cuda_array(data):
@@ -83,10 +106,14 @@ def from_numpy(arr: np.ndarray) -> Tensor:
 
 
 def zeros(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    if _is_bf16(dtype):
+        return _as_bf16(zeros(*size, dtype=_dtype.float32, device=device), requires_grad)
     return _finish(np.zeros(_sizes(size), dtype=_float_dtype(dtype)), device, requires_grad)
 
 
 def ones(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    if _is_bf16(dtype):
+        return _as_bf16(ones(*size, dtype=_dtype.float32, device=device), requires_grad)
     return _finish(np.ones(_sizes(size), dtype=_float_dtype(dtype)), device, requires_grad)
 
 
@@ -95,6 +122,8 @@ def empty(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    if _is_bf16(dtype):
+        return _as_bf16(full(size, fill_value, dtype=_dtype.float32, device=device), requires_grad)
     if dtype is None:
         if isinstance(fill_value, bool):
             dtype = _dtype.bool_
@@ -109,7 +138,7 @@ def scalar_tensor(value, dtype=None, device=None) -> Tensor:
 
 
 def _like(t: Tensor, dtype, device):
-    dt = _dtype.as_dtype(dtype).np if dtype is not None else t._data.dtype
+    dt = _no_bf16(_dtype.as_dtype(dtype).np if dtype is not None else t._data.dtype)
     return dt, (device if device is not None else t.device)
 
 

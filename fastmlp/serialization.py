@@ -58,8 +58,8 @@ from .tensor import Tensor, _wrap
 
 __all__ = ["save", "load", "CheckpointError"]
 
-_CODES = {"float16": "F16", "float32": "F32", "float64": "F64", "uint8": "U8", "int8": "I8", "int16": "I16",
-          "int32": "I32", "int64": "I64", "bool": "BOOL"}
+_CODES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64", "uint8": "U8", "int8": "I8",
+          "int16": "I16", "int32": "I32", "int64": "I64", "bool": "BOOL"}
 _FROM_CODE = {v: getattr(_dtype, k if k != "bool" else "bool_") for k, v in _CODES.items()}
 _FORMAT_1 = "fastmlp"  # the first format's "format" value (tensors named t0, t1, ...)
 _VERSION_KEY = "fastmlp.format"

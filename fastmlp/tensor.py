@@ -345,6 +345,11 @@ class TensorBase:
     def half(self) -> "Tensor":
         return self._cast(_dtype.float16)
 
+    def bfloat16(self) -> "Tensor":
+        """Values rounded to bfloat16, nearest even (``torch.Tensor.bfloat16``); CPU tensors only.
+        A bfloat16 tensor is storage: convert it back with ``.float()`` to compute on it."""
+        return self._cast(_dtype.bfloat16)
+
     def long(self) -> "Tensor":
         return self._cast(_dtype.int64)
 
@@ -584,6 +589,11 @@ def _parse_to_args(args, kwargs):
 
 def _format(t: Tensor) -> str:
     arr = t._host()
+    bf16 = arr.dtype == _dtype.bfloat16.np
+    if bf16:  # shown as its float32 values
+        from . import _bf16
+
+        arr = _bf16.from_bf16(arr, np.float32)
     kind = arr.dtype.kind
     suffix = []
     if kind == "f":
@@ -599,7 +609,9 @@ def _format(t: Tensor) -> str:
                                    formatter={"float_kind": lambda v: f"{v:.4e}"})
         else:
             body = np.array2string(arr, separator=", ", prefix="tensor(", **opts)
-        if arr.dtype != _dtype.get_default_dtype().np:
+        if bf16:
+            suffix.append(f"dtype={_dtype.bfloat16}")
+        elif arr.dtype != _dtype.get_default_dtype().np:
             suffix.append(f"dtype={_dtype.from_numpy_dtype(arr.dtype)}")
     else:
         body = np.array2string(arr, separator=", ", prefix="tensor(")

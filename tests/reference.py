@@ -49,3 +49,13 @@ def act_derivative(name: str, x: np.ndarray, slope: float = 0.01) -> np.ndarray:
     if name == "gelu":
         return 0.5 * erfc(-x / math.sqrt(2.0)) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
     raise KeyError(name)
+
+
+def round_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 x rounded to the nearest bfloat16 (ties to even; NaN made quiet), as float32.
+    The bit form of the rule; tests/kernels/test_bf16_convert.py checks it against an exact
+    nearest-value search."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    r = np.where(nan, u | 0x00400000, u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return r.astype(np.uint32).view(np.float32).reshape(np.shape(x))

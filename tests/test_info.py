@@ -26,6 +26,9 @@ def test_info_cli_reports_version_isa_threads_cuda():
     assert f"fastmlp {fastmlp.__version__}" in out.stdout
     assert f"CPU kernels: {_C.isa()}" in out.stdout
     assert "OpenMP threads:" in out.stdout
+    assert f"bfloat16 GEMM: {_C.bf16_path()}" in out.stdout
+    if not _C.cpu_has_avx512bf16():
+        assert "this CPU has no AVX512-BF16" in out.stdout
     assert "CUDA:" in out.stdout
 
 
@@ -67,3 +70,26 @@ def test_thread_count_round_trips():
         fastmlp.set_num_threads(previous)
     with pytest.raises(ValueError, match="n must be >= 1"):
         fastmlp.set_num_threads(0)
+
+
+def test_force_isa_chooses_the_bf16_path():
+    for isa in _C.available_isas():
+        out = run_python("from fastmlp import _C; print(_C.bf16_path())", FASTMLP_FORCE_ISA=isa)
+        assert out.returncode == 0, out.stderr
+        assert ("vdpbf16ps" in out.stdout) == (isa == "avx512bf16"), (isa, out.stdout)
+        assert ("TDPBF16PS" in out.stdout) == (isa == "amx"), (isa, out.stdout)
+
+
+def test_amx_status_says_why():
+    status = _C.amx_status()
+    assert status in ("available", "not in this build", "this CPU has no AMX-BF16", "AMX needs x86-64 Linux") \
+        or status.startswith("the kernel refused the AMX tile state")
+    assert (status == "available") == ("amx" in _C.available_isas())
+
+
+@pytest.mark.skipif(_C.cpu_has_avx512bf16(), reason="this CPU has AVX512-BF16")
+def test_forcing_avx512bf16_without_it_is_a_clear_error():
+    out = run_python("import fastmlp", FASTMLP_FORCE_ISA="avx512bf16")
+    assert out.returncode != 0
+    assert "FASTMLP_FORCE_ISA=avx512bf16 is not an instruction set that this build has and this CPU runs" \
+        in out.stderr

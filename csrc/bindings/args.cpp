@@ -12,6 +12,7 @@ const char* dtype_name(Dtype d) {
     case Dtype::F32: return "float32";
     case Dtype::I64: return "int64";
     case Dtype::U8: return "uint8";
+    case Dtype::U16: return "uint16";
   }
   return "?";
 }
@@ -22,6 +23,7 @@ bool has_dtype(const py::array& a, Dtype d) {
     case Dtype::F32: return dt.kind() == 'f' && dt.itemsize() == 4;
     case Dtype::I64: return dt.kind() == 'i' && dt.itemsize() == 8;
     case Dtype::U8: return (dt.kind() == 'u' || dt.kind() == 'b') && dt.itemsize() == 1;
+    case Dtype::U16: return dt.kind() == 'u' && dt.itemsize() == 2;
   }
   return false;
 }

@@ -43,10 +43,11 @@ struct View {
   const std::int64_t* i64() const { return static_cast<const std::int64_t*>(data); }
   const std::uint8_t* u8() const { return static_cast<const std::uint8_t*>(data); }
   std::uint8_t* u8_mut() const { return static_cast<std::uint8_t*>(data); }
+  std::uint16_t* u16() const { return static_cast<std::uint16_t*>(data); }
   bool is_none() const { return data == nullptr && shape.empty(); }
 };
 
-enum class Dtype { F32, I64, U8 };
+enum class Dtype { F32, I64, U8, U16 };
 
 // Any-rank C-contiguous array of `dtype`; `writable` for outputs.
 View contiguous(py::handle obj, const char* fn, const char* arg, Dtype dtype, bool writable);

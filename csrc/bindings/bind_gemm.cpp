@@ -26,10 +26,16 @@ cpu::GemmEpilogue epilogue(const View& bias, Act act, float act_param, const Vie
                                          preact.is_none() ? nullptr : preact.f32(), preact.is_none() ? 0 : preact.ld);
 }
 
+// The float32 GEMM, or (bf16) the bfloat16 one: operands rounded to bfloat16 in its packing.
+cpu::GemmFn gemm_fn(bool bf16) { return bf16 ? cpu::kernels().gemm_bf16 : cpu::kernels().gemm; }
+
+// Which GEMM of the kernel table a binding calls.
+using GemmEntry = cpu::GemmFn cpu::KernelTable::*;
+
 // C = act(alpha·op(A)·op(B) + beta·C + bias)
-void gemm(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
-          float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
-  const char* fn = "gemm";
+void gemm_impl(const char* fn, GemmEntry entry, py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a,
+               bool trans_b, float alpha, float beta, py::handle bias_obj, int act_code, float act_param,
+               py::handle preact_obj) {
   const Act act = act_from_int(act_code, fn);
   View a = matrix(a_obj, fn, "a", false);
   View b = matrix(b_obj, fn, "b", false);
@@ -49,13 +55,38 @@ void gemm(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bo
   require_no_overlap(preact, bias, fn, "preact", "bias", false);
   const cpu::GemmEpilogue ep = epilogue(bias, act, act_param, preact);
   py::gil_scoped_release nogil;
-  cpu::kernels().gemm(c.f32(), c.ld, a.f32(), a.ld, b.f32(), b.ld, s.M, s.N, s.K, trans_a, trans_b, alpha,
+  (cpu::kernels().*entry)(c.f32(), c.ld, a.f32(), a.ld, b.f32(), b.ld, s.M, s.N, s.K, trans_a, trans_b, alpha,
                       beta, ep);
 }
 
+void gemm(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
+          float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
+  gemm_impl("gemm", &cpu::KernelTable::gemm, a_obj, b_obj, c_obj, trans_a, trans_b, alpha, beta, bias_obj,
+            act_code, act_param, preact_obj);
+}
+
+void gemm_bf16(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
+               float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
+  gemm_impl("gemm_bf16", &cpu::KernelTable::gemm_bf16, a_obj, b_obj, c_obj, trans_a, trans_b, alpha, beta,
+            bias_obj, act_code, act_param, preact_obj);
+}
+
+void gemm_bf16_pairs(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
+                     float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
+  gemm_impl("_gemm_bf16_pairs", &cpu::KernelTable::gemm_bf16_pairs, a_obj, b_obj, c_obj, trans_a, trans_b, alpha,
+            beta, bias_obj, act_code, act_param, preact_obj);
+}
+
+void gemm_bf16_amx(py::handle a_obj, py::handle b_obj, py::handle c_obj, bool trans_a, bool trans_b, float alpha,
+                   float beta, py::handle bias_obj, int act_code, float act_param, py::handle preact_obj) {
+  gemm_impl("_gemm_bf16_amx", &cpu::KernelTable::gemm_bf16_amx, a_obj, b_obj, c_obj, trans_a, trans_b, alpha,
+            beta, bias_obj, act_code, act_param, preact_obj);
+}
+
 // Y[M,N] = act(X[M,K]·W[N,K]ᵀ + b); with keep_preact also returns Z = X·Wᵀ + b.
+// bf16: the product on X and W rounded to bfloat16 (float32 accumulation and output).
 py::object linear_forward(py::handle x_obj, py::handle w_obj, py::handle bias_obj, int act_code,
-                          float act_param, bool keep_preact) {
+                          float act_param, bool keep_preact, bool bf16) {
   const char* fn = "linear_forward";
   const Act act = act_from_int(act_code, fn);
   View x = matrix(x_obj, fn, "x", false);
@@ -79,15 +110,17 @@ py::object linear_forward(py::handle x_obj, py::handle w_obj, py::handle bias_ob
   float* yp = y.mutable_data();
   {
     py::gil_scoped_release nogil;
-    cpu::kernels().gemm(yp, N, x.f32(), x.ld, w.f32(), w.ld, M, N, K, false, true, 1.0f, 0.0f, ep);
+    gemm_fn(bf16)(yp, N, x.f32(), x.ld, w.f32(), w.ld, M, N, K, false, true, 1.0f, 0.0f, ep);
   }
   if (keep_preact) return py::make_tuple(y, z);
   return std::move(y);
 }
 
 // dW (+)= dZᵀ·X, db (+)= Σ_m dZ, and (when need_dx) returns dX = dZ·W.
+// bf16: both products on operands rounded to bfloat16 (db stays a float32 sum of dZ).
 py::object linear_backward(py::handle dz_obj, py::handle x_obj, py::handle w_obj, bool need_dx,
-                           py::handle dw_obj, py::handle db_obj, bool accumulate_w, bool accumulate_b) {
+                           py::handle dw_obj, py::handle db_obj, bool accumulate_w, bool accumulate_b,
+                           bool bf16) {
   const char* fn = "linear_backward";
   View dz = matrix(dz_obj, fn, "grad_output", false);
   View x = matrix(x_obj, fn, "x", false);
@@ -114,11 +147,12 @@ py::object linear_backward(py::handle dz_obj, py::handle x_obj, py::handle w_obj
     py::gil_scoped_release nogil;
     const cpu::KernelTable& k = cpu::kernels();
     const cpu::GemmEpilogue none;
+    const cpu::GemmFn g = bf16 ? k.gemm_bf16 : k.gemm;
     if (!dw.is_none())
-      k.gemm(dw.f32(), dw.ld, dz.f32(), dz.ld, x.f32(), x.ld, N, K, M, true, false, 1.0f,
+      g(dw.f32(), dw.ld, dz.f32(), dz.ld, x.f32(), x.ld, N, K, M, true, false, 1.0f,
              accumulate_w ? 1.0f : 0.0f, none);
     if (!db.is_none()) k.colsum(db.f32(), dz.f32(), M, N, dz.ld, accumulate_b);
-    if (need_dx) k.gemm(dxp, K, dz.f32(), dz.ld, w.f32(), w.ld, M, K, N, false, false, 1.0f, 0.0f, none);
+    if (need_dx) g(dxp, K, dz.f32(), dz.ld, w.f32(), w.ld, M, K, N, false, false, 1.0f, 0.0f, none);
   }
   if (need_dx) return std::move(dx);
   return py::none();
@@ -133,12 +167,29 @@ void bind_gemm(py::module_& m) {
         py::arg("preact") = py::none(),
         "In place: c = act(alpha * op(a) @ op(b) + beta * c + bias), op = transpose when trans_*. "
         "float32 matrices with contiguous rows; `preact` receives the value before act.");
+  m.def("gemm_bf16", &gemm_bf16, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("act_param") = 0.0f,
+        py::arg("preact") = py::none(),
+        "gemm with op(a) and op(b) rounded to bfloat16 (nearest even) as they are packed, and float32 "
+        "accumulation and output (see bf16_path() for the instructions used).");
+  m.def("_gemm_bf16_pairs", &gemm_bf16_pairs, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("act_param") = 0.0f,
+        py::arg("preact") = py::none(),
+        "gemm_bf16 on the pair-packed path of the AVX512-BF16 kernel: vdpbf16ps in the avx512bf16 set, "
+        "an emulation of it elsewhere (for tests).");
+  m.def("_gemm_bf16_amx", &gemm_bf16_amx, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false, py::arg("alpha") = 1.0f, py::arg("beta") = 0.0f,
+        py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("act_param") = 0.0f,
+        py::arg("preact") = py::none(),
+        "gemm_bf16 on the AMX path: tiles in the amx set, the tile instructions emulated elsewhere (for tests).");
   m.def("linear_forward", &linear_forward, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
-        py::arg("act") = 0, py::arg("act_param") = 0.0f, py::arg("keep_preact") = false,
+        py::arg("act") = 0, py::arg("act_param") = 0.0f, py::arg("keep_preact") = false, py::arg("bf16") = false,
         "y = act(x @ weight.T + bias) for x [M, K], weight [N, K]; returns y, or (y, preact).");
   m.def("linear_backward", &linear_backward, py::arg("grad_output"), py::arg("x"), py::arg("weight"),
         py::arg("need_dx") = true, py::arg("grad_weight") = py::none(), py::arg("grad_bias") = py::none(),
-        py::arg("accumulate_weight") = false, py::arg("accumulate_bias") = false,
+        py::arg("accumulate_weight") = false, py::arg("accumulate_bias") = false, py::arg("bf16") = false,
         "grad_weight (+)= grad_output.T @ x, grad_bias (+)= grad_output.sum(0); returns "
         "grad_output @ weight when need_dx, else None.");
 }

@@ -15,6 +15,7 @@ void bind_dropout(pybind11::module_& m);
 void bind_optim(pybind11::module_& m);
 void bind_mlp(pybind11::module_& m);
 void bind_join(pybind11::module_& m);
+void bind_bf16(pybind11::module_& m);
 
 // Activation code from Python (an int, as fastmlp.nn.functional passes it), checked.
 Act act_from_int(int act, const char* fn);

@@ -18,7 +18,7 @@ PYBIND11_MODULE(_C, m) {
   (void)cpu::kernels();
 
   m.def("isa", [] { return std::string(cpu::kernels().isa); },
-        "Name of the CPU kernel set in use: 'generic', 'avx2', 'avx512' (or 'reference').");
+        "Name of the CPU kernel set in use: 'generic', 'avx2', 'avx512', 'avx512bf16' (or 'reference').");
   m.def("available_isas", [] {
         int n = 0;
         const char* const* names = cpu::available_isas(&n);
@@ -53,4 +53,5 @@ PYBIND11_MODULE(_C, m) {
   bind::bind_optim(m);
   bind::bind_mlp(m);
   bind::bind_join(m);
+  bind::bind_bf16(m);
 }

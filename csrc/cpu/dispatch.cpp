@@ -2,6 +2,11 @@
 // set that this build has and this CPU runs, unless FASTMLP_FORCE_ISA names a
 // lower one. Tests switch sets at run time with set_isa().
 #include <atomic>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -24,14 +29,20 @@ FASTMLP_DECLARE_ISA(avx2)
 #ifdef FASTMLP_HAVE_avx512
 FASTMLP_DECLARE_ISA(avx512)
 #endif
+#ifdef FASTMLP_HAVE_avx512bf16
+FASTMLP_DECLARE_ISA(avx512bf16)
+#endif
+#ifdef FASTMLP_HAVE_amx
+FASTMLP_DECLARE_ISA(amx)
+#endif
 #undef FASTMLP_DECLARE_ISA
 
 namespace {
 
 struct Registry {
   // Index 0 is the naive reference; the rest are in increasing order of preference.
-  KernelTable tables[4];
-  const char* names[4];
+  KernelTable tables[6];
+  const char* names[6];
   int count = 0;
   std::atomic<const KernelTable*> current{nullptr};
 
@@ -71,6 +82,47 @@ bool cpu_has_avx512() {
 #endif
 }
 
+#if defined(FASTMLP_HAVE_avx512bf16) || defined(FASTMLP_HAVE_amx)
+// AVX512-BF16 (vdpbf16ps), on top of the AVX-512 set.
+bool cpu_has_avx512bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+#endif
+
+// Why the amx set is, or is not, among the available ones (fastmlp info).
+const char* g_amx_status = "not in this build";
+
+#ifdef FASTMLP_HAVE_amx
+// AMX tiles with bfloat16 products, on top of the AVX512-BF16 set; the OS must also grant
+// the process the tile state: Linux asks for arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)
+// first, and kills a process that touches the tiles without it. A refusal (an old kernel, a
+// sandbox) leaves the set out, and the avx512bf16 set is the best one.
+bool amx_usable() {
+#if defined(__x86_64__) && defined(__linux__)
+  if (!(cpu_has_avx512bf16() && __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16"))) {
+    g_amx_status = "this CPU has no AMX-BF16";
+    return false;
+  }
+  constexpr long kGetPerm = 0x1022, kReqPerm = 0x1023, kXtiledata = 18;
+  unsigned long granted = 0;
+  if (syscall(SYS_arch_prctl, kReqPerm, kXtiledata) != 0 || syscall(SYS_arch_prctl, kGetPerm, &granted) != 0 ||
+      !(granted & (1ul << kXtiledata))) {
+    g_amx_status = "the kernel refused the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM)";
+    return false;
+  }
+  g_amx_status = "available";
+  return true;
+#else
+  g_amx_status = "AMX needs x86-64 Linux";
+  return false;
+#endif
+}
+#endif
+
 // Built on first use (when the module loads): every available set, then the choice.
 Registry& registry() {
   static Registry r;
@@ -85,6 +137,12 @@ Registry& registry() {
 #endif
 #ifdef FASTMLP_HAVE_avx512
     if (cpu_has_avx512()) r.add(avx512::fill_table);
+#endif
+#ifdef FASTMLP_HAVE_avx512bf16
+    if (cpu_has_avx512bf16()) r.add(avx512bf16::fill_table);
+#endif
+#ifdef FASTMLP_HAVE_amx
+    if (amx_usable()) r.add(amx::fill_table);
 #endif
     const KernelTable* chosen = &r.tables[r.count - 1];
     if (const char* forced = std::getenv("FASTMLP_FORCE_ISA"); forced && *forced) {
@@ -108,6 +166,11 @@ const char* const* available_isas(int* count) {
   Registry& r = registry();
   *count = r.count;
   return r.names;
+}
+
+const char* amx_status() {
+  (void)registry();
+  return g_amx_status;
 }
 
 void set_isa(const char* name) {

@@ -5,7 +5,7 @@
 // (row stride, in elements) named ld<matrix>.
 //
 // The sources under csrc/cpu/isa/ and csrc/cpu/gemm/ are compiled once per
-// instruction set (generic x86-64, AVX2+FMA, AVX-512), each copy inside
+// instruction set (generic x86-64, AVX2+FMA, AVX-512, AVX-512 with AVX512-BF16), each copy inside
 // namespace fastmlp::cpu::<isa>, and each copy fills one KernelTable.
 #pragma once
 
@@ -94,6 +94,22 @@ using GemmFn = void (*)(float* C, index_t ldc, const float* A, index_t lda, cons
                         index_t ldb, index_t M, index_t N, index_t K, bool trans_a, bool trans_b,
                         float alpha, float beta, const GemmEpilogue& ep);
 
+// bfloat16 GEMM: the same product and epilogue as GemmFn, with op(A) and op(B) rounded to
+// bfloat16 (common/bf16.h) as they are packed, and float32 accumulation and output. The
+// products of two bfloat16 values are exact in float32, so every path computes the same
+// products and differs only in the float32 order of their sum.
+// (The same signature as GemmFn: the operands are float32 and are converted in the packing.)
+
+// ---- bfloat16 conversions ------------------------------------------------------
+// dst[i] = bfloat16(src[i]), rounded to nearest even (common/bf16.h); dst[i] = float32(src[i]).
+using F32ToBf16Fn = void (*)(std::uint16_t* dst, const float* src, index_t n);
+using Bf16ToF32Fn = void (*)(float* dst, const std::uint16_t* src, index_t n);
+
+// ---- arithmetic peak (benchmarks) -----------------------------------------------
+// A register-only loop of `iters` rounds on every OpenMP thread; returns the flops it did
+// (the caller times it). peak_fma: float32 FMAs; peak_bf16: the bfloat16 GEMM's instruction.
+using PeakFn = double (*)(index_t iters);
+
 // ---- activations -------------------------------------------------------------
 // y[i] = act(x[i]); dx[i] = dy[i]·act'(·) (+ dx[i] when accumulate), where `saved`
 // is x or y as act_backward_needs_input(act) says. y may alias x, dx may alias dy.
@@ -175,6 +191,19 @@ using AdamStepFn = void (*)(float* const* params, float* const* exp_avgs, float*
 struct KernelTable {
   const char* isa = nullptr;
   GemmFn gemm = nullptr;
+  GemmFn gemm_bf16 = nullptr;
+  // The pair-packed bfloat16 GEMM (gemm/bf16_dp.cpp): vdpbf16ps in the avx512bf16 set, an
+  // emulation of the instruction in the others. For tests: it runs that path on any CPU.
+  GemmFn gemm_bf16_pairs = nullptr;
+  // The AMX bfloat16 GEMM (gemm/bf16_amx.cpp): tiles in the amx set, emulated in the others (tests).
+  GemmFn gemm_bf16_amx = nullptr;
+  // How gemm_bf16 multiplies: "amx (...)", "avx512bf16 (vdpbf16ps)", or "float32 FMA on bfloat16-rounded
+  // operands" where the CPU has no bfloat16 instructions (the same products).
+  const char* bf16_path = nullptr;
+  F32ToBf16Fn f32_to_bf16 = nullptr;
+  Bf16ToF32Fn bf16_to_f32 = nullptr;
+  PeakFn peak_fma = nullptr;   // null in the reference set
+  PeakFn peak_bf16 = nullptr;
   ActForwardFn act_forward = nullptr;
   ActBackwardFn act_backward = nullptr;
   SoftmaxForwardFn softmax_forward = nullptr;
@@ -194,7 +223,10 @@ struct KernelTable {
 const KernelTable& kernels();
 // Names of the instruction sets this build has and this CPU runs, best last.
 const char* const* available_isas(int* count);
-// Switch to another available set ("generic", "avx2", "avx512"); throws if unavailable.
+// Why the amx kernel set is or is not available: "available", "not in this build", "this CPU
+// has no AMX-BF16", or that the OS refused the tile state.
+const char* amx_status();
+// Switch to another available set ("generic", "avx2", "avx512", "avx512bf16", "amx"); throws if unavailable.
 void set_isa(const char* name);
 
 }  // namespace fastmlp::cpu

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "common/adam.h"
+#include "common/bf16.h"
 #include "common/philox.h"
 
 namespace fastmlp::cpu::ref {
@@ -35,6 +36,39 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
       }
     }
   }
+}
+
+// The same, on operands rounded to bfloat16 (the products are exact in double too).
+void gemm_bf16(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+               index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+               const GemmEpilogue& ep) {
+  for (index_t m = 0; m < M; ++m) {
+    for (index_t n = 0; n < N; ++n) {
+      double acc = 0.0;
+      for (index_t k = 0; k < K; ++k) {
+        const float a = round_to_bf16(trans_a ? A[k * lda + m] : A[m * lda + k]);
+        const float b = round_to_bf16(trans_b ? B[n * ldb + k] : B[k * ldb + n]);
+        acc += static_cast<double>(a) * b;
+      }
+      float z = alpha * static_cast<float>(acc);
+      if (beta != 0.0f) z += beta * C[m * ldc + n];
+      if (ep.bias()) z += ep.bias()[n];
+      if (ep.preact()) ep.preact()[m * ep.ldz() + n] = z;
+      C[m * ldc + n] = act_forward(ep.act(), z, ep.act_param());
+      if (ep.weights()) {
+        volatile float step = ep.sgd.lr * C[m * ldc + n];
+        ep.weights()[m * ep.sgd.ldw + n] -= step;
+      }
+    }
+  }
+}
+
+void f32_to_bf16(std::uint16_t* dst, const float* src, index_t n) {
+  for (index_t i = 0; i < n; ++i) dst[i] = bf16_from_float(src[i]);
+}
+
+void bf16_to_f32(float* dst, const std::uint16_t* src, index_t n) {
+  for (index_t i = 0; i < n; ++i) dst[i] = float_from_bf16(src[i]);
 }
 
 void act_forward_ref(float* y, const float* x, index_t n, Act act, float param) {
@@ -269,6 +303,12 @@ void adam_step(float* const* params, float* const* exp_avgs, float* const* exp_a
 void fill_reference(KernelTable& t) {
   t.isa = "reference";
   t.gemm = gemm;
+  t.gemm_bf16 = gemm_bf16;
+  t.gemm_bf16_pairs = gemm_bf16;
+  t.gemm_bf16_amx = gemm_bf16;
+  t.bf16_path = "reference (double sums of bfloat16-rounded operands)";
+  t.f32_to_bf16 = f32_to_bf16;
+  t.bf16_to_f32 = bf16_to_f32;
   t.act_forward = act_forward_ref;
   t.act_backward = act_backward_ref;
   t.softmax_forward = softmax_forward;

@@ -8,6 +8,11 @@ namespace fastmlp::cpu::ref {
 void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
           index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
           const GemmEpilogue& ep);
+void gemm_bf16(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+               index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+               const GemmEpilogue& ep);
+void f32_to_bf16(std::uint16_t* dst, const float* src, index_t n);
+void bf16_to_f32(float* dst, const std::uint16_t* src, index_t n);
 void softmax_forward(float* y, const float* x, index_t rows, index_t cols, bool log);
 void softmax_backward(float* dx, const float* dy, const float* y, index_t rows, index_t cols,
                       bool log);

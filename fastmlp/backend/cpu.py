@@ -44,16 +44,18 @@ def to_numpy(arr):
     return arr
 
 
-def linear_forward(x, w, b, act, act_param, keep_preact):
+def linear_forward(x, w, b, act, act_param, keep_preact, bf16=False):
+    """bf16: the product on operands rounded to bfloat16, float32 accumulation (fastmlp.autocast);
+    float32 operands only."""
     if x.dtype is _F32 and w.dtype is _F32 and (b is None or b.dtype is _F32):
-        return _native(_C.linear_forward, (x, w, b), act, act_param, keep_preact)
+        return _native(_C.linear_forward, (x, w, b), act, act_param, keep_preact, bf16)
     return generic.linear_forward(np, x, w, b, act, act_param, keep_preact)
 
 
-def linear_backward(dz, x, w, need_dx, dw, db, accumulate_w, accumulate_b):
+def linear_backward(dz, x, w, need_dx, dw, db, accumulate_w, accumulate_b, bf16=False):
     if dz.dtype is _F32 and x.dtype is _F32 and w.dtype is _F32 and (dw is None or dw.dtype is _F32) \
             and (db is None or db.dtype is _F32):
-        return _native(_C.linear_backward, (dz, x, w), need_dx, dw, db, accumulate_w, accumulate_b)
+        return _native(_C.linear_backward, (dz, x, w), need_dx, dw, db, accumulate_w, accumulate_b, bf16)
     return generic.linear_backward(np, dz, x, w, need_dx, dw, db, accumulate_w, accumulate_b)
 
 

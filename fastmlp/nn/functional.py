@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _C, _dtype
+from .. import _C, _autocast, _dtype
 from .. import autograd as _autograd
 from .. import random as _random
 from ..autograd import HANDLED, Node, commit_sink, grad_sink, is_unit
@@ -57,7 +57,7 @@ class LinearBackward(Node):
     by the native call (no temporary, no separate accumulation pass).
     """
 
-    __slots__ = ("x", "w", "saved", "act", "param", "in_shape", "has_bias")
+    __slots__ = ("x", "w", "saved", "act", "param", "in_shape", "has_bias", "bf16")
     SAVES = True
     # x is read for the weight's gradient, w for the input's; the activation's saved tensor
     # (its input or output) for every gradient, and only when there is an activation.
@@ -79,7 +79,10 @@ class LinearBackward(Node):
         x_edge, w_edge, b_edge = self.next
         dw, acc_w, w_sink = self._dest(w_edge, w.shape, dz, be)
         db, acc_b, b_sink = (None, False, False) if not self.has_bias else self._dest(b_edge, (n_out,), dz, be)
-        dx = be.linear_backward(dz, self.x, w, x_edge is not None, dw, db, acc_w, acc_b)
+        if self.bf16:  # the forward ran under fastmlp.autocast: so do the gradient's products
+            dx = be.linear_backward(dz, self.x, w, x_edge is not None, dw, db, acc_w, acc_b, bf16=True)
+        else:
+            dx = be.linear_backward(dz, self.x, w, x_edge is not None, dw, db, acc_w, acc_b)
         if w_sink:
             commit_sink(w_edge, dw, acc_w)
         if b_sink:
@@ -128,7 +131,12 @@ def _linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], act: int, par
     be = for_array(xd)
     track = _needs_grad(input, weight, bias)
     keep = track and backward_needs_input(act)
-    res = be.linear_forward(x2, wd, bd, act, param, keep)
+    # Under fastmlp.autocast("cpu") the products of float32 CPU operands run in bfloat16.
+    bf16 = _autocast.lowers(x2, wd) and (bd is None or _autocast.lowers(bd))
+    if bf16:
+        res = be.linear_forward(x2, wd, bd, act, param, keep, bf16=True)
+    else:
+        res = be.linear_forward(x2, wd, bd, act, param, keep)
     y, z = res if keep else (res, None)
     node = None
     if track:
@@ -140,6 +148,7 @@ def _linear(input: Tensor, weight: Tensor, bias: Optional[Tensor], act: int, par
         node.param = param
         node.in_shape = in_shape
         node.has_bias = bias is not None
+        node.bf16 = bf16
     if xd.ndim != 2:
         y = y.reshape(in_shape[:-1] + (wd.shape[0],))
     return _result(y, node)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import _dtype
+from .. import _C, _autocast, _bf16, _dtype
 from ..autograd import Node
 from ..backend import for_array
 from ..tensor import TensorBase, _result, _wrap
@@ -209,12 +209,16 @@ def _scalar_tensor_like(x, like: Tensor) -> Tensor:
 
 # ---- matmul --------------------------------------------------------------------------------
 class MmBackward0(Node):
-    __slots__ = ("a", "b")
+    """Under fastmlp.autocast the operands saved are already rounded to bfloat16 (bf16), and the
+    gradient is rounded too before its products, as PyTorch's bfloat16 backward multiplies."""
+    __slots__ = ("a", "b", "bf16")
     SAVES = True
     SAVED_TENSORS = (("a", 1), ("b", 0))
 
     def backward(self, g):
         a, b = self.a, self.b
+        if self.bf16 and g.dtype == np.float32:
+            g = _bf16.round_f32(g)
         xp = for_array(g).xp
         ga = gb = None
         if a.ndim == 1 and b.ndim == 1:  # dot
@@ -257,8 +261,21 @@ def matmul(a, b):
     if ad.dtype != bd.dtype:
         rt = _result_dtype(a, b)
         ad, bd = ad.astype(rt), bd.astype(rt)
-    out = ad @ bd
-    node = _record(MmBackward0, (a, b), a=ad, b=bd) if _needs_grad(a, b) else None
+    # Under fastmlp.autocast("cpu"): float32 CPU operands rounded to bfloat16, products exact,
+    # float32 sums (a 2-D product on the bfloat16 GEMM, which rounds as it packs).
+    bf16 = _autocast.lowers(ad, bd)
+    if bf16 and ad.ndim == 2 and bd.ndim == 2:
+        from ..backend.cpu import _native
+
+        out = np.empty((ad.shape[0], bd.shape[1]), np.float32)
+        _native(_C.gemm_bf16, (ad, bd, out))
+        if _needs_grad(a, b):
+            ad, bd = _bf16.round_f32(ad), _bf16.round_f32(bd)
+    else:
+        if bf16:
+            ad, bd = _bf16.round_f32(ad), _bf16.round_f32(bd)
+        out = ad @ bd
+    node = _record(MmBackward0, (a, b), a=ad, b=bd, bf16=bf16) if _needs_grad(a, b) else None
     return _result(out, node)
 
 

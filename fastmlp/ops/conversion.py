@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import _bf16
 from ..autograd import Node
 from ..backend import for_device
 from ..tensor import _result
@@ -45,11 +46,12 @@ class ToCopyBackward0(Node):
             from ..backend import cuda as _cuda_be
 
             g = _cuda_be.from_numpy(g)
-        return (g.astype(self.dtype) if g.dtype != self.dtype else g,)
+        return (_bf16.convert(g, self.dtype) if g.dtype != self.dtype else g,)
 
 
 def cast(a: Tensor, dt) -> Tensor:
-    out = a._data.astype(dt.np)
+    """a converted to dt; to and from bfloat16 through round-to-nearest-even (fastmlp._bf16)."""
+    out = _bf16.convert(a._data, dt.np)
     node = None
     if _needs_grad(a) and dt.is_floating_point:
         node = _record(ToCopyBackward0, (a,), dtype=a._data.dtype, src_cpu=type(a._data) is _ndarray)

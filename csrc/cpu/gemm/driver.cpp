@@ -10,6 +10,9 @@
 //   packed  everything else. A is always packed (it is small when M is small, and
 //           amortised over N otherwise); B is packed when its panels are reused
 //           across row panels or must be transposed, and read in place otherwise.
+// gemm_bf16 takes the packed path (its packing rounds op(A) and op(B) to bfloat16),
+// on the float32 micro-kernels, on AVX512-BF16 on the pair-packed kernel of bf16_dp.cpp,
+// or on AMX tiles (bf16_amx.cpp).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -68,8 +71,12 @@ void unpacked(const Problem& p) {
     for (index_t n = 0; n < p.N; ++n) {
       float acc = 0.0f;
       for (index_t k = 0; k < p.K; ++k) {
-        const float a = p.trans_a ? p.A[k * p.lda + m] : p.A[m * p.lda + k];
-        const float b = p.trans_b ? p.B[n * p.ldb + k] : p.B[k * p.ldb + n];
+        float a = p.trans_a ? p.A[k * p.lda + m] : p.A[m * p.lda + k];
+        float b = p.trans_b ? p.B[n * p.ldb + k] : p.B[k * p.ldb + n];
+        if (p.bf16) {
+          a = round_to_bf16(a);
+          b = round_to_bf16(b);
+        }
         acc += a * b;
       }
       float v = p.alpha * acc;
@@ -83,12 +90,13 @@ void unpacked(const Problem& p) {
 }
 
 // Whether B's micro-panels are packed: always when B must be transposed, and when
-// more than one block of rows reads them (then a contiguous copy is worth making).
+// more than one block of rows reads them (then a contiguous copy is worth making),
+// and always for the bfloat16 GEMM, whose packing rounds the operands.
 // Within one block a panel read in place stays in L1 between row panels, unless
 // rows of B lie an even number of cache lines apart: then they share few L1 sets
 // and evict each other, and a packed copy pays once a few row panels reuse it.
 inline bool packs_b(const Problem& p) {
-  return p.trans_b || p.M > kMC || (p.M > 2 * kMR && p.ldb % 32 == 0);
+  return p.bf16 || p.trans_b || p.M > kMC || (p.M > 2 * kMR && p.ldb % 32 == 0);
 }
 
 // Rows [m0, m0+mc) and K range [k0, k0+kc) of op(A), as `panels` row panels.
@@ -97,21 +105,29 @@ void pack_a_block(float* dst, const Problem& p, index_t m0, index_t mc, index_t 
   for (index_t t = 0; t < panels; ++t) {
     const index_t r0 = t * mc / panels, h = (t + 1) * mc / panels - r0;
     if (p.trans_a)
-      pack_copy(dst + r0 * kc, h, p.A + k0 * p.lda + m0 + r0, p.lda, h, kc);
+      pack_copy(dst + r0 * kc, h, p.A + k0 * p.lda + m0 + r0, p.lda, h, kc, p.bf16);
     else
-      pack_transpose(dst + r0 * kc, h, p.A + (m0 + r0) * p.lda + k0, p.lda, h, kc);
+      pack_transpose(dst + r0 * kc, h, p.A + (m0 + r0) * p.lda + k0, p.lda, h, kc, p.bf16);
   }
 }
 
 // Columns [j0, j0+w) (w <= kNR) and K range [k0, k0+kc) of op(B), zero-padded to kNR.
 void pack_b_panel(float* dst, const Problem& p, index_t j0, index_t w, index_t k0, index_t kc) {
   if (p.trans_b)
-    pack_transpose(dst, kNR, p.B + j0 * p.ldb + k0, p.ldb, w, kc);
+    pack_transpose(dst, kNR, p.B + j0 * p.ldb + k0, p.ldb, w, kc, p.bf16);
   else
-    pack_copy(dst, kNR, p.B + k0 * p.ldb + j0, p.ldb, w, kc);
+    pack_copy(dst, kNR, p.B + k0 * p.ldb + j0, p.ldb, w, kc, p.bf16);
 }
 
 void packed(const Problem& p) {
+  if (p.bf16 && (kHasAmx || p.amx) && !p.pairs) {
+    packed_amx(p);
+    return;
+  }
+  if (p.bf16 && (kHasDpbf16 || p.pairs)) {
+    packed_dpbf16(p);
+    return;
+  }
   const index_t kblocks = ceil_div(p.K, kKC), kc_max = ceil_div(p.K, kblocks);
   const index_t mblocks = ceil_div(p.M, kMC), mc_max = ceil_div(p.M, mblocks);
   const index_t nblocks = ceil_div(p.N, kNC);
@@ -198,9 +214,10 @@ void packed(const Problem& p) {
 }
 
 // The dot path wins while few rows of A reuse each row of B (no transposing pack
-// to amortise), and when C is too narrow to fill the kNR columns of a tile.
+// to amortise), and when C is too narrow to fill the kNR columns of a tile. (Not for
+// the bfloat16 GEMM: its operands are rounded where they are packed.)
 inline bool use_dot(const Problem& p) {
-  return p.trans_b && !p.trans_a && (p.M <= 48 || p.N < kNR);
+  return !p.bf16 && p.trans_b && !p.trans_a && (p.M <= 48 || p.N < kNR);
 }
 
 // The dot path loads every row of A once per kDotN rows of B. A row that does not
@@ -320,10 +337,10 @@ void gemm_split_k(const Problem& p) {
   }
 }
 
-// C[M,N] = ep(alpha·op(A)·op(B) + beta·C)
-void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
-          index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
-          const GemmEpilogue& ep) {
+// C[M,N] = ep(alpha·op(A)·op(B) + beta·C), op(A) and op(B) rounded to bfloat16 when bf16
+void gemm_any(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+              index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+              const GemmEpilogue& ep, bool bf16, bool pairs = false, bool amx = false) {
   if (M <= 0 || N <= 0) return;
   Problem p;
   p.C = C;
@@ -340,6 +357,9 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   p.alpha = alpha;
   p.beta = beta;
   p.ep = ep;
+  p.bf16 = bf16;
+  p.pairs = pairs;
+  p.amx = amx;
   if (K <= 0) {
     no_product(p);
     return;
@@ -387,9 +407,41 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   }
 }
 
+void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+          index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+          const GemmEpilogue& ep) {
+  gemm_any(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep, false);
+}
+
+void gemm_bf16(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+               index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+               const GemmEpilogue& ep) {
+  gemm_any(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep, true);
+}
+
+void gemm_bf16_pairs(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+                     index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+                     const GemmEpilogue& ep) {
+  gemm_any(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep, true, true);
+}
+
+void gemm_bf16_amx(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
+                   index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
+                   const GemmEpilogue& ep) {
+  gemm_any(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep, true, false, true);
+}
+
 }  // namespace
 }  // namespace gemm_impl
 
-void fill_gemm(KernelTable& t) { t.gemm = gemm_impl::gemm; }
+void fill_gemm(KernelTable& t) {
+  t.gemm = gemm_impl::gemm;
+  t.gemm_bf16 = gemm_impl::gemm_bf16;
+  t.gemm_bf16_pairs = gemm_impl::gemm_bf16_pairs;
+  t.gemm_bf16_amx = gemm_impl::gemm_bf16_amx;
+  t.bf16_path = gemm_impl::kHasAmx       ? "amx (AMX-BF16 tiles, TDPBF16PS)"
+                : gemm_impl::kHasDpbf16 ? "avx512bf16 (vdpbf16ps)"
+                                        : "float32 FMA on bfloat16-rounded operands";
+}
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA

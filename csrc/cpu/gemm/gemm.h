@@ -3,11 +3,15 @@
 //   pack.cpp     packing of A and B panels (copies and register transposes)
 //   ukernel.cpp  register-tiled outer-product micro-kernels over packed panels
 //   dot.cpp      the small-batch X·Wᵀ path: dot-product tiles, no packing
+//   bf16_dp.cpp  the bfloat16 GEMM on AVX512-BF16 (vdpbf16ps): pair packing and its kernel
+//   bf16_amx.cpp the bfloat16 GEMM on AMX tiles (TDPBF16PS)
+//   pairs.h      helpers of the two pair-packed paths
 // Like every per-ISA source, everything lives in namespace fastmlp::cpu::<isa>.
 // Nothing here throws; FASTMLP_NOTHROW says so to the compiler, so that the
 // OpenMP regions calling these functions need no exception-handling code.
 #pragma once
 
+#include "common/bf16.h"
 #include "cpu/gemm/simd.h"
 
 #define FASTMLP_NOTHROW __attribute__((nothrow))
@@ -64,6 +68,9 @@ struct Problem {
   bool trans_a, trans_b;
   float alpha, beta;
   GemmEpilogue ep;  // at the share's origin
+  bool bf16 = false;  // op(A) and op(B) rounded to bfloat16 as they are packed (gemm_bf16)
+  bool pairs = false;  // with bf16: the pair-packed path of bf16_dp.cpp even without AVX512-BF16 (tests)
+  bool amx = false;    // with bf16: the AMX path of bf16_amx.cpp even without AMX (tests)
 };
 
 // ---- pack.cpp ------------------------------------------------------------------
@@ -73,11 +80,12 @@ struct Problem {
 // floats after the last row of dst are therefore overwritten (kPackSlack covers it).
 constexpr index_t kPackSlack = kW;
 // dst[k·ldd + i] = src[i·lds + k] for i < rows, k < cols; zeros for rows <= i < ldd.
+// With bf16, each value is rounded to bfloat16 (kept as a float32) on the way.
 FASTMLP_NOTHROW void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds,
-                                    index_t rows, index_t cols);
+                                    index_t rows, index_t cols, bool bf16 = false);
 // dst[k·ldd + j] = src[k·lds + j] for j < width, k < rows_k; zeros for width <= j < ldd.
 FASTMLP_NOTHROW void pack_copy(float* dst, index_t ldd, const float* src, index_t lds,
-                               index_t width, index_t rows_k);
+                               index_t width, index_t rows_k, bool bf16 = false);
 
 // ---- ukernel.cpp -----------------------------------------------------------------
 // One mc×nc block of C for one K block of length kc. A is packed in `panels` row
@@ -104,5 +112,30 @@ FASTMLP_NOTHROW void macro_kernel(const PackedBlock& blk);
 // p.trans_b && !p.trans_a: C = act(alpha·A·Bᵀ + beta·C + bias) by dot products of
 // rows of A with rows of B, which are both contiguous along K (no packing).
 FASTMLP_NOTHROW void dot_nt(const Problem& p);
+
+// ---- bf16_dp.cpp ------------------------------------------------------------------
+// Whether this instruction set has a native bfloat16 product (AVX512-BF16); then the
+// bfloat16 GEMM's packed path is packed_dpbf16, else the float32 kernels run on
+// operands rounded to bfloat16 in the packing (the same products, exact in float32).
+#if defined(__AVX512BF16__)
+constexpr bool kHasDpbf16 = true;
+#else
+constexpr bool kHasDpbf16 = false;
+#endif
+// p.bf16: C = ep(alpha·op(A)·op(B) + beta·C) with vdpbf16ps (an emulation of it without
+// AVX512-BF16, for KernelTable::gemm_bf16_pairs).
+FASTMLP_NOTHROW void packed_dpbf16(const Problem& p);
+
+// ---- bf16_amx.cpp -------------------------------------------------------------------
+// Whether this instruction set has AMX-BF16 tiles; then the bfloat16 GEMM's packed path is
+// packed_amx (the kernel set is chosen only where the OS grants the tile state).
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+constexpr bool kHasAmx = true;
+#else
+constexpr bool kHasAmx = false;
+#endif
+// p.bf16: C = ep(alpha·op(A)·op(B) + beta·C) on AMX tiles (emulated without AMX, for
+// KernelTable::gemm_bf16_amx).
+FASTMLP_NOTHROW void packed_amx(const Problem& p);
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl

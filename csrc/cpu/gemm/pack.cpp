@@ -1,6 +1,7 @@
 // Packing of GEMM operands into the panel layouts the micro-kernels read: the
 // rows of a panel become contiguous for each k. Row-major operands whose rows run
-// along K (A, or Bᵀ) are transposed in registers, kW×kW blocks at a time.
+// along K (A, or Bᵀ) are transposed in registers, kW×kW blocks at a time. For the
+// bfloat16 GEMM each value is rounded to bfloat16 on its way into the panel.
 #include "cpu/gemm/gemm.h"
 
 namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl {
@@ -64,10 +65,19 @@ inline void transpose_block(__m256 (&r)[8]) {
 
 #endif
 
-}  // namespace
+// A vector, or (Bf16) each lane rounded to bfloat16 (the bfloat16 GEMM rounds its
+// operands as it packs them).
+template <bool Bf16>
+inline vf maybe_round(vf x) {
+  if constexpr (Bf16)
+    return vround_bf16(x);
+  else
+    return x;
+}
 
-void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds, index_t rows,
-                    index_t cols) {
+template <bool Bf16>
+void pack_transpose_t(float* dst, index_t ldd, const float* src, index_t lds, index_t rows,
+                      index_t cols) {
 #if defined(__AVX2__)
   for (index_t i0 = 0; i0 < ldd; i0 += kW) {
     const int ni = static_cast<int>(ldd - i0 < kW ? ldd - i0 : kW);  // lanes stored
@@ -80,7 +90,7 @@ void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds, inde
 #pragma GCC unroll 16
       for (int l = 0; l < kW; ++l) {
         if (l < nr)
-          r[l] = nk == kW ? vload(s + l * lds) : vload_n(s + l * lds, nk);
+          r[l] = maybe_round<Bf16>(nk == kW ? vload(s + l * lds) : vload_n(s + l * lds, nk));
         else
           r[l] = vzero();
       }
@@ -100,20 +110,21 @@ void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds, inde
 #else
   for (index_t k = 0; k < cols; ++k) {
     float* d = dst + k * ldd;
-    for (index_t i = 0; i < rows; ++i) d[i] = src[i * lds + k];
+    for (index_t i = 0; i < rows; ++i) d[i] = Bf16 ? round_to_bf16(src[i * lds + k]) : src[i * lds + k];
     for (index_t i = rows; i < ldd; ++i) d[i] = 0.0f;
   }
 #endif
 }
 
-void pack_copy(float* dst, index_t ldd, const float* src, index_t lds, index_t width,
-               index_t rows_k) {
+template <bool Bf16>
+void pack_copy_t(float* dst, index_t ldd, const float* src, index_t lds, index_t width,
+                 index_t rows_k) {
   if (width == kNR && ldd == kNR) {  // a whole B micro-panel: straight vector copies
     for (index_t k = 0; k < rows_k; ++k) {
       const float* s = src + k * lds;
       float* d = dst + k * kNR;
 #pragma GCC unroll 4
-      for (int j = 0; j < kNV; ++j) vstore(d + j * kW, vload(s + j * kW));
+      for (int j = 0; j < kNV; ++j) vstore(d + j * kW, maybe_round<Bf16>(vload(s + j * kW)));
     }
     return;
   }
@@ -124,7 +135,7 @@ void pack_copy(float* dst, index_t ldd, const float* src, index_t lds, index_t w
     for (index_t k = 0; k < rows_k; ++k) {
       const float* s = src + k * lds;
       const vf v = over_read && k + 1 < rows_k ? vload(s) : vload_n(s, static_cast<int>(width));
-      vstore(dst + k * ldd, v);
+      vstore(dst + k * ldd, maybe_round<Bf16>(v));
     }
     return;
   }
@@ -134,13 +145,31 @@ void pack_copy(float* dst, index_t ldd, const float* src, index_t lds, index_t w
     for (index_t j0 = 0; j0 < ldd; j0 += kW) {
       const index_t left = width - j0;
       const int n = static_cast<int>(left <= 0 ? 0 : left < kW ? left : kW);
-      const vf v = n == kW ? vload(s + j0) : n > 0 ? vload_n(s + j0, n) : vzero();
+      const vf v = maybe_round<Bf16>(n == kW ? vload(s + j0) : n > 0 ? vload_n(s + j0, n) : vzero());
       if (ldd - j0 >= kW)
         vstore(d + j0, v);
       else
         vstore_n(d + j0, v, static_cast<int>(ldd - j0));
     }
   }
+}
+
+}  // namespace
+
+void pack_transpose(float* dst, index_t ldd, const float* src, index_t lds, index_t rows, index_t cols,
+                    bool bf16) {
+  if (bf16)
+    pack_transpose_t<true>(dst, ldd, src, lds, rows, cols);
+  else
+    pack_transpose_t<false>(dst, ldd, src, lds, rows, cols);
+}
+
+void pack_copy(float* dst, index_t ldd, const float* src, index_t lds, index_t width, index_t rows_k,
+               bool bf16) {
+  if (bf16)
+    pack_copy_t<true>(dst, ldd, src, lds, width, rows_k);
+  else
+    pack_copy_t<false>(dst, ldd, src, lds, width, rows_k);
 }
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA::gemm_impl

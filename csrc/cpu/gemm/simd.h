@@ -5,6 +5,8 @@
 // lanes are never touched in memory. Everything here has internal linkage.
 #pragma once
 
+#include <cstdint>
+
 #include "cpu/isa/isa.h"
 
 #if defined(__AVX2__)
@@ -112,6 +114,21 @@ inline void vstore_n(float* p, vf x, int n) {
 }
 
 #endif
+
+// Each lane rounded to the nearest bfloat16, ties to even, kept as a float32 (the
+// vector form of common/bf16.h's bf16_round_bits: NaN made quiet, never infinite).
+inline vf vround_bf16(vf x) {
+  typedef std::uint32_t vu __attribute__((vector_size(sizeof(vf))));
+  typedef std::int32_t vi __attribute__((vector_size(sizeof(vf))));
+  vu u;
+  __builtin_memcpy(&u, &x, sizeof u);
+  const vu nan = (vu)((vi)(u & 0x7FFFFFFFu) > 0x7F800000);  // (no sign bit left: a signed compare)
+  const vu r = u + 0x7FFFu + ((u >> 16) & 1u);
+  const vu q = ((nan & (u | 0x00400000u)) | (~nan & r)) & 0xFFFF0000u;
+  vf y;
+  __builtin_memcpy(&y, &q, sizeof y);
+  return y;
+}
 
 // Ask for x in a register: stops the compiler from folding one load into several
 // arithmetic instructions as memory operands (each of which loads again).

@@ -1,5 +1,5 @@
 // Included first by every source that is compiled once per instruction set.
-// FASTMLP_ISA (generic, avx2 or avx512) names the copy being compiled; all of a
+// FASTMLP_ISA (generic, avx2, avx512 or avx512bf16) names the copy being compiled; all of a
 // copy's code lives in namespace fastmlp::cpu::FASTMLP_ISA, and its helpers are
 // static, so copies built with different flags never mix at link time.
 #pragma once
@@ -25,6 +25,8 @@ void fill_loss(KernelTable& t);
 void fill_reduce(KernelTable& t);
 void fill_dropout(KernelTable& t);
 void fill_optim(KernelTable& t);
+void fill_bf16(KernelTable& t);
+void fill_peak(KernelTable& t);
 
 // Fork threads only when the work is large enough to pay for it: starting a
 // parallel region costs about as much as a few tens of thousands of flops. A kernel

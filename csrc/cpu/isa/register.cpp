@@ -11,6 +11,8 @@ void fill_table(KernelTable& t) {
   fill_reduce(t);
   fill_dropout(t);
   fill_optim(t);
+  fill_bf16(t);
+  fill_peak(t);
 }
 
 }  // namespace fastmlp::cpu::FASTMLP_ISA
