@@ -52,7 +52,8 @@ TARGETS = {("seed-001", "loop"): 0.2, ("seed-001", "fit"): 0.07, ("seed-004", "l
            ("seed-004", "fit"): 0.3, ("mid", "loop"): 0.6, ("mid", "fit"): 0.6, ("wide", "loop"): 0.75,
            ("wide", "fit"): 0.75}
 IMPLS = ["loop", "fit", "numpy", "torch"]
-LABELS = {"loop": "fastmlp loop", "fit": "fastmlp fit", "numpy": "NumPy", "torch": "PyTorch"}
+LABELS = {"loop": "fastmlp loop", "fit": "fastmlp fit", "numpy": "NumPy", "torch": "PyTorch",
+          "loop-bf16": "fastmlp loop bf16", "fit-bf16": "fastmlp fit bf16", "torch-bf16": "PyTorch bf16"}
 
 
 def layer_sizes(cfg: dict) -> list[int]:
@@ -95,6 +96,17 @@ def seed_loop(model, criterion, optimizer, loader) -> None:
         optimizer.step()
 
 
+def autocast_loop(lib, model, criterion, optimizer, loader) -> None:
+    """The same loop in bfloat16 as PyTorch's autocast recipe writes it: the forward pass and the
+    loss under autocast, backward and the step outside."""
+    for x, y in loader:
+        optimizer.zero_grad()
+        with lib.autocast("cpu", dtype=lib.bfloat16):
+            loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+
 def accuracy(lib, model, x_test, y_test) -> float:
     model.eval()
     correct = 0
@@ -125,7 +137,7 @@ class Data:
         self.y_test = self.test.targets.numpy().copy()
 
 
-def run_fastmlp(cfg: dict, data: Data, impl: str, seed: int, n: int) -> tuple[float, float]:
+def run_fastmlp(cfg: dict, data: Data, impl: str, seed: int, n: int, bf16: bool = False) -> tuple[float, float]:
     import fastmlp
     from fastmlp.utils.data import DataLoader, Subset
 
@@ -137,14 +149,17 @@ def run_fastmlp(cfg: dict, data: Data, impl: str, seed: int, n: int) -> tuple[fl
     loader = DataLoader(train, batch_size=cfg["batch"], shuffle=True)
     t0 = time.perf_counter()
     if impl == "fit":
-        fastmlp.train.fit(model, criterion, optimizer, loader, epochs=1, progress=False)
+        fastmlp.train.fit(model, criterion, optimizer, loader, epochs=1, progress=False,
+                          **({"precision": "bf16"} if bf16 else {}))
+    elif bf16:
+        autocast_loop(fastmlp, model, criterion, optimizer, loader)
     else:
         seed_loop(model, criterion, optimizer, loader)
     elapsed = time.perf_counter() - t0
     return elapsed, accuracy(fastmlp, model, fastmlp.from_numpy(data.x_test), fastmlp.from_numpy(data.y_test))
 
 
-def run_torch(torch, cfg: dict, data: Data, seed: int, n: int) -> tuple[float, float]:
+def run_torch(torch, cfg: dict, data: Data, seed: int, n: int, bf16: bool = False) -> tuple[float, float]:
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(seed)
@@ -154,7 +169,10 @@ def run_torch(torch, cfg: dict, data: Data, seed: int, n: int) -> tuple[float, f
     loader = DataLoader(TensorDataset(torch.from_numpy(data.x_train[:n]), torch.from_numpy(data.y_train[:n])),
                         batch_size=cfg["batch"], shuffle=True)
     t0 = time.perf_counter()
-    seed_loop(model, criterion, optimizer, loader)
+    if bf16:
+        autocast_loop(torch, model, criterion, optimizer, loader)
+    else:
+        seed_loop(model, criterion, optimizer, loader)
     elapsed = time.perf_counter() - t0
     return elapsed, accuracy(torch, model, torch.from_numpy(data.x_test), torch.from_numpy(data.y_test))
 
@@ -185,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-plot", action="store_true", help="skip the bar chart")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: train on that GPU (fit and loop vs "
                                                     "PyTorch CUDA)")
+    p.add_argument("--precision", choices=["32", "bf16"], default="32",
+                   help="bf16: also the loop and fit in bfloat16 (fastmlp.autocast, fit(precision='bf16')) "
+                        "and PyTorch's loop under torch.autocast, with the bf16 targets")
     args = p.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     impls = [i for i in args.impls.split(",") if i]
@@ -200,10 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         return main_cuda(args, configs, impls)
 
     import fastmlp
+    from fastmlp import _info
 
     torch = common.torch_or_none()
     if torch is None and "torch" in impls:
         impls.remove("torch")
+    if args.precision == "bf16":
+        impls += [f"{i}-bf16" for i in ("loop", "fit", "torch") if i in impls]
     if torch is not None:
         torch.set_num_threads(fastmlp.get_num_threads())
     try:
@@ -222,11 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list] = {i: [] for i in impls}
         accs: dict[str, list] = {i: [] for i in impls}
         def run(impl: str, seed: int, n: int) -> tuple[float, float]:
-            if impl == "torch":
-                return run_torch(torch, cfg, data, seed, n)
-            if impl == "numpy":
+            base, bf16 = impl.removesuffix("-bf16"), impl.endswith("-bf16")
+            if base == "torch":
+                return run_torch(torch, cfg, data, seed, n, bf16)
+            if base == "numpy":
                 return run_numpy(cfg, data, seed, n)
-            return run_fastmlp(cfg, data, impl, seed, n)
+            return run_fastmlp(cfg, data, base, seed, n, bf16)
 
         for impl in impls:  # untimed warm-up: first allocations, thread pools, caches
             run(impl, 0, min(len(data.y_train), 64 * cfg["batch"]))
@@ -247,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
                             "gflops": flops / med[impl] / 1e9, "target": TARGETS.get((name, impl)),
                             "runs": len(times[impl])})
         print_table([row for row in results if row["config"] == name], name, cfg)
+        if "fit-bf16" in med and "fit" in med:
+            line = f"bf16 fit: {med['fit'] / med['fit-bf16']:.2f}x the samples/s of float32 fit (target 1.8x)"
+            if "torch-bf16" in med:
+                line += f", {med['fit-bf16'] / med['torch-bf16']:.3f}x PyTorch bf16's epoch time (target 0.5x)"
+            print(f"{line}; {_info.bf16_note()}")
     path = write_csv(results)
     print(f"wrote {path}")
     if not args.no_plot:

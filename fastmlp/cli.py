@@ -376,7 +376,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     state_path = args.resume or f"{stem}-state{ext}"
     history = fit(model, criterion, optimizer, train_loader, valid_loader, epochs=args.epochs,
                   callbacks=callbacks, progress=not args.no_progress, checkpoint_every=1,
-                  checkpoint_path=state_path, resume_from=args.resume)
+                  checkpoint_path=state_path, resume_from=args.resume, precision=args.precision)
     if rank:  # rank 0 plots, reports and holds the checkpoint
         return 130 if history.interrupted else 0
 
@@ -717,6 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-plot", dest="plot", action="store_const", const="", help="do not write the history plot")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for the kernels")
+    t.add_argument("--precision", choices=["32", "bf16"], default="32",
+                   help="32: float32 (default); bf16: the Linear layers' products on bfloat16-rounded operands "
+                        "with float32 accumulation, weights and checkpoints float32 (CPU only)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a saved model on the test set")

@@ -90,6 +90,17 @@ def test_training_learns_the_easy_problem(mnist_dir, tmp_path, capsys):
     assert float(line.split()[2].rstrip("%")) > 80
 
 
+def test_training_in_bf16_learns_it_too_and_saves_float32(mnist_dir, tmp_path, capsys):
+    assert cli.main(train_args(mnist_dir, tmp_path, "--epochs", "6", "--no-plot", "--precision", "bf16")) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Test accuracy: ")][0]
+    assert float(line.split()[2].rstrip("%")) > 80
+    ckpt = fastmlp.load(tmp_path / "ck.pt")
+    tensors = list(ckpt["state_dict"].values())
+    assert len(tensors) == 4 and all(v.dtype == fastmlp.float32 for v in tensors)
+    with pytest.raises(SystemExit):
+        cli.main(train_args(mnist_dir, tmp_path, "--precision", "fp16"))
+
+
 def test_early_stopping_and_sgd_options(mnist_dir, tmp_path, capsys):
     rc = cli.main(train_args(mnist_dir, tmp_path, "--optimizer", "sgd", "--lr", "0", "--momentum", "0.9",
                              "--patience", "1", "--epochs", "5", "--no-plot"))

@@ -86,7 +86,7 @@ struct PyMlpTape {
   py::object x, out;
 };
 
-PyMlpProgram* make_program(const std::vector<PyMlpLayer>& layers) {
+PyMlpProgram* make_program(const std::vector<PyMlpLayer>& layers, bool bf16) {
   const char* fn = "MlpProgram";
   const size_t n = layers.size();
   if (n < 1) value_error(str_cat(fn, ": needs at least one layer"));
@@ -139,7 +139,7 @@ PyMlpProgram* make_program(const std::vector<PyMlpLayer>& layers) {
   require_apart(fn, p->grads);
   require_apart(fn, p->grads, &p->params);
   p->trainable = all_grads;
-  p->program = std::make_unique<cpu::MlpProgram>(std::move(out));
+  p->program = std::make_unique<cpu::MlpProgram>(std::move(out), bf16);
   return guard.release();
 }
 
@@ -416,7 +416,9 @@ void bind_mlp(py::module_& m) {
                            "The Linear/activation/Dropout layers of a Sequential as one native program: "
                            "forward into a tape and backward in one call each, or whole training steps "
                            "(forward, softmax cross-entropy, backward and optional optimizer update).")
-      .def(py::init(&make_program), py::arg("layers"), "layers: a list of MlpLayer.")
+      .def(py::init(&make_program), py::arg("layers"), py::arg("bf16") = false,
+           "layers: a list of MlpLayer; bf16: every product on the bfloat16 GEMM (operands rounded to "
+           "bfloat16, float32 accumulation), as under fastmlp.autocast.")
       .def("forward", &forward, py::arg("x"), py::arg("seeds"), py::arg("offsets"), py::arg("tape"),
            "y for x [batch, in]; dropout layer j uses stream (seeds[j], offsets[j]); `tape` receives what "
            "backward needs.")
@@ -433,6 +435,7 @@ void bind_mlp(py::module_& m) {
            "optimizer steps (as update.next(i) gives them). Returns (losses, rows predicted right) as "
            "arrays, one entry per step.")
       .def_property_readonly("dropout_layers", [](const PyMlpProgram& s) { return s.program->dropout_layers(); })
+      .def_property_readonly("bf16", [](const PyMlpProgram& s) { return s.program->bf16(); })
       .def_property_readonly("trainable", [](const PyMlpProgram& s) { return s.trainable; });
 }
 

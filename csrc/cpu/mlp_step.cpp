@@ -124,14 +124,14 @@ int rows_threads(const MlpLayer& L, index_t batch, const MlpUpdate& u) {
 // of the whole-layer calls. The bias gradient must be final before the call. The
 // rows are split in equal counts, as the GEMM itself splits them (finer blocks,
 // shared by work stealing, measured slower).
-void grad_and_update_rows(const KernelTable& k, const MlpUpdate& u, const MlpLayer& L, const float* dz,
+void grad_and_update_rows(const KernelTable& k, GemmFn gemm, const MlpUpdate& u, const MlpLayer& L, const float* dz,
                           const float* x, index_t batch, int nt) {
 #pragma omp parallel num_threads(nt)
   {
     const index_t t = omp_get_thread_num(), count = omp_get_num_threads();
     const index_t r0 = t * L.out / count, r1 = (t + 1) * L.out / count;
     if (r1 > r0) {
-      k.gemm(L.dW + r0 * L.in, L.in, dz + r0, L.out, x, L.in, r1 - r0, L.in, batch, true, false, 1.0f, 0.0f,
+      gemm(L.dW + r0 * L.in, L.in, dz + r0, L.out, x, L.in, r1 - r0, L.in, batch, true, false, 1.0f, 0.0f,
              GemmEpilogue{});
       update_rows(k, u, L, r0, r1);
     }
@@ -140,16 +140,16 @@ void grad_and_update_rows(const KernelTable& k, const MlpUpdate& u, const MlpLay
 
 // The gradient with respect to layer ii's input: into gp (the previous layer's
 // output gradient, then through its dropout mask) for ii > 0, else into dx if wanted.
-void input_gradient(const KernelTable& k, const std::vector<MlpLayer>& layers, const MlpTape& t, size_t ii,
+void input_gradient(const KernelTable& k, GemmFn gemm, const std::vector<MlpLayer>& layers, const MlpTape& t, size_t ii,
                     const float* dz, float* gp, float* dx) {
   const MlpLayer& L = layers[ii];
   const index_t batch = t.batch;
   if (ii > 0) {
     const MlpLayer& P = layers[ii - 1];
-    k.gemm(gp, P.out, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
+    gemm(gp, P.out, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
     if (P.dropout > 0.0f) k.dropout_backward(gp, gp, t.mask[ii - 1].data(), batch * P.out, P.dropout, false);
   } else if (dx) {
-    k.gemm(dx, L.in, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
+    gemm(dx, L.in, dz, L.out, L.W, L.in, batch, L.in, L.out, false, false, 1.0f, 0.0f, GemmEpilogue{});
   }
 }
 
@@ -157,9 +157,10 @@ void input_gradient(const KernelTable& k, const std::vector<MlpLayer>& layers, c
 // order) uses Philox stream (seeds[j], offsets[j]). With `out` non-null the last
 // layer writes its output there, else into the tape. The same kernels in the same
 // order as the eager Linear/activation/Dropout modules.
-void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& t, const float* x, index_t batch,
+void mlp_forward(const std::vector<MlpLayer>& layers, bool bf16, MlpTape& t, const float* x, index_t batch,
                  const std::uint64_t* seeds, const std::uint64_t* offsets, float* out = nullptr) {
   const KernelTable& k = kernels();
+  const GemmFn gemm = bf16 ? k.gemm_bf16 : k.gemm;
   const size_t n = layers.size();
   t.batch = batch;
   const float* h = x;
@@ -172,7 +173,7 @@ void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& t, const float* x
     const GemmEpilogue ep =
         GemmEpilogue::with_bias_act(L.b, L.act, L.act_param, keep_z ? t.z[i].data() : nullptr, keep_z ? L.out : 0);
     float* y = last && out && L.dropout == 0.0f ? out : t.y[i].data();
-    k.gemm(y, L.out, h, L.in, L.W, L.in, batch, L.out, L.in, false, true, 1.0f, 0.0f, ep);
+    gemm(y, L.out, h, L.in, L.W, L.in, batch, L.out, L.in, false, true, 1.0f, 0.0f, ep);
     h = y;
     if (L.dropout > 0.0f) {
       float* d = last && out ? out : t.dropped[i].data();
@@ -190,9 +191,10 @@ void mlp_forward(const std::vector<MlpLayer>& layers, MlpTape& t, const float* x
 // parameters are updated as soon as its gradients are final (the update requires
 // every dest to be the layer's own dW/db, overwritten). The same kernels in the same
 // order as the eager LinearBackward and dropout nodes.
-void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScratch& s, const float* g,
+void mlp_backward(const std::vector<MlpLayer>& layers, bool bf16, const MlpTape& t, MlpScratch& s, const float* g,
                   const MlpGradDest* dest, float* dx, const MlpUpdate& update = MlpUpdate{}) {
   const KernelTable& k = kernels();
+  const GemmFn gemm = bf16 ? k.gemm_bf16 : k.gemm;
   const index_t batch = t.batch;
   const size_t last = layers.size() - 1;
   if (layers[last].dropout > 0.0f) {
@@ -217,10 +219,10 @@ void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScra
       // Plain SGD: the input gradient first (the last read of W), then the weight
       // gradient, whose GEMM steps W as it stores each tile of dW, then the bias.
       if (D.db) k.colsum(D.db, dz, batch, L.out, L.out, D.acc_b);
-      input_gradient(k, layers, t, ii, dz, gp, dx);
+      input_gradient(k, gemm, layers, t, ii, dz, gp, dx);
       const GemmEpilogue ep = GemmEpilogue::with_sgd_step(update.param + (L.W - update.param), L.in, update.sgd.lr,
                                                           update.keep_weight_grads);
-      k.gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, 0.0f, ep);
+      gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, 0.0f, ep);
       update_bias(k, update, L);
       g = gp;
       continue;
@@ -229,15 +231,15 @@ void mlp_backward(const std::vector<MlpLayer>& layers, const MlpTape& t, MlpScra
       const int nt = rows_threads(L, batch, update);
       if (nt > 1) {
         if (D.db) k.colsum(D.db, dz, batch, L.out, L.out, false);
-        grad_and_update_rows(k, update, L, dz, t.inputs[0], batch, nt);
+        grad_and_update_rows(k, gemm, update, L, dz, t.inputs[0], batch, nt);
         break;
       }
     }
     if (D.dW)
-      k.gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, D.acc_w ? 1.0f : 0.0f,
+      gemm(D.dW, L.in, dz, L.out, t.inputs[ii], L.in, L.out, L.in, batch, true, false, 1.0f, D.acc_w ? 1.0f : 0.0f,
              GemmEpilogue{});
     if (D.db) k.colsum(D.db, dz, batch, L.out, L.out, D.acc_b);
-    input_gradient(k, layers, t, ii, dz, gp, dx);
+    input_gradient(k, gemm, layers, t, ii, dz, gp, dx);
     if (update.kind != MlpUpdate::Kind::None) update_rows(k, update, L, 0, L.out);  // W is not read again
     g = gp;
   }
@@ -247,8 +249,8 @@ std::atomic<std::uint64_t> next_program_id{1};
 
 }  // namespace
 
-MlpProgram::MlpProgram(std::vector<MlpLayer> layers)
-    : layers_(std::move(layers)), dropouts_(count_dropout(layers_)), id_(next_program_id++) {
+MlpProgram::MlpProgram(std::vector<MlpLayer> layers, bool bf16)
+    : layers_(std::move(layers)), dropouts_(count_dropout(layers_)), bf16_(bf16), id_(next_program_id++) {
   dest_.resize(layers_.size());
   for (size_t i = 0; i < layers_.size(); ++i) dest_[i] = MlpGradDest{layers_[i].dW, layers_[i].db, false, false};
 }
@@ -257,13 +259,13 @@ void MlpProgram::forward(MlpTape& tape, const float* x, index_t batch, const std
                          const std::uint64_t* offsets, float* out) const {
   size_tape(tape, layers_, batch);
   tape.program = id_;
-  mlp_forward(layers_, tape, x, batch, seeds, offsets, out);
+  mlp_forward(layers_, bf16_, tape, x, batch, seeds, offsets, out);
 }
 
 void MlpProgram::backward(const MlpTape& tape, const float* g, const MlpGradDest* dest, float* dx) {
   std::lock_guard<std::mutex> lock(mutex_);
   size_scratch(scratch_, layers_, tape.batch);
-  mlp_backward(layers_, tape, scratch_, g, dest, dx);
+  mlp_backward(layers_, bf16_, tape, scratch_, g, dest, dx);
 }
 
 MlpStepResult MlpProgram::train_step(const float* x, const std::int64_t* labels, index_t batch,
@@ -276,7 +278,7 @@ MlpStepResult MlpProgram::train_step(const float* x, const std::int64_t* labels,
   size_scratch(scratch_, layers_, batch);
   const size_t cells = static_cast<size_t>(batch) * static_cast<size_t>(classes);
   if (dlogits_.size() < cells) dlogits_.resize(cells);
-  mlp_forward(layers_, step_tape_, x, batch, seeds, offsets);
+  mlp_forward(layers_, bf16_, step_tape_, x, batch, seeds, offsets);
   const float* logits = step_tape_.output;
   const LossSums sums = k.softmax_xent(dlogits_.data(), nullptr, logits, labels, loss.class_weight, batch, classes,
                                        loss.ignore_index, loss.label_smoothing, 1.0f, true);
@@ -291,7 +293,7 @@ MlpStepResult MlpProgram::train_step(const float* x, const std::int64_t* labels,
       if (row[c] > row[best]) best = c;
     result.correct += best == labels[r];
   }
-  mlp_backward(layers_, step_tape_, scratch_, dlogits_.data(), dest_.data(), nullptr, update);
+  mlp_backward(layers_, bf16_, step_tape_, scratch_, dlogits_.data(), dest_.data(), nullptr, update);
   return result;
 }
 

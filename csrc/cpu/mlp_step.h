@@ -96,7 +96,9 @@ struct MlpScratch {
 // is only accepted by the program whose forward filled it.
 class MlpProgram {
  public:
-  explicit MlpProgram(std::vector<MlpLayer> layers);
+  // bf16: every product runs on the bfloat16 GEMM (KernelTable::gemm_bf16: operands rounded to
+  // bfloat16 in its packing, float32 accumulation), as under fastmlp.autocast.
+  explicit MlpProgram(std::vector<MlpLayer> layers, bool bf16 = false);
 
   void forward(MlpTape& tape, const float* x, index_t batch, const std::uint64_t* seeds,
                const std::uint64_t* offsets, float* out) const;
@@ -113,11 +115,13 @@ class MlpProgram {
 
   const std::vector<MlpLayer>& layers() const { return layers_; }
   int dropout_layers() const { return dropouts_; }
+  bool bf16() const { return bf16_; }
   std::uint64_t id() const { return id_; }
 
  private:
   std::vector<MlpLayer> layers_;
   int dropouts_;
+  bool bf16_;
   std::uint64_t id_;
   std::mutex mutex_;  // guards everything below
   MlpScratch scratch_;

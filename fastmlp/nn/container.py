@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Iterable, Iterator, Optional, Union
 
-from .. import _autocast
 from ..tensor import Tensor
 from . import plan as _plan
 from . import program as _program
@@ -94,9 +93,7 @@ class Sequential(Module):
                 route = self.__dict__["_route"] = _program.Route(tuple(self._modules.values()))
                 if _plan.explain_enabled():
                     _plan.log_once(self)
-            # (Under fastmlp.autocast the products run in bfloat16 on the plan's blocks: the native
-            # program has no bfloat16 GEMM yet.)
-            if route.program is not None and route.usable(input) and not _autocast.lowers(input._data):
+            if route.program is not None and route.usable(input):
                 return route(input)
             if route.plan is not None:
                 return _program.run_blocks(route.plan, input)

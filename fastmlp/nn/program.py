@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _C, _generation
+from .. import _C, _autocast, _generation
 from .. import random as _random
 from ..autograd import HANDLED, Node, _Engine, _GradMode, grad_sink
 from ..backend.acts import IDENTITY, backward_needs_input
@@ -81,7 +81,7 @@ class Route:
         why = check_parameters(p) if p else None
         self.plan = p if p else None  # run_blocks runs it when only the parameters keep it off the program
         self.refusal = Refusal(why) if why else (None if p else p)
-        self.program = None
+        self.program = self._bf16 = None  # float32 and (made on demand) bfloat16 programs
         if self.refusal is None:
             self.program = _C.MlpProgram([program_layer(b) for b in p.blocks])
             self.in_features = p.in_features
@@ -111,17 +111,25 @@ class Route:
 
     def __call__(self, x: Tensor) -> Tensor:
         xd = _rows(x._data)
+        program = self.program
+        if _autocast.lowers(xd):  # under fastmlp.autocast: every product on the bfloat16 GEMM
+            program = self._bf16 or self._make_bf16()
         seeds, offsets = _streams(self.draws)
         tape = self.free.pop() if self.free else _C.MlpTape()
-        y = self.program.forward(xd, seeds, offsets, tape)
+        y = program.forward(xd, seeds, offsets, tape)
         node = ProgramBackward((x,) + self.params) if _GradMode.enabled else None
         if node is None or not any(node.kinds):  # no graph, as the module path gives
             self.free.append(tape)
             return _result(y, None)
-        node.route, node.tape, node.in_shape, node.x = self, tape, x._data.shape, xd
+        node.route, node.program, node.tape, node.in_shape, node.x = self, program, tape, x._data.shape, xd
         node.weights = self.weights
         node.out = y if self.output_saved else None
         return _result(y, node)
+
+
+    def _make_bf16(self):
+        self._bf16 = _C.MlpProgram([program_layer(b) for b in self.plan.blocks], bf16=True)
+        return self._bf16
 
 
 def run_blocks(plan: Plan, x: Tensor) -> Tensor:
@@ -142,7 +150,7 @@ class ProgramBackward(Node):
     .grad where the leaf allows, as functional.LinearBackward does) and the input gradient when
     it is needed."""
 
-    __slots__ = ("route", "tape", "in_shape", "x", "weights", "out")
+    __slots__ = ("route", "program", "tape", "in_shape", "x", "weights", "out")
     SAVES = True
     # The tape points at the input (the first layer's weight gradient reads it) and at the
     # output (the last activation's backward reads it when no dropout follows), and backward
@@ -170,7 +178,7 @@ class ProgramBackward(Node):
                 out[i] = HANDLED
             else:  # a parameter computed by other ops, hooks, or autograd.grad collecting
                 grads[i - 1] = out[i] = np.empty(shapes[i - 1], dtype=np.float32)
-        dx = self.route.program.backward(self.tape, g, grads[::2], grads[1::2], acc[::2], acc[1::2],
+        dx = self.program.backward(self.tape, g, grads[::2], grads[1::2], acc[::2], acc[1::2],
                                          edges[0] is not None)
         for leaf, buf, accumulated in sinks:
             if not accumulated:
@@ -189,10 +197,13 @@ class ProgramBackward(Node):
 
 class TrainStep:
     """``fit``'s native training step: ``step(x, y) -> (loss, correct)`` and ``steps(x, y, sizes)``
-    for a run of batches, for a model, loss and optimizer that ``plan_training`` accepts."""
+    for a run of batches, for a model, loss and optimizer that ``plan_training`` accepts. Built
+    under ``fastmlp.autocast`` (``fit(precision="bf16")``), every product runs on the bfloat16
+    GEMM, as the eager step under autocast runs them."""
 
-    def __init__(self, model, loss_fn, optimizer, training: TrainingPlan):
+    def __init__(self, model, loss_fn, optimizer, training: TrainingPlan, bf16: bool = False):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.bf16 = bf16
         self.plan = training.plan
         self.params = [t for b in self.plan.blocks for t in (b.linear.weight, b.linear.bias) if t is not None]
         self.in_features, self.classes = self.plan.in_features, self.plan.out_features
@@ -212,7 +223,7 @@ class TrainStep:
     def build(cls, model, loss_fn, optimizer) -> Optional["TrainStep"]:
         """The step of a model that plan_training accepts, else None (the caller runs the eager loop)."""
         t = plan_training(model, loss_fn, optimizer)
-        return cls(model, loss_fn, optimizer, t) if t else None
+        return cls(model, loss_fn, optimizer, t, bf16=_autocast.lowers()) if t else None
 
     def accepts(self, x, y) -> bool:
         """Whether (x, y) is a batch this step takes as is: float32 CPU inputs of the first
@@ -305,7 +316,7 @@ class TrainStep:
             for group in self.optimizer.param_groups:
                 if self.optimizer._flat_for(group, force=True) is None:
                     raise RuntimeError("the optimizer could not lay its parameters out in one buffer")
-            self.program = _C.MlpProgram([program_layer(b, grads=True) for b in self.plan.blocks])
+            self.program = _C.MlpProgram([program_layer(b, grads=True) for b in self.plan.blocks], bf16=self.bf16)
             self._generation = _generation.value[0]
             self._bound = tuple((p, p._data, p._grad_buf) for p in self.params)
         for p, _, g in self._bound:  # the gradients the program writes are the parameters' .grad

@@ -32,6 +32,7 @@ import sys
 import time
 from typing import Callable, Iterable, Optional
 
+from .. import _autocast, _dtype
 from .. import distributed as _dist
 from .._device import batch_device, device_scope
 from ..autograd import is_grad_enabled
@@ -146,6 +147,21 @@ def _native_step(model, loss_fn, optimizer) -> Optional[TrainStep]:
     return TrainStep.build(model, loss_fn, optimizer)
 
 
+_PRECISIONS = {"32": False, "fp32": False, "float32": False, "32-true": False,
+               "bf16": True, "bfloat16": True, "bf16-mixed": True}
+
+
+def _precision_scope(precision, dev) -> Callable:
+    """fit's `precision` as a context factory: fastmlp.autocast for "bf16", else nothing."""
+    if not isinstance(precision, str) or precision not in _PRECISIONS:
+        raise ValueError(f"fit: precision must be one of {', '.join(repr(k) for k in _PRECISIONS)}; got {precision!r}")
+    if not _PRECISIONS[precision]:
+        return contextlib.nullcontext
+    if dev is not None and getattr(dev, "type", "cpu") != "cpu":
+        raise ValueError(f"fit: precision={precision!r} runs on the CPU only; the model is on {dev}")
+    return lambda: _autocast.autocast("cpu", dtype=_dtype.bfloat16)
+
+
 def _loader_len(loader) -> Optional[int]:
     try:
         return len(loader)
@@ -196,7 +212,7 @@ def _write_training_states(state: FitState, cbs: list, loaders: list, every_path
 def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader: Optional[Iterable] = None,
         epochs: int = 1, scheduler=None, callbacks: Iterable[Callback] = (), progress: bool = True, *,
         device=None, monitor: Optional[str] = None, checkpoint_every: Optional[int] = None,
-        checkpoint_path=None, resume_from=None) -> History:
+        checkpoint_path=None, resume_from=None, precision: str = "32") -> History:
     """Train `model` for `epochs` epochs and return the per-epoch History (Keras's ``model.fit``).
 
     Args:
@@ -220,6 +236,11 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
         resume_from: a training state written by checkpoint_every or by ``ModelCheckpoint(...,
             save_training_state=True)``: continue that run after its last saved epoch, up to `epochs`
             in all. Build the model, optimizer, loaders and callbacks as the saved run did.
+        precision: ``"32"`` (float32, the default) or ``"bf16"``: every training step and validation
+            pass runs under ``fastmlp.autocast("cpu", dtype=fastmlp.bfloat16)`` — the Linear layers'
+            products (forward and backward) on bfloat16-rounded operands with float32 accumulation,
+            everything else float32 — and the native step runs the same products natively. The
+            weights, the optimizer state and every checkpoint stay float32. CPU only.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"fit: epochs must be a non-negative integer; got {epochs!r}")
@@ -230,6 +251,7 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
         raise ValueError("fit: val_loader yields no batches: its dataset is empty")
     every_path = _check_resume_args(checkpoint_every, checkpoint_path, resume_from)
     dev = move = batch_device(model, device, "fit")
+    lowered = _precision_scope(precision, dev)
     group = _dist.fit.fit_group(model)  # several processes (DistributedDataParallel), else None
     history = History()
     metrics = ["epoch", "train_loss"] + (["val_loss", "val_accuracy"] if val_loader is not None else []) + \
@@ -261,7 +283,7 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             start = time.perf_counter()
             model.train()
             try:
-                with device_scope(move):
+                with device_scope(move), lowered():
                     loss_sum, samples, steps = _train_epoch(model, loss_fn, optimizer, train_loader, move, bar)
                 state.step += steps
             except KeyboardInterrupt:
@@ -279,7 +301,8 @@ def fit(model, loss_fn: Callable, optimizer, train_loader: Iterable, val_loader:
             logs: dict = {"epoch": epoch, "train_loss": loss_sum / samples}
             summary = f"loss={logs['train_loss']:.4f}"
             if val_loader is not None:
-                res = evaluate(model, val_loader, loss_fn, device=dev)
+                with lowered():
+                    res = evaluate(model, val_loader, loss_fn, device=dev)
                 if group is not None:
                     res.loss, res.accuracy = _dist.fit.reduce_validation(group, res)
                 logs["val_loss"] = res.loss
