@@ -24,6 +24,7 @@ from ... import autograd as _autograd
 from ... import distributed as dist
 from ...autograd import is_grad_enabled
 from ...tensor import Tensor, _wrap
+from ...distributed.node_average import NodeAverager
 from ..module import Module
 
 __all__ = ["DistributedDataParallel", "consume_prefix_in_state_dict_if_present"]
@@ -83,6 +84,7 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         object.__setattr__(self, "_comm", group)
         object.__setattr__(self, "_pack", None)  # the contiguous array of the packed fallback
+        object.__setattr__(self, "_averager", None)  # the NodeAverager (made at the first average)
         self._check_same_model(group)
         self._broadcast_state(group, buffers=True)
 
@@ -173,9 +175,35 @@ class DistributedDataParallel(Module):
             self._reduce(span)
 
     def _reduce(self, buf: np.ndarray) -> None:
+        """Average the 1-D buffer over the processes, in place: in shared memory when it is the slot
+        fit moved the gradients into (fastmlp.distributed.node_average), else one MPI_Allreduce."""
+        av = self._averager
+        if av is not None:
+            av.average(buf)
+            return
         group = self._comm
         group.comm.Allreduce(group.mpi.IN_PLACE, buf, op=group.mpi.SUM)
         buf /= buf.dtype.type(group.size)
+
+    def _share_gradient_buffer(self, optimizer: Any) -> None:
+        """Move the optimizer's flat gradient buffer into this process's slot of the machine's shared
+        memory, so the native backward writes the gradients where the averaging reads them (nothing
+        is copied per step). Collective; nothing happens where the slots are not used."""
+        groups = getattr(optimizer, "param_groups", None)
+        flat = None
+        if groups and len(groups) == 1 and hasattr(optimizer, "_flat_for"):
+            flat = optimizer._flat_for(groups[0])
+        size = -1 if flat is None or type(flat.grad) is not np.ndarray else int(flat.grad.size)
+        av = self._averager
+        if size >= 0 and av is not None and av.offset_in_slot(flat.grad) == 0:
+            size = -2  # already there
+        comm, mpi = self._comm.comm, self._comm.mpi
+        if len(set(comm.allgather(size))) != 1 or size < 0:  # (the same decision on every process)
+            return
+        av = NodeAverager(comm, mpi, size, flat.grad.dtype)
+        object.__setattr__(self, "_averager", av)
+        if av.shared:
+            flat.move_grad(groups[0]["params"], av.slot)
 
     @staticmethod
     def _flat_span(params: list) -> Optional[np.ndarray]:
@@ -261,6 +289,7 @@ class DistributedDataParallel(Module):
             return step
         step._native_update = False
         step.optimizer = _AveragingOptimizer(optimizer, self)
+        self._share_gradient_buffer(optimizer)
         return step
 
 
