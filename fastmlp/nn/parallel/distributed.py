@@ -84,7 +84,8 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         object.__setattr__(self, "_comm", group)
         object.__setattr__(self, "_pack", None)  # the contiguous array of the packed fallback
-        object.__setattr__(self, "_averager", None)  # the NodeAverager (made at the first average)
+        object.__setattr__(self, "_averager", None)  # the NodeAverager (fit makes it)
+        object.__setattr__(self, "_span", None)  # ((param, grad, grad array) of each, span) of the last average
         self._check_same_model(group)
         self._broadcast_state(group, buffers=True)
 
@@ -166,7 +167,14 @@ class DistributedDataParallel(Module):
         params = [p for p in self.module.parameters() if p.requires_grad]
         if not params:
             return
-        span = self._flat_span(params)
+        cached = self._span
+        if cached is not None and len(cached[0]) == len(params) and all(
+                p is q and p._grad is g and g._data is d for p, (q, g, d) in zip(params, cached[0])):
+            span = cached[1]  # the same gradient arrays as the last step: the same span
+        else:
+            span = self._flat_span(params)
+            held = [(p, p._grad, p._grad._data) for p in params] if span is not None else None
+            object.__setattr__(self, "_span", None if held is None else (held, span))
         if span is None:
             span = self._packed(params)
             self._reduce(span)
