@@ -18,8 +18,10 @@ and an allgather done by loads and stores, with no message copies:
    slots; a last synchronisation, after which every slot holds the same average, bit for bit.
 
 Every value is computed once, by one process, so every process ends with identical bits. A
-process alone on its machine (or an MPI without shared-memory windows) has no slots; the
-average is then one ``MPI_Allreduce`` over the buffer and a division, as before.
+process alone on its machine, in a job where other machines hold several, gets a slot in its
+own memory and only joins the leaders' allreduce. When no machine holds two processes, or some
+machine's MPI cannot allocate a shared window, no process has a slot and every average is one
+``MPI_Allreduce`` over the buffer and a division (the processes always take the same route).
 
 MPI is the transport and the synchronisation throughout (the window, its ``Win_sync`` memory
 barriers, ``Barrier``/``Allreduce``); nothing here talks to another process by other means.
@@ -30,13 +32,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-# Chunks and slots start on 64-byte boundaries (a cache line): the processes never write the
-# same line, and the slots suit the kernels' aligned loads as the optimizer's own buffers do.
+# Slots start on 64-byte boundaries (a cache line), as the optimizer's own buffers do, for the
+# kernels' aligned loads; chunks are cut at multiples of 64 bytes from the start of the range.
 _ALIGN_BYTES = 64
 
 # The windows live as long as the process: the arrays over them (an optimizer's gradient buffer)
 # may outlive the object that made them, and freeing a window under them would leave dangling
-# memory. mpi4py frees what is left when MPI finalizes at exit.
+# memory. They are released when MPI finalizes, at exit.
 _KEEP_ALIVE: list = []
 
 

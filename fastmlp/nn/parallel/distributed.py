@@ -5,12 +5,19 @@ How the gradients are found. The optimizer lays the parameters' gradients out in
 buffer (its arena, ``fastmlp.optim.optimizer._FlatGroup``) when it is created, and every
 ``p.grad`` is a view into it. At the end of each backward pass (an autograd end-of-backward
 callback, as PyTorch's DDP uses) the wrapper looks at its parameters' gradients: when they
-all view one buffer, it averages the span of that buffer they cover with ONE
-``MPI_Allreduce``, in place (the padding between parameters is zero on every rank and stays
-zero). Otherwise (no optimizer yet, parameters moved out of the arena) it packs the
-gradients into one contiguous array, reduces that and copies back. ``fit``'s native step
-(forward and backward in one native call, without the update) calls the same averaging
-between the backward and the optimizer's native update.
+all view one buffer, it averages the span of that buffer they cover in one collective, in
+place (the padding between parameters is zero on every rank and stays zero). Otherwise (no
+optimizer yet, parameters moved out of the arena) it packs the gradients into one contiguous
+array, reduces that and copies back.
+
+How they are averaged. ``fit``'s native step (forward and backward in one native call, without
+the update) first moves the optimizer's gradient buffer into this process's slot of an MPI
+shared-memory window of its machine (``fastmlp.distributed.node_average``), so the native
+backward writes the gradients where every process of the machine can read them; the average
+is then a reduce-scatter and an allgather by loads and stores (one ``MPI_Allreduce`` between
+one process per machine when there are several), with nothing copied per step, between the
+backward and the optimizer's native update. A buffer outside the slots (the eager loop before
+any ``fit``, the packed fallback) is averaged with one ``MPI_Allreduce`` and a division.
 """
 from __future__ import annotations
 
@@ -50,8 +57,9 @@ class DistributedDataParallel(Module):
     At construction rank 0's parameters and buffers are broadcast to every process (after
     checking that every process has the same parameter names, shapes and dtypes). Calling
     the wrapper calls the module; the backward pass of its output then averages the
-    parameters' gradients over the processes (one allreduce of the optimizer's flat
-    gradient buffer), so ``optimizer.step()`` takes the same step everywhere.
+    parameters' gradients over the processes (one collective over the optimizer's flat
+    gradient buffer: in shared memory between the processes of a machine once ``fit`` has
+    run, else ``MPI_Allreduce``), so ``optimizer.step()`` takes the same step everywhere.
 
     ``module`` is the wrapped model. Like PyTorch's, the wrapper's ``state_dict()`` keys
     carry the prefix ``module.`` (the module is its submodule ``module``), so save
@@ -62,7 +70,7 @@ class DistributedDataParallel(Module):
         module: the model (its parameters on the CPU).
         device_ids, output_device, dim, process_group, bucket_cap_mb, gradient_as_bucket_view,
             static_graph: accepted for PyTorch compatibility (CPU only, one default group, one
-            allreduce over the whole gradient buffer).
+            collective over the whole gradient buffer).
         broadcast_buffers: broadcast rank 0's buffers at construction (and before each forward).
         find_unused_parameters: accepted; a parameter that got no gradient on a process counts
             as a zero gradient there, so every process steps the same parameters.
@@ -159,7 +167,7 @@ class DistributedDataParallel(Module):
 
     # ---- gradient averaging ---------------------------------------------------------------------
     def average_gradients(self) -> None:
-        """Average every parameter's ``.grad`` over the processes, in place: one allreduce of the
+        """Average every parameter's ``.grad`` over the processes, in place: one collective over the
         optimizer's flat gradient buffer when the gradients live there (see the module docstring)."""
         group = self._comm
         if group.size == 1:
