@@ -30,8 +30,8 @@ import numpy as np
 from ... import autograd as _autograd
 from ... import distributed as dist
 from ...autograd import is_grad_enabled
-from ...tensor import Tensor, _wrap
 from ...distributed.node_average import NodeAverager
+from ...tensor import Tensor, _wrap
 from ..module import Module
 
 __all__ = ["DistributedDataParallel", "consume_prefix_in_state_dict_if_present"]
