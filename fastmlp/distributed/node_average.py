@@ -36,6 +36,9 @@ import numpy as np
 # kernels' aligned loads; chunks are cut at multiples of 64 bytes from the start of the range.
 _ALIGN_BYTES = 64
 
+# Elements averaged per block (128 KB of float32, well inside a core's L2 cache).
+_BLOCK = 32768
+
 # The windows live as long as the process: the arrays over them (an optimizer's gradient buffer)
 # may outlive the object that made them, and freeing a window under them would leave dangling
 # memory. They are released when MPI finalizes, at exit.
@@ -189,17 +192,31 @@ class NodeAverager:
             win.Sync()
         lo, hi = self._chunk(start, stop)
         slots = self.slots
-        acc = slots[0][lo:hi]
-        for q in range(1, self.local):  # slot order: the same sum whichever process computes it
-            np.add(acc, slots[q][lo:hi], out=acc)
-        if self.leaders is not None:  # several machines: the leaders add up the machines' sums
+        several = self.leaders is not None
+        scale = self.dtype.type(self.size)
+        # In blocks that stay in the core's cache: each block is summed, divided and copied out
+        # while it is there (three passes over memory would cost about twice the time).
+        block = _BLOCK
+        for b in range(lo, hi, block):
+            e = min(b + block, hi)
+            acc = slots[0][b:e]
+            for q in range(1, self.local):  # slot order: the same sum whichever process computes it
+                np.add(acc, slots[q][b:e], out=acc)
+            if not several:
+                np.divide(acc, scale, out=acc)
+                for q in range(1, self.local):
+                    slots[q][b:e] = acc
+        if several:  # several machines: the leaders add up the machines' sums, then the same per block
             self._sync_node()
             if self.local_rank == 0:
                 self.leaders.Allreduce(self.mpi.IN_PLACE, slots[0][start:stop], op=self.mpi.SUM)
             self._sync_node()
-        np.divide(acc, self.dtype.type(self.size), out=acc)
-        for q in range(1, self.local):
-            slots[q][lo:hi] = acc
+            for b in range(lo, hi, block):
+                e = min(b + block, hi)
+                acc = slots[0][b:e]
+                np.divide(acc, scale, out=acc)
+                for q in range(1, self.local):
+                    slots[q][b:e] = acc
         self._sync_node()  # no process writes its slot again (the next backward) before all have read
 
     def _chunk(self, start: int, stop: int) -> tuple:

@@ -12,7 +12,7 @@ out, grouping = sys.argv[1], sys.argv[2]
 comm = MPI.COMM_WORLD
 rank = comm.Get_rank()
 node = {"node": None, "parity": comm.Split(rank % 2, rank), "alone": comm.Split(rank, rank)}[grouping]
-LENGTHS = (1, 7, 17, 63, 65, 1001)
+LENGTHS = (1, 7, 17, 63, 65, 1001, 70001)  # the last spans several blocks of the averaging
 
 
 def values(length: int, r: int) -> np.ndarray:
