@@ -7,15 +7,18 @@ larger jobs.
 Table 1 trains each configuration for one epoch of the 60,000 training images with the same
 global batch (the configuration's batch; each of P processes takes batch / P of it, from a
 DistributedSampler), through ``fastmlp.train.fit`` with DistributedDataParallel: forward and
-backward natively, one MPI_Allreduce of the flat gradient buffer, the native optimizer update.
-It reports samples/s, the share of the epoch spent in the allreduce (rank 0), and the scaling
-efficiency (P x 1 samples/s over 1 x P samples/s: 100% means the processes do as well as the
-threads on the same cores). Each row is the median of --repeat runs. The allreduce time includes
-the wait for the slowest rank to finish its backward pass, so an uneven machine (another user's job
-on one core) shows up there, not only the cost of moving the bytes.
+backward natively, the gradients averaged, the native optimizer update. P x 1 runs twice: averaging
+in shared memory (what fit does) and with MPI_Allreduce over each process's own gradient buffer
+(fit's route before). --repeat rounds each run every layout once, in turn (so a change in the
+machine's load hits them alike); each row is the median of its rounds. It reports samples/s, the
+shares of the epoch (rank 0) spent averaging, waiting for the slower rank before it (a barrier
+timed apart: an uneven machine, another user's job on one core, shows up there) and in the
+optimizer's update, and the scaling efficiency (P x 1 samples/s over 1 x P samples/s: 100% means
+the processes do as well as the threads on the same cores).
 
 Table 2 measures MPI_Allreduce (sum, float32, in place) on this machine for a few message sizes,
-and models what it costs on 8 and 64 ranks over 10 and 100 Gb/s networks. The model (stated in
+next to the shared-memory average (NodeAverager, the division included) of the same buffer, and
+models what MPI_Allreduce costs on 8 and 64 ranks over 10 and 100 Gb/s networks. The model (stated in
 the output) is the one MPICH's algorithm choice follows: recursive doubling for short messages,
 log2(p) (alpha + n/beta), and Rabenseifner's reduce-scatter + allgather for long ones,
 2 log2(p) alpha + 2 (p-1)/p n/beta, taking the cheaper; alpha is the per-message latency and beta
