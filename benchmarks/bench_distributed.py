@@ -7,15 +7,18 @@ larger jobs.
 Table 1 trains each configuration for one epoch of the 60,000 training images with the same
 global batch (the configuration's batch; each of P processes takes batch / P of it, from a
 DistributedSampler), through ``fastmlp.train.fit`` with DistributedDataParallel: forward and
-backward natively, one MPI_Allreduce of the flat gradient buffer, the native optimizer update.
-It reports samples/s, the share of the epoch spent in the allreduce (rank 0), and the scaling
-efficiency (P x 1 samples/s over 1 x P samples/s: 100% means the processes do as well as the
-threads on the same cores). Each row is the median of --repeat runs. The allreduce time includes
-the wait for the slowest rank to finish its backward pass, so an uneven machine (another user's job
-on one core) shows up there, not only the cost of moving the bytes.
+backward natively, the gradients averaged, the native optimizer update. P x 1 runs twice: averaging
+in shared memory (what fit does) and with MPI_Allreduce over each process's own gradient buffer
+(fit's route before). --repeat rounds each run every layout once, in turn (so a change in the
+machine's load hits them alike); each row is the median of its rounds. It reports samples/s, the
+shares of the epoch (rank 0) spent averaging, waiting for the slower rank before it (a barrier
+timed apart: an uneven machine, another user's job on one core, shows up there) and in the
+optimizer's update, and the scaling efficiency (P x 1 samples/s over 1 x P samples/s: 100% means
+the processes do as well as the threads on the same cores).
 
 Table 2 measures MPI_Allreduce (sum, float32, in place) on this machine for a few message sizes,
-and models what it costs on 8 and 64 ranks over 10 and 100 Gb/s networks. The model (stated in
+next to the shared-memory average (NodeAverager, the division included) of the same buffer, and
+models what MPI_Allreduce costs on 8 and 64 ranks over 10 and 100 Gb/s networks. The model (stated in
 the output) is the one MPICH's algorithm choice follows: recursive doubling for short messages,
 log2(p) (alpha + n/beta), and Rabenseifner's reduce-scatter + allgather for long ones,
 2 log2(p) alpha + 2 (p-1)/p n/beta, taking the cheaper; alpha is the per-message latency and beta
@@ -108,26 +111,44 @@ def worker(args) -> None:
         layers += [nn.Linear(width, h), nn.ReLU()] + ([nn.Dropout(cfg["dropout"])] if cfg["dropout"] else [])
         width = h
     model = nn.Sequential(*layers, nn.Linear(width, 10))
-    reduce_s = [0.0]
+    timers = {"average": 0.0, "wait": 0.0, "update": 0.0}
     if world > 1:
         model = DistributedDataParallel(model)
+        comm = dist.process_group._group.comm
         inner = model._reduce
 
         def timed(buf):
+            # the wait for the slowest rank (a barrier), then the averaging itself
             t0 = time.perf_counter()
+            comm.Barrier()
+            t1 = time.perf_counter()
             inner(buf)
-            reduce_s[0] += time.perf_counter() - t0
+            timers["wait"] += t1 - t0
+            timers["average"] += time.perf_counter() - t1
 
         object.__setattr__(model, "_reduce", timed)
+        if args.average == "mpi":  # keep the gradients in the process's own memory: MPI_Allreduce
+            object.__setattr__(model, "_share_gradient_buffer", lambda optimizer: None)
         sampler = DistributedSampler(dataset, seed=0)
     else:
         sampler = None
     opt = fastmlp.optim.Adam(model.parameters(), lr=cfg["lr"])
+    if world > 1:  # the optimizer's own step (under DDP fit runs it after the averaging)
+        own_step = opt.step
+
+        def timed_step(closure=None):
+            t0 = time.perf_counter()
+            out = own_step(closure)
+            timers["update"] += time.perf_counter() - t0
+            return out
+
+        opt.step = timed_step
     loader = DataLoader(dataset, batch_size=cfg["batch"] // world, sampler=sampler, shuffle=sampler is None)
     flat = sum(p.numel() for p in model.parameters()) * 4
     results = []
     for _ in range(args.repeat):
-        reduce_s[0] = 0.0
+        for k in timers:
+            timers[k] = 0.0
         if world > 1:
             dist.barrier()
         t0 = time.perf_counter()
@@ -137,24 +158,41 @@ def worker(args) -> None:
             t = np.array([elapsed])
             dist.all_reduce(t, dist.ReduceOp.MAX)
             elapsed = float(t[0])
-        results.append({"time": elapsed, "reduce": reduce_s[0]})
+        results.append(dict(timers, time=elapsed))
     sizes = {}
     if world > 1 and args.allreduce:
-        comm = dist.process_group._group.comm
-        from mpi4py import MPI
-
-        for nbytes in MESSAGE_BYTES:
-            buf = np.ones(nbytes // 4, dtype=np.float32)
-            times = []
-            for _ in range(max(3, min(50, (64 << 20) // nbytes))):
-                comm.Barrier()
-                t0 = time.perf_counter()
-                comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-                times.append(time.perf_counter() - t0)
-            sizes[nbytes] = statistics.median(times)
+        sizes = _message_sizes(dist.process_group._group.comm)
     if rank == 0:
         print("RESULT " + json.dumps({"runs": results, "samples": len(dataset), "flat_bytes": flat,
                                       "source": source, "allreduce": sizes}), flush=True)
+
+
+def _message_sizes(comm) -> dict:
+    """{bytes: [MPI_Allreduce seconds, shared-memory average seconds]}: medians, the two alternating."""
+    import numpy as np
+    from mpi4py import MPI
+
+    from fastmlp.distributed.node_average import NodeAverager
+
+    averager = NodeAverager(comm, MPI, max(MESSAGE_BYTES) // 4, np.float32)
+    sizes = {}
+    for nbytes in MESSAGE_BYTES:
+        buf = np.ones(nbytes // 4, dtype=np.float32)
+        slot = averager.slot[:nbytes // 4] if averager.shared else None
+        times = ([], [])
+        for _ in range(max(3, min(50, (64 << 20) // nbytes))):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            times[0].append(time.perf_counter() - t0)
+            if slot is not None:
+                slot[...] = 1.0
+                comm.Barrier()
+                t0 = time.perf_counter()
+                averager.average(slot)
+                times[1].append(time.perf_counter() - t0)
+        sizes[nbytes] = [statistics.median(t) if t else None for t in times]
+    return sizes
 
 
 # ---- the driver ------------------------------------------------------------------------------------
@@ -171,12 +209,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default="mid,wide")
     p.add_argument("--procs", default="2", help="comma-separated process counts P (each row: P x 1 against 1 x P)")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=3, help="rounds (each runs every layout once, in turn)")
     p.add_argument("--data", default=None, help="folder with the MNIST idx files")
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--synthetic", action="store_true", help="random MNIST-shaped data instead of MNIST")
     p.add_argument("--limit", type=int, default=0, help="train on the first N samples only (a quick check)")
     p.add_argument("--worker", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    p.add_argument("--average", choices=["shared", "mpi"], default="shared", help=argparse.SUPPRESS)
     p.add_argument("--allreduce", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -186,40 +225,55 @@ def main(argv=None) -> int:
     if mpiexec is None:
         print('bench_distributed: needs mpiexec (pip install "fastmlp[mpi]")', file=sys.stderr)
         return 2
-    common = ["--repeat", str(args.repeat)] + (["--data", args.data] if args.data else []) + \
+    common = ["--repeat", "1"] + (["--data", args.data] if args.data else []) + \
         (["--no-download"] if args.no_download else []) + (["--synthetic"] if args.synthetic else []) + \
         (["--limit", str(args.limit)] if args.limit else [])
     procs = [int(v) for v in args.procs.split(",")]
-    rows, measured, source = [], {}, None
-    for name in args.configs.split(","):
-        for np_ in procs:
-            base = [sys.executable, _HERE, "--worker", name] + common
-            one = _run(base, np_)
-            many = _run([mpiexec, "-n", str(np_)] + base + (["--allreduce"] if not measured else []), 1)
-            measured = measured or many["allreduce"]
-            source = one["source"]
-            t1 = statistics.median(r["time"] for r in one["runs"])
-            tp = statistics.median(r["time"] for r in many["runs"])
-            red = statistics.median(r["reduce"] for r in many["runs"])
-            n = one["samples"]
-            rows.append((name, f"1 x {np_}", n / t1, None, None, one["flat_bytes"]))
-            rows.append((name, f"{np_} x 1", n / tp, red / tp, t1 / tp, many["flat_bytes"]))
+    names = args.configs.split(",")
+    layouts = [(np_, avg) for np_ in procs for avg in (None, "shared", "mpi")]
+    runs = {(name, lay): [] for name in names for lay in layouts}
+    measured, source, n, flat = {}, None, 0, {}
+    for _ in range(args.repeat):  # rounds: the layouts alternate, so a change in load hits them alike
+        for name in names:
+            for np_, avg in layouts:
+                base = [sys.executable, _HERE, "--worker", name] + common
+                if avg is None:
+                    got = _run(base, np_)
+                else:
+                    extra = ["--average", avg] + (["--allreduce"] if not measured and avg == "shared" else [])
+                    got = _run([mpiexec, "-n", str(np_)] + base + extra, 1)
+                    measured = measured or got["allreduce"]
+                source, n, flat[name] = got["source"], got["samples"], got["flat_bytes"]
+                runs[(name, (np_, avg))] += got["runs"]
     print(f"\nOne epoch ({source} data, {n:,} samples), global batch as configured, fit with "
-          "DistributedDataParallel; medians of", args.repeat)
-    print(f"{'config':8} {'procs x threads':>15} {'samples/s':>10} {'allreduce':>10} {'efficiency':>11} "
-          f"{'grad MB':>8}")
-    for name, layout, sps, share, eff, flat in rows:
-        print(f"{name:8} {layout:>15} {sps:10,.0f} {'' if share is None else f'{100 * share:.1f}%':>10} "
-              f"{'' if eff is None else f'{100 * eff:.0f}%':>11} {flat / 1e6:8.2f}")
-    print("\nMPI_Allreduce (float32 sum, in place): measured here on", procs[0], "processes; modelled as "
-          "min(log2(p)(a + n/b), 2 log2(p) a + 2(p-1)/p n/b)")
+          f"DistributedDataParallel; medians of {args.repeat} rounds")
+    print(f"{'config':8} {'procs x threads':>15} {'averaging':>16} {'samples/s':>10} {'average':>8} {'wait':>6} "
+          f"{'update':>7} {'efficiency':>11} {'grad MB':>8}")
+    for name in names:
+        for np_, avg in layouts:
+            rs = runs[(name, (np_, avg))]
+            t = statistics.median(r["time"] for r in rs)
+            cells = ["", "", "", ""]
+            if avg is not None:
+                t1 = statistics.median(r["time"] for r in runs[(name, (np_, None))])
+                share = [statistics.median(r[k] / r["time"] for r in rs) for k in ("average", "wait", "update")]
+                cells = [f"{100 * v:.1f}%" for v in share] + [f"{100 * t1 / t:.0f}%"]
+            how = {None: "", "shared": "shared memory", "mpi": "MPI_Allreduce"}[avg]
+            layout = f"1 x {np_}" if avg is None else f"{np_} x 1"
+            print(f"{name:8} {layout:>15} {how:>16} {n / t:10,.0f} {cells[0]:>8} {cells[1]:>6} {cells[2]:>7} "
+                  f"{cells[3]:>11} {flat[name] / 1e6:8.2f}")
+    print("average: share of the epoch averaging gradients (after the wait); wait: waiting for the slower rank "
+          "before it; update: the optimizer's step (1 x P: inside the native step)")
+    print("\nAveraging a float32 buffer in place on", procs[0], "processes here: MPI_Allreduce (sum) and the "
+          "shared-memory average; modelled MPI_Allreduce as min(log2(p)(a + n/b), 2 log2(p) a + 2(p-1)/p n/b)")
     heads = [f"{p}r {net.split()[0]}Gb/s" for p in MODEL_RANKS for net, _, _ in NETWORKS]
-    print(f"{'message':>10} {'here ms':>9} " + " ".join(f"{h:>13}" for h in heads))
+    print(f"{'message':>10} {'MPI ms':>9} {'shared ms':>10} " + " ".join(f"{h:>13}" for h in heads))
     for nbytes in MESSAGE_BYTES:
-        here = measured.get(str(nbytes), measured.get(nbytes))
+        here = measured.get(str(nbytes), measured.get(nbytes)) or [None, None]
         cells = [modelled_allreduce_s(nbytes, p, a, b) * 1e3 for p in MODEL_RANKS for _, a, b in NETWORKS]
-        print(f"{nbytes / 1e6:8.2f}MB {'' if here is None else f'{here * 1e3:.3f}':>9} "
-              + " ".join(f"{c:13.3f}" for c in cells))
+        print(f"{nbytes / 1e6:8.2f}MB " + " ".join(f"{'' if v is None else f'{v * 1e3:.3f}':>{w}}"
+                                                   for v, w in zip(here, (9, 10)))
+              + " " + " ".join(f"{c:13.3f}" for c in cells))
     print("networks: " + "; ".join(f"{n}: a = {a * 1e6:g} us, b = {b * 8 / 1e9:g} Gb/s" for n, a, b in NETWORKS))
     return 0
 

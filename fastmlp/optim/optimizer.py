@@ -80,6 +80,24 @@ class _FlatGroup:
                 p.grad = _wrap(gview)
             p._grad_buf = gview
 
+    def move_grad(self, params: list, new) -> None:
+        """Make `new` the gradient buffer: a 1-D array of the same size and dtype that starts on a
+        64-byte boundary and whose views have one base. The values are copied, and every parameter's
+        gradient (and gradient buffer) becomes a view of `new`. DistributedDataParallel moves it into
+        memory the processes of a machine share, where the gradients are averaged in place."""
+        if new.shape != self.grad.shape or new.dtype != self.grad.dtype or new.ctypes.data % _ALIGN:
+            raise ValueError(f"move_grad: the new buffer must be {self.grad.dtype} [{self.grad.size}] on a "
+                             f"{_ALIGN}-byte boundary; got {new.dtype} {list(new.shape)}")
+        new[...] = self.grad
+        self.grad = new
+        self._grad_owner = _owner(new)
+        for p, off, n, shape in zip(params, self.offsets, self.sizes, self.shapes):
+            gview = new[off:off + n].reshape(shape)
+            if p.grad is not None:
+                gview[...] = p.grad._data
+                p.grad = _wrap(gview)
+            p._grad_buf = gview
+
     def views(self, flat) -> list:
         return [flat[off:off + n].reshape(shape) for off, n, shape in zip(self.offsets, self.sizes, self.shapes)]
 

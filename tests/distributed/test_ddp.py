@@ -50,6 +50,8 @@ def test_two_processes_equal_one_with_the_doubled_batch(tmp_path, mode, opt_name
         np.testing.assert_array_equal(np.load(tmp_path / f"checksums{r}.npy"), np.zeros(C.EPOCHS))
     for k in ranks[0]:  # identical on every rank, bit for bit
         np.testing.assert_array_equal(ranks[0][k], ranks[1][k])
+    # fit averages in shared memory (both ranks on this machine); the eager loop by MPI_Allreduce
+    assert [bool(np.load(tmp_path / f"in_slot{r}.npy")) for r in range(2)] == [mode == "fit"] * 2
     if mode == "fit":
         # the logged loss is the mean over both ranks' samples
         for r in range(2):

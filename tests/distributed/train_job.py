@@ -78,6 +78,12 @@ elif mode == "grads":
 else:
     raise SystemExit(f"unknown mode {mode}")
 
+# the route the averaging took: the gradients in this process's slot of shared memory (fit moves
+# the optimizer's gradient buffer there), or MPI_Allreduce over the process's own memory
+av = model._averager
+in_slot = av is not None and av.shared and all(av.offset_in_slot(p.grad._data.reshape(-1)) is not None
+                                               for p in model.parameters())
+np.save(f"{out}/in_slot{rank}.npy", np.array(in_slot))
 np.save(f"{out}/checksums{rank}.npy", np.array(checksums))
 np.save(f"{out}/epochs{rank}.npy", np.array(epochs_run))
 np.savez(f"{out}/params{rank}.npz", **{k: v.numpy() for k, v in model.module.state_dict().items()})

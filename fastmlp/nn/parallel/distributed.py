@@ -5,12 +5,19 @@ How the gradients are found. The optimizer lays the parameters' gradients out in
 buffer (its arena, ``fastmlp.optim.optimizer._FlatGroup``) when it is created, and every
 ``p.grad`` is a view into it. At the end of each backward pass (an autograd end-of-backward
 callback, as PyTorch's DDP uses) the wrapper looks at its parameters' gradients: when they
-all view one buffer, it averages the span of that buffer they cover with ONE
-``MPI_Allreduce``, in place (the padding between parameters is zero on every rank and stays
-zero). Otherwise (no optimizer yet, parameters moved out of the arena) it packs the
-gradients into one contiguous array, reduces that and copies back. ``fit``'s native step
-(forward and backward in one native call, without the update) calls the same averaging
-between the backward and the optimizer's native update.
+all view one buffer, it averages the span of that buffer they cover in one collective, in
+place (the padding between parameters is zero on every rank and stays zero). Otherwise (no
+optimizer yet, parameters moved out of the arena) it packs the gradients into one contiguous
+array, reduces that and copies back.
+
+How they are averaged. ``fit``'s native step (forward and backward in one native call, without
+the update) first moves the optimizer's gradient buffer into this process's slot of an MPI
+shared-memory window of its machine (``fastmlp.distributed.node_average``), so the native
+backward writes the gradients where every process of the machine can read them; the average
+is then a reduce-scatter and an allgather by loads and stores (one ``MPI_Allreduce`` between
+one process per machine when there are several), with nothing copied per step, between the
+backward and the optimizer's native update. A buffer outside the slots (the eager loop before
+any ``fit``, the packed fallback) is averaged with one ``MPI_Allreduce`` and a division.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ import numpy as np
 from ... import autograd as _autograd
 from ... import distributed as dist
 from ...autograd import is_grad_enabled
+from ...distributed.node_average import NodeAverager
 from ...tensor import Tensor, _wrap
 from ..module import Module
 
@@ -49,8 +57,9 @@ class DistributedDataParallel(Module):
     At construction rank 0's parameters and buffers are broadcast to every process (after
     checking that every process has the same parameter names, shapes and dtypes). Calling
     the wrapper calls the module; the backward pass of its output then averages the
-    parameters' gradients over the processes (one allreduce of the optimizer's flat
-    gradient buffer), so ``optimizer.step()`` takes the same step everywhere.
+    parameters' gradients over the processes (one collective over the optimizer's flat
+    gradient buffer: in shared memory between the processes of a machine once ``fit`` has
+    run, else ``MPI_Allreduce``), so ``optimizer.step()`` takes the same step everywhere.
 
     ``module`` is the wrapped model. Like PyTorch's, the wrapper's ``state_dict()`` keys
     carry the prefix ``module.`` (the module is its submodule ``module``), so save
@@ -61,7 +70,7 @@ class DistributedDataParallel(Module):
         module: the model (its parameters on the CPU).
         device_ids, output_device, dim, process_group, bucket_cap_mb, gradient_as_bucket_view,
             static_graph: accepted for PyTorch compatibility (CPU only, one default group, one
-            allreduce over the whole gradient buffer).
+            collective over the whole gradient buffer).
         broadcast_buffers: broadcast rank 0's buffers at construction (and before each forward).
         find_unused_parameters: accepted; a parameter that got no gradient on a process counts
             as a zero gradient there, so every process steps the same parameters.
@@ -83,6 +92,8 @@ class DistributedDataParallel(Module):
         self.require_backward_grad_sync = True
         object.__setattr__(self, "_comm", group)
         object.__setattr__(self, "_pack", None)  # the contiguous array of the packed fallback
+        object.__setattr__(self, "_averager", None)  # the NodeAverager (fit makes it)
+        object.__setattr__(self, "_span", None)  # ((param, grad, grad array) of each, span) of the last average
         self._check_same_model(group)
         self._broadcast_state(group, buffers=True)
 
@@ -156,7 +167,7 @@ class DistributedDataParallel(Module):
 
     # ---- gradient averaging ---------------------------------------------------------------------
     def average_gradients(self) -> None:
-        """Average every parameter's ``.grad`` over the processes, in place: one allreduce of the
+        """Average every parameter's ``.grad`` over the processes, in place: one collective over the
         optimizer's flat gradient buffer when the gradients live there (see the module docstring)."""
         group = self._comm
         if group.size == 1:
@@ -164,7 +175,14 @@ class DistributedDataParallel(Module):
         params = [p for p in self.module.parameters() if p.requires_grad]
         if not params:
             return
-        span = self._flat_span(params)
+        cached = self._span
+        if cached is not None and len(cached[0]) == len(params) and all(
+                p is q and p._grad is g and g._data is d for p, (q, g, d) in zip(params, cached[0])):
+            span = cached[1]  # the same gradient arrays as the last step: the same span
+        else:
+            span = self._flat_span(params)
+            held = [(p, p._grad, p._grad._data) for p in params] if span is not None else None
+            object.__setattr__(self, "_span", None if held is None else (held, span))
         if span is None:
             span = self._packed(params)
             self._reduce(span)
@@ -173,9 +191,35 @@ class DistributedDataParallel(Module):
             self._reduce(span)
 
     def _reduce(self, buf: np.ndarray) -> None:
+        """Average the 1-D buffer over the processes, in place: in shared memory when it is the slot
+        fit moved the gradients into (fastmlp.distributed.node_average), else one MPI_Allreduce."""
+        av = self._averager
+        if av is not None:
+            av.average(buf)
+            return
         group = self._comm
         group.comm.Allreduce(group.mpi.IN_PLACE, buf, op=group.mpi.SUM)
         buf /= buf.dtype.type(group.size)
+
+    def _share_gradient_buffer(self, optimizer: Any) -> None:
+        """Move the optimizer's flat gradient buffer into this process's slot of the machine's shared
+        memory, so the native backward writes the gradients where the averaging reads them (nothing
+        is copied per step). Collective; nothing happens where the slots are not used."""
+        groups = getattr(optimizer, "param_groups", None)
+        flat = None
+        if groups and len(groups) == 1 and hasattr(optimizer, "_flat_for"):
+            flat = optimizer._flat_for(groups[0])
+        size = -1 if flat is None or type(flat.grad) is not np.ndarray else int(flat.grad.size)
+        av = self._averager
+        if size >= 0 and av is not None and av.offset_in_slot(flat.grad) == 0:
+            size = -2  # already there
+        comm, mpi = self._comm.comm, self._comm.mpi
+        if len(set(comm.allgather(size))) != 1 or size < 0:  # (the same decision on every process)
+            return
+        av = NodeAverager(comm, mpi, size, flat.grad.dtype)
+        object.__setattr__(self, "_averager", av)
+        if av.shared:
+            flat.move_grad(groups[0]["params"], av.slot)
 
     @staticmethod
     def _flat_span(params: list) -> Optional[np.ndarray]:
@@ -261,6 +305,7 @@ class DistributedDataParallel(Module):
             return step
         step._native_update = False
         step.optimizer = _AveragingOptimizer(optimizer, self)
+        self._share_gradient_buffer(optimizer)
         return step
 
 
