@@ -202,7 +202,17 @@ def bump(a) -> None:
     Every in-place tensor op calls this; writes to raw arrays (optimizer steps, the
     kernels filling their own outputs) do not, as they are not tensor operations.
     """
-    entry = _storage_version(storage_of(a), True)
+    bump_counter(_storage_version(storage_of(a), True))
+
+
+def version_counter(a) -> Optional[_StorageVersion]:
+    """The version counter of array a's storage, for a caller that bumps the same storage often
+    (an optimizer's flat parameter buffer): valid while the caller keeps `a` alive."""
+    return _storage_version(storage_of(a), True)
+
+
+def bump_counter(entry: Optional[_StorageVersion]) -> None:
+    """bump() for a storage whose counter the caller holds (see version_counter)."""
     global _bumps
     n = _bumps + 1
     _bumps = n

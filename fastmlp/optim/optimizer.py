@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Optional
 import numpy as np
 
 from .. import _C, _dtype
-from ..autograd import bump, enable_grad
+from ..autograd import bump, bump_counter, enable_grad, version_counter
 from ..backend import for_array
 from ..tensor import Tensor, _wrap
 
@@ -67,6 +67,7 @@ class _FlatGroup:
         self.param = _aligned_zeros(total, dt, xp)
         self.grad = _aligned_zeros(total, dt, xp)
         self._param_owner, self._grad_owner = _owner(self.param), _owner(self.grad)
+        self.param_version = version_counter(self.param)  # bumped by every flat step (_flat_update_done)
         self.state: dict[str, Any] = {}
         self.synced: set = set()
         self.index = {id(p): i for i, p in enumerate(params)}
@@ -281,7 +282,11 @@ class Optimizer:
         in place, which counts in their version counter as PyTorch's in-place update does, so a
         graph recorded before the step and backwarded after it raises instead of reading the
         updated values (subclasses add their step counts)."""
-        bump(update.param)
+        flat = self._flat.get(id(group))
+        if flat is not None and update.param is flat.param:
+            bump_counter(flat.param_version)
+        else:
+            bump(update.param)
 
     @staticmethod
     def _updated(params: list) -> None:
