@@ -49,13 +49,12 @@ class Adam(Optimizer):
             return None
         beta1, beta2 = group["betas"]
         amsgrad = bool(group["amsgrad"])
-        return FlatUpdate("adam", flat.param, flat.grad, float(group["lr"]), float(group["weight_decay"]),
-                          bool(group["maximize"]), beta1=float(beta1), beta2=float(beta2), eps=float(group["eps"]),
-                          step=steps.pop() + 1, amsgrad=amsgrad,
-                          decoupled_weight_decay=bool(group["decoupled_weight_decay"]),
-                          exp_avg=flat.ensure_state(self, params, "exp_avg"),
-                          exp_avg_sq=flat.ensure_state(self, params, "exp_avg_sq"),
-                          max_exp_avg_sq=flat.ensure_state(self, params, "max_exp_avg_sq") if amsgrad else None)
+        return FlatUpdate.adam(flat.param, flat.grad, float(group["lr"]), float(group["weight_decay"]),
+                               bool(group["maximize"]), float(beta1), float(beta2), float(group["eps"]),
+                               steps.pop() + 1, amsgrad, bool(group["decoupled_weight_decay"]),
+                               flat.ensure_state(self, params, "exp_avg"),
+                               flat.ensure_state(self, params, "exp_avg_sq"),
+                               flat.ensure_state(self, params, "max_exp_avg_sq") if amsgrad else None)
 
     def _flat_update_done(self, group: dict, update) -> None:
         step = update.step

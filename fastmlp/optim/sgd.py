@@ -40,9 +40,9 @@ class SGD(Optimizer):
             if not (all(have) or not any(have)):
                 return None
             buf, first = flat.ensure_state(self, params, "momentum_buffer"), not any(have)
-        return FlatUpdate("sgd", flat.param, flat.grad, float(group["lr"]), float(group["weight_decay"]),
-                          bool(group["maximize"]), momentum=mom, dampening=float(group["dampening"]),
-                          nesterov=bool(group["nesterov"]), first_step=first, momentum_buffer=buf)
+        return FlatUpdate.sgd(flat.param, flat.grad, float(group["lr"]), float(group["weight_decay"]),
+                              bool(group["maximize"]), mom, float(group["dampening"]), bool(group["nesterov"]),
+                              first, buf)
 
     def _step_group(self, group: dict) -> None:
         u = self._flat_update(group)

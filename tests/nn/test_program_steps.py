@@ -210,6 +210,19 @@ def test_native_update_checks_its_buffers():
         st.train_steps(xd, yd, [4], [1, 1], [0, 0], update=opt._flat_update(opt.param_groups[0]))
 
 
+def test_flat_update_constructors_fill_the_fields_by_name():
+    from fastmlp.optim.optimizer import FlatUpdate
+
+    p, g, m, v, b = (np.zeros(3, np.float32) for _ in range(5))
+    sgd = FlatUpdate.sgd(p, g, 0.1, 0.01, True, 0.9, 0.1, True, False, b)
+    assert sgd == FlatUpdate("sgd", p, g, 0.1, 0.01, True, momentum=0.9, dampening=0.1, nesterov=True,
+                             first_step=False, momentum_buffer=b)
+    adam = FlatUpdate.adam(p, g, 1e-3, 0.01, False, 0.8, 0.99, 1e-6, 7, True, True, m, v, b)
+    assert adam == FlatUpdate("adam", p, g, 1e-3, 0.01, False, beta1=0.8, beta2=0.99, eps=1e-6, step=7, amsgrad=True,
+                              decoupled_weight_decay=True, exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=b)
+    assert type(sgd) is type(adam) is FlatUpdate and adam.step == 7 and sgd.momentum_buffer is b
+
+
 def test_update_next_is_the_following_step():
     model = make("seed004")
     x, y = fastmlp.rand(4, 784), fastmlp.randint(0, 10, (4,))
