@@ -13,16 +13,20 @@
 
 namespace fastmlp::cpu::ref {
 
-// C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias)
-void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
-          index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
-          const GemmEpilogue& ep) {
+namespace {
+
+// C[M,N] = act(alpha·op(A)·op(B) + beta·C + bias); with kBf16 the operands are rounded to
+// bfloat16 first (the products are exact in double either way).
+template <bool kBf16>
+void gemm_impl(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb, index_t M,
+               index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta, const GemmEpilogue& ep) {
+  auto operand = [](float v) { return kBf16 ? round_to_bf16(v) : v; };
   for (index_t m = 0; m < M; ++m) {
     for (index_t n = 0; n < N; ++n) {
       double acc = 0.0;
       for (index_t k = 0; k < K; ++k) {
-        const float a = trans_a ? A[k * lda + m] : A[m * lda + k];
-        const float b = trans_b ? B[n * ldb + k] : B[k * ldb + n];
+        const float a = operand(trans_a ? A[k * lda + m] : A[m * lda + k]);
+        const float b = operand(trans_b ? B[n * ldb + k] : B[k * ldb + n]);
         acc += static_cast<double>(a) * b;
       }
       float z = alpha * static_cast<float>(acc);
@@ -38,29 +42,16 @@ void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, in
   }
 }
 
-// The same, on operands rounded to bfloat16 (the products are exact in double too).
-void gemm_bf16(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb,
-               index_t M, index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta,
-               const GemmEpilogue& ep) {
-  for (index_t m = 0; m < M; ++m) {
-    for (index_t n = 0; n < N; ++n) {
-      double acc = 0.0;
-      for (index_t k = 0; k < K; ++k) {
-        const float a = round_to_bf16(trans_a ? A[k * lda + m] : A[m * lda + k]);
-        const float b = round_to_bf16(trans_b ? B[n * ldb + k] : B[k * ldb + n]);
-        acc += static_cast<double>(a) * b;
-      }
-      float z = alpha * static_cast<float>(acc);
-      if (beta != 0.0f) z += beta * C[m * ldc + n];
-      if (ep.bias()) z += ep.bias()[n];
-      if (ep.preact()) ep.preact()[m * ep.ldz() + n] = z;
-      C[m * ldc + n] = act_forward(ep.act(), z, ep.act_param());
-      if (ep.weights()) {
-        volatile float step = ep.sgd.lr * C[m * ldc + n];
-        ep.weights()[m * ep.sgd.ldw + n] -= step;
-      }
-    }
-  }
+}  // namespace
+
+void gemm(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb, index_t M, index_t N,
+          index_t K, bool trans_a, bool trans_b, float alpha, float beta, const GemmEpilogue& ep) {
+  gemm_impl<false>(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep);
+}
+
+void gemm_bf16(float* C, index_t ldc, const float* A, index_t lda, const float* B, index_t ldb, index_t M,
+               index_t N, index_t K, bool trans_a, bool trans_b, float alpha, float beta, const GemmEpilogue& ep) {
+  gemm_impl<true>(C, ldc, A, lda, B, ldb, M, N, K, trans_a, trans_b, alpha, beta, ep);
 }
 
 void f32_to_bf16(std::uint16_t* dst, const float* src, index_t n) {

@@ -210,34 +210,28 @@ def min(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None)
     return _extreme(a, dim, keepdim if keepdims is None else keepdims, False)
 
 
-def argmax(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+def _arg_extreme(name: str, a: Tensor, dim, keepdim: bool, axis, keepdims, largest: bool) -> Tensor:
+    """argmax / argmin: int64 indices of the extreme along dim (of the flattened tensor without one)."""
     if axis is not None:
-        dim = _axis("argmax", dim, None, axis)
+        dim = _axis(name, dim, None, axis)
     if keepdims is not None:
         keepdim = keepdims
     d = a._data
     if dim is None:
-        return _wrap(for_array(d).xp.asarray(d.argmax(), dtype=np.int64))
+        return _wrap(for_array(d).xp.asarray(d.argmax() if largest else d.argmin(), dtype=np.int64))
     dm = _norm_dim(dim, d.ndim)
-    out = d.argmax(axis=dm)
+    out = d.argmax(axis=dm) if largest else d.argmin(axis=dm)
     if keepdim:
         out = for_array(d).xp.expand_dims(out, dm)
     return _wrap(out.astype(np.int64))
+
+
+def argmax(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
+    return _arg_extreme("argmax", a, dim, keepdim, axis, keepdims, True)
 
 
 def argmin(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=None) -> Tensor:
-    if axis is not None:
-        dim = _axis("argmin", dim, None, axis)
-    if keepdims is not None:
-        keepdim = keepdims
-    d = a._data
-    if dim is None:
-        return _wrap(for_array(d).xp.asarray(d.argmin(), dtype=np.int64))
-    dm = _norm_dim(dim, d.ndim)
-    out = d.argmin(axis=dm)
-    if keepdim:
-        out = for_array(d).xp.expand_dims(out, dm)
-    return _wrap(out.astype(np.int64))
+    return _arg_extreme("argmin", a, dim, keepdim, axis, keepdims, False)
 
 
 # ---- truth ---------------------------------------------------------------------------------

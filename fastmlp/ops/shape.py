@@ -207,13 +207,22 @@ def _not_tensor(tensors: list) -> None:
             raise TypeError(f"expected Tensor as element {i} in argument 0, but got {type(t).__name__}")
 
 
+def _joined(tensors, dim: int, stack: bool):
+    """cat/stack along dim 0 of a list as one native copy (which checks the shapes too), or None
+    when it is not a plain copy (the general path then)."""
+    if dim == 0 and type(tensors) in _LISTS and tensors:
+        out = _join(tensors, stack)
+        if out is not None:
+            return _result(out, None)
+    return None
+
+
 def cat(tensors: Sequence[Tensor], dim: int = 0, *, axis=None) -> Tensor:
     if axis is not None:
         dim = _axis("cat", dim, 0, axis)
-    if dim == 0 and type(tensors) in _LISTS and tensors:
-        out = _join(tensors, False)  # one native call when it is a plain copy (checks the shapes too)
-        if out is not None:
-            return _result(out, None)
+    out = _joined(tensors, dim, False)
+    if out is not None:
+        return out
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("cat(): expected a non-empty list of Tensors")
@@ -259,10 +268,9 @@ def _promote(a: np.dtype, b: np.dtype) -> np.dtype:
 def stack(tensors: Sequence[Tensor], dim: int = 0, *, axis=None) -> Tensor:
     if axis is not None:
         dim = _axis("stack", dim, 0, axis)
-    if dim == 0 and type(tensors) in _LISTS and tensors:
-        out = _join(tensors, True)  # one native call when it is a plain copy (checks the shapes too)
-        if out is not None:
-            return _result(out, None)
+    out = _joined(tensors, dim, True)
+    if out is not None:
+        return out
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")

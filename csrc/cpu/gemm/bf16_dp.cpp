@@ -121,24 +121,6 @@ DpFn dp_for(index_t h) {
   }
 }
 
-// Plain loops over the rounded operands, for when no workspace can be allocated.
-void unpacked_bf16(const Problem& p) {
-  for (index_t m = 0; m < p.M; ++m) {
-    float* c = p.C + m * p.ldc;
-    float* z = p.ep.preact() ? p.ep.preact() + m * p.ep.ldz() : nullptr;
-    for (index_t n = 0; n < p.N; ++n) {
-      float acc = 0.0f;
-      for (index_t k = 0; k < p.K; ++k) acc += round_to_bf16(a_at(p, m, k)) * round_to_bf16(b_at(p, k, n));
-      float v = p.alpha * acc;
-      if (p.beta != 0.0f) v += p.beta * c[n];
-      if (p.ep.bias()) v += p.ep.bias()[n];
-      if (z) z[n] = v;
-      c[n] = act_forward(p.ep.act(), v, p.ep.act_param());
-    }
-    if (p.ep.weights()) descend_rows(p.ep.weights() + m * p.ep.sgd.ldw, p.ep.sgd.ldw, c, p.ldc, 1, p.N, p.ep.sgd.lr);
-  }
-}
-
 }  // namespace
 
 void packed_dpbf16(const Problem& p) {
@@ -150,7 +132,7 @@ void packed_dpbf16(const Problem& p) {
   const index_t a_size = ceil_div(mc_max * kcp_max, 16) * 16;
   std::uint32_t* const ws = tls_pairs.get(static_cast<size_t>(a_size + kcp_max * nc_max));
   if (!ws) {
-    unpacked_bf16(p);
+    unpacked(p);  // p.bf16: the operands rounded as they are read
     return;
   }
   std::uint32_t* const abuf = ws;

@@ -63,7 +63,9 @@ void no_product(const Problem& p) {
   }
 }
 
-// Plain loops, for when no workspace can be allocated.
+}  // namespace
+
+// Plain loops, for when no workspace can be allocated (see gemm.h).
 void unpacked(const Problem& p) {
   for (index_t m = 0; m < p.M; ++m) {
     float* c = p.C + m * p.ldc;
@@ -88,6 +90,8 @@ void unpacked(const Problem& p) {
     if (p.ep.weights()) descend_rows(p.ep.weights() + m * p.ep.sgd.ldw, p.ep.sgd.ldw, c, p.ldc, 1, p.N, p.ep.sgd.lr);
   }
 }
+
+namespace {
 
 // Whether B's micro-panels are packed: always when B must be transposed, and when
 // more than one block of rows reads them (then a contiguous copy is worth making),

@@ -108,6 +108,11 @@ struct PackedBlock {
 };
 FASTMLP_NOTHROW void macro_kernel(const PackedBlock& blk);
 
+// ---- driver.cpp -----------------------------------------------------------------
+// C = ep(alpha·op(A)·op(B) + beta·C) in plain loops (op(A), op(B) rounded to bfloat16 with
+// p.bf16), for when no packing workspace can be allocated.
+FASTMLP_NOTHROW void unpacked(const Problem& p);
+
 // ---- dot.cpp --------------------------------------------------------------------
 // p.trans_b && !p.trans_a: C = act(alpha·A·Bᵀ + beta·C + bias) by dot products of
 // rows of A with rows of B, which are both contiguous along K (no packing).

@@ -20,33 +20,25 @@ void bf16_to_f32_range(float* __restrict dst, const std::uint16_t* __restrict sr
 // A memory-bound pass: a second thread pays only for long arrays.
 constexpr index_t kMinPerThread = index_t(1) << 17;
 
-void f32_to_bf16(std::uint16_t* dst, const float* src, index_t n) {
+// range(dst, src, n) over [0, n), split in equal parts over the threads long arrays pay for.
+template <typename D, typename S>
+void in_parts(void (*range)(D*, const S*, index_t), D* dst, const S* src, index_t n) {
   const int nt = threads_for(n, kMinPerThread);
   if (nt <= 1) {
-    f32_to_bf16_range(dst, src, n);
+    range(dst, src, n);
     return;
   }
 #pragma omp parallel num_threads(nt)
   {
     const index_t t = omp_get_thread_num(), c = omp_get_num_threads();
     const index_t i0 = t * n / c, i1 = (t + 1) * n / c;
-    f32_to_bf16_range(dst + i0, src + i0, i1 - i0);
+    range(dst + i0, src + i0, i1 - i0);
   }
 }
 
-void bf16_to_f32(float* dst, const std::uint16_t* src, index_t n) {
-  const int nt = threads_for(n, kMinPerThread);
-  if (nt <= 1) {
-    bf16_to_f32_range(dst, src, n);
-    return;
-  }
-#pragma omp parallel num_threads(nt)
-  {
-    const index_t t = omp_get_thread_num(), c = omp_get_num_threads();
-    const index_t i0 = t * n / c, i1 = (t + 1) * n / c;
-    bf16_to_f32_range(dst + i0, src + i0, i1 - i0);
-  }
-}
+void f32_to_bf16(std::uint16_t* dst, const float* src, index_t n) { in_parts(f32_to_bf16_range, dst, src, n); }
+
+void bf16_to_f32(float* dst, const std::uint16_t* src, index_t n) { in_parts(bf16_to_f32_range, dst, src, n); }
 
 }  // namespace
 
