@@ -154,6 +154,36 @@ void require_no_overlap(const View& out, const View& in, const char* fn, const c
                       same ? " (in-place is not supported here)" : " (partial overlap)"));
 }
 
+void Footprint::add(const View& v, const char* name, long index, const char* suffix, bool write) {
+  if (v.is_none() || v.size == 0) return;
+  const auto [lo, hi] = span(v);
+  spans_.push_back({lo, hi, &v, name, index, suffix, write, spans_.size()});
+}
+
+std::string Footprint::name_of(const Span& s) const {
+  return s.index < 0 ? std::string(s.name) : str_cat(s.name, "[", s.index, "]", s.suffix);
+}
+
+void Footprint::check(const char* fn) const {
+  std::vector<Span> spans = spans_;
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
+  // A buffer overlaps an earlier-starting one exactly when the furthest end reached so far (by
+  // any buffer if it is written, by a written one if it is read) lies beyond its start.
+  const Span* reach_any = nullptr;
+  const Span* reach_write = nullptr;
+  for (const Span& s : spans) {
+    const Span* hit = s.write ? reach_any : reach_write;
+    if (hit && hit->hi > s.lo) {
+      const bool hit_first = hit->write && (!s.write || hit->order < s.order);
+      const Span& out = hit_first ? *hit : s;
+      const Span& in = hit_first ? s : *hit;
+      require_no_overlap(*out.view, *in.view, fn, name_of(out).c_str(), name_of(in).c_str(), false);
+    }
+    if (!reach_any || s.hi > reach_any->hi) reach_any = &s;
+    if (s.write && (!reach_write || s.hi > reach_write->hi)) reach_write = &s;
+  }
+}
+
 py::array_t<float> new_f32(const std::vector<index_t>& shape) {
   std::vector<py::ssize_t> s(shape.begin(), shape.end());
   return py::array_t<float>(s);

@@ -64,6 +64,38 @@ void require_same_shape(const View& a, const View& b, const char* fn, const char
 void require_no_overlap(const View& out, const View& in, const char* fn, const char* out_arg,
                         const char* in_arg, bool allow_same);
 
+// The buffers one call writes and reads, with the names its errors give them. check()
+// raises ValueError (require_no_overlap's message) when a written buffer overlaps any other
+// buffer; read buffers may overlap each other. Sorting by address finds an overlap in
+// O(n log n), and a name is only formatted for the error: a call with many buffers (a
+// multi-tensor optimizer step, an MLP's backward pass) pays little for the check.
+// The Views must outlive the Footprint.
+class Footprint {
+ public:
+  // Named `name`, or with index >= 0 `name[index]suffix` ("layers[2].weight").
+  void write(const View& v, const char* name, long index = -1, const char* suffix = "") {
+    add(v, name, index, suffix, true);
+  }
+  void read(const View& v, const char* name, long index = -1, const char* suffix = "") {
+    add(v, name, index, suffix, false);
+  }
+  void check(const char* fn) const;
+
+ private:
+  struct Span {
+    std::uintptr_t lo, hi;
+    const View* view;
+    const char* name;
+    long index;
+    const char* suffix;
+    bool write;
+    size_t order;  // insertion order: an error names the earlier-added written buffer first
+  };
+  void add(const View& v, const char* name, long index, const char* suffix, bool write);
+  std::string name_of(const Span& s) const;
+  std::vector<Span> spans_;
+};
+
 // New C-contiguous float32 array of this shape.
 py::array_t<float> new_f32(const std::vector<index_t>& shape);
 // Same, for a shape computed from the arguments: its element count is checked for

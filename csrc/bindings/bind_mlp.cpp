@@ -3,6 +3,7 @@
 // classes with named fields (MlpLayer, MlpUpdate), checked here before any kernel runs.
 #include <pybind11/stl.h>
 
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <utility>
@@ -52,32 +53,24 @@ struct PyMlpUpdate {
   }
 };
 
-// Buffers with the names errors give them.
-struct Named {
-  std::vector<View> views;
-  std::vector<std::string> names;
-  void add(View v, std::string name) {
-    if (v.is_none()) return;
-    views.push_back(std::move(v));
-    names.push_back(std::move(name));
-  }
+// A buffer a program keeps for its life: layers[layer]<what> in errors (".weight", ...).
+struct Held {
+  View view;
+  long layer;
+  const char* what;
 };
-
-// Every buffer of `writes` must lie apart from every buffer of `reads` (without `reads`: from
-// the other buffers of `writes`): a shared or overlapping buffer would give silent garbage.
-void require_apart(const char* fn, const Named& writes, const Named* reads = nullptr) {
-  for (size_t i = 0; i < writes.views.size(); ++i) {
-    const Named& other = reads ? *reads : writes;
-    for (size_t j = 0; j < (reads ? other.views.size() : i); ++j)
-      require_no_overlap(writes.views[i], other.views[j], fn, writes.names[i].c_str(), other.names[j].c_str(), false);
-  }
-}
 
 struct PyMlpProgram {
   std::unique_ptr<cpu::MlpProgram> program;
-  Named params;            // every layer's W and b, kept alive
-  Named grads;             // every layer's dW and db (train_steps writes them)
-  bool trainable = false;  // every layer has its gradient buffers
+  std::vector<Held> params;  // every layer's W and b, kept alive
+  std::vector<Held> grads;   // every layer's dW and db (train_steps writes them)
+  bool trainable = false;    // every layer has its gradient buffers
+
+  void add(Footprint& f, bool write_grads) const {
+    for (const Held& h : params) f.read(h.view, "layers", h.layer, h.what);
+    if (write_grads)
+      for (const Held& h : grads) f.write(h.view, "layers", h.layer, h.what);
+  }
 };
 
 // One forward pass's saved state, and the arrays it points into (its input and output).
@@ -127,17 +120,19 @@ PyMlpProgram* make_program(const std::vector<PyMlpLayer>& layers, bool bf16) {
     if (!(L.dropout >= 0.0f && L.dropout < 1.0f))
       value_error(str_cat(fn, ": layers[", i, "].dropout must be in [0, 1); got ", L.dropout));
     all_grads = all_grads && L.dW && (!L.b || L.db);
-    p->params.add(std::move(W), wn);
-    p->params.add(std::move(b), bn);
-    p->grads.add(std::move(dW), dwn);
-    p->grads.add(std::move(db), dbn);
+    const long li = static_cast<long>(i);
+    p->params.push_back({std::move(W), li, ".weight"});
+    if (!b.is_none()) p->params.push_back({std::move(b), li, ".bias"});
+    if (!dW.is_none()) p->grads.push_back({std::move(dW), li, ".weight_grad"});
+    if (!db.is_none()) p->grads.push_back({std::move(db), li, ".bias_grad"});
     out.push_back(L);
     prev_out = o;
   }
   // Every gradient buffer a step writes must be apart from every other one and from every
   // parameter (of any layer).
-  require_apart(fn, p->grads);
-  require_apart(fn, p->grads, &p->params);
+  Footprint f;
+  p->add(f, true);
+  f.check(fn);
   p->trainable = all_grads;
   p->program = std::make_unique<cpu::MlpProgram>(std::move(out), bf16);
   return guard.release();
@@ -149,8 +144,10 @@ bool inside(const float* p, index_t n, const View& v) {
   return p >= base && p + n <= base + v.shape[0];
 }
 
-// The checked native form of an update; `keep` holds its views for the duration of the call.
-cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char* fn, Named& keep) {
+// The checked native form of an update.
+// `keep` holds its views for the duration of the call, and `writes` gets them as written buffers.
+cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char* fn, std::vector<View>& keep,
+                            Footprint& writes) {
   cpu::MlpUpdate u;
   if (obj.is_none()) return u;
   if (!py::isinstance<PyMlpUpdate>(obj)) type_error(fn, "update", "an MlpUpdate or None", obj);
@@ -169,7 +166,8 @@ cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char
                                {"update.max_exp_avg_sq", &in.max_exp_avg_sq, true}};
   const Field* fields = adam ? adam_fields : sgd_fields;
   const int nfields = adam ? 5 : 3;
-  std::vector<View> v(nfields);
+  std::vector<View>& v = keep;
+  v.resize(nfields);
   for (int i = 0; i < nfields; ++i) {
     const Field& f = fields[i];
     v[i] = f.optional ? optional_contiguous(*f.obj, fn, f.name, Dtype::F32, true)
@@ -177,9 +175,8 @@ cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char
     if (v[i].is_none()) continue;
     if (v[i].shape.size() != 1) value_error(str_cat(fn, ": ", f.name, " must be 1-D; got ", shape_str(v[i].shape)));
     if (i > 0) require_shape(v[i], v[0].shape, fn, f.name);
-    keep.add(v[i], f.name);
   }
-  require_apart(fn, keep);
+  for (int i = 0; i < nfields; ++i) writes.write(v[i], fields[i].name);
   const View& param = v[0];
   const View& grad = v[1];
   const auto& layers = prog.program->layers();
@@ -254,14 +251,19 @@ py::tuple train_steps(
   if (!w.is_none()) require_shape(w, {classes}, fn, "weight");
   if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
     value_error(str_cat(fn, ": label_smoothing must be in [0, 1]; got ", label_smoothing));
-  Named inputs;
-  inputs.add(x, "x");
-  inputs.add(w, "weight");
-  require_apart(fn, self.grads, &inputs);
+  // What the steps write (the gradients; the update's buffers, which hold them) must lie apart
+  // from their inputs.
+  Footprint grads, updated;
+  for (Footprint* f : {&grads, &updated}) {
+    f->read(x, "x");
+    f->read(w, "weight");
+  }
+  self.add(grads, true);
+  grads.check(fn);
   cpu::MlpLoss loss{w.is_none() ? nullptr : w.f32(), ignore_index, label_smoothing};
-  Named update_views;
-  cpu::MlpUpdate update = parse_update(update_obj, self, fn, update_views);
-  require_apart(fn, update_views, &inputs);
+  std::vector<View> update_views;
+  cpu::MlpUpdate update = parse_update(update_obj, self, fn, update_views, updated);
+  updated.check(fn);
   py::array_t<double> losses(steps);
   py::array_t<std::int64_t> correct(steps);
   double* lp = losses.mutable_data();
@@ -329,33 +331,36 @@ py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::s
     value_error(str_cat(fn, ": weight_grads, bias_grads, accumulate_weight and accumulate_bias need one entry per "
                         "layer (", n, ")"));
   std::vector<cpu::MlpGradDest> dest(n);
-  Named writes;  // every destination, checked against the others and what the pass reads
+  std::vector<View> dWs(n), dbs(n);
+  Footprint f;  // every destination, apart from the others and from what the pass reads
   for (size_t i = 0; i < n; ++i) {
     const cpu::MlpLayer& L = layers[i];
-    const std::string wn = str_cat("weight_grads[", i, "]"), bn = str_cat("bias_grads[", i, "]");
-    View dW = optional_contiguous(weight_grads[i], fn, wn.c_str(), Dtype::F32, true);
+    char wn[40], bn[40];  // (formatted on the stack: this runs at every backward pass)
+    std::snprintf(wn, sizeof wn, "weight_grads[%zu]", i);
+    std::snprintf(bn, sizeof bn, "bias_grads[%zu]", i);
+    View& dW = dWs[i] = optional_contiguous(weight_grads[i], fn, wn, Dtype::F32, true);
     if (!dW.is_none()) {
-      require_shape(dW, {L.out, L.in}, fn, wn.c_str());
+      require_shape(dW, {L.out, L.in}, fn, wn);
       dest[i].dW = dW.f32();
       dest[i].acc_w = accumulate_weight[i];
     }
-    View db = optional_contiguous(bias_grads[i], fn, bn.c_str(), Dtype::F32, true);
+    View& db = dbs[i] = optional_contiguous(bias_grads[i], fn, bn, Dtype::F32, true);
     if (!db.is_none()) {
       if (!L.b) value_error(str_cat(fn, ": ", bn, " must be None: layer ", i, " has no bias"));
-      require_shape(db, {L.out}, fn, bn.c_str());
+      require_shape(db, {L.out}, fn, bn);
       dest[i].db = db.f32();
       dest[i].acc_b = accumulate_bias[i];
     }
-    writes.add(std::move(dW), wn);
-    writes.add(std::move(db), bn);
+    f.write(dW, "weight_grads", static_cast<long>(i));
+    f.write(db, "bias_grads", static_cast<long>(i));
   }
-  Named reads;
-  reads.add(contiguous(tape.x, fn, "the forward's x", Dtype::F32, false), "the forward's x");
-  reads.add(contiguous(tape.out, fn, "the forward's output", Dtype::F32, false), "the forward's output");
-  reads.add(g, "grad");
-  require_apart(fn, writes);
-  require_apart(fn, writes, &reads);
-  require_apart(fn, writes, &self.params);
+  const View x = contiguous(tape.x, fn, "the forward's x", Dtype::F32, false);
+  const View out = contiguous(tape.out, fn, "the forward's output", Dtype::F32, false);
+  f.read(x, "the forward's x");
+  f.read(out, "the forward's output");
+  f.read(g, "grad");
+  self.add(f, false);
+  f.check(fn);
   py::array_t<float> dx;
   float* dxp = need_dx ? (dx = new_f32({batch, in0})).mutable_data() : nullptr;
   {

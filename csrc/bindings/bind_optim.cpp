@@ -1,6 +1,7 @@
 // Multi-tensor optimizer step bindings: one call updates every tensor in the lists.
-#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 #include "bindings/args.h"
 #include "bindings/families.h"
@@ -38,54 +39,15 @@ TensorList tensor_list(py::handle obj, const char* fn, const char* arg, bool wri
   return out;
 }
 
-// A tensor's bytes [lo, hi), for the overlap check.
-struct Span {
-  std::uintptr_t lo, hi;
-  const View* view;
-  size_t list;  // index into the outputs, or outs.size() for the gradients
-  size_t index;
-  bool output;
-};
-
-std::string element_name(const std::vector<std::pair<const TensorList*, const char*>>& outs, const Span& s) {
-  return str_cat(s.list < outs.size() ? outs[s.list].second : "grads", "[", s.index, "]");
-}
-
-// Outputs (everything written) must not overlap each other or any gradient; gradients
-// may share memory with each other. Sorting the tensors by address finds any overlap in
-// O(n log n): a tensor overlaps an earlier-starting one exactly when the furthest end
-// reached so far (by any tensor if it is an output, by an output if it is a gradient)
-// lies beyond its start.
-void check_disjoint(const char* fn, const std::vector<std::pair<const TensorList*, const char*>>& outs,
+// Outputs (everything written) must not overlap each other or any gradient; gradients may
+// share memory with each other.
+void check_disjoint(const char* fn, std::initializer_list<std::pair<const TensorList*, const char*>> outs,
                     const TensorList& grads) {
-  std::vector<Span> spans;
-  auto add = [&spans](const TensorList& list, size_t which, bool output) {
-    for (size_t i = 0; i < list.views.size(); ++i) {
-      const View& v = list.views[i];
-      if (v.size == 0) continue;
-      const auto lo = reinterpret_cast<std::uintptr_t>(v.data);
-      spans.push_back({lo, lo + static_cast<std::uintptr_t>(v.size) * sizeof(float), &v, which, i, output});
-    }
-  };
-  for (size_t k = 0; k < outs.size(); ++k) add(*outs[k].first, k, true);
-  add(grads, outs.size(), false);
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
-  const Span* reach_any = nullptr;
-  const Span* reach_out = nullptr;
-  for (const Span& s : spans) {
-    const Span* hit = s.output ? reach_any : reach_out;
-    if (hit && hit->hi > s.lo) {
-      // Name the output first (the earlier one in argument order when both are outputs).
-      const bool hit_first = hit->output && (!s.output || hit->list < s.list ||
-                                             (hit->list == s.list && hit->index < s.index));
-      const Span& out = hit_first ? *hit : s;
-      const Span& in = hit_first ? s : *hit;
-      require_no_overlap(*out.view, *in.view, fn, element_name(outs, out).c_str(),
-                         element_name(outs, in).c_str(), false);
-    }
-    if (!reach_any || s.hi > reach_any->hi) reach_any = &s;
-    if (s.output && (!reach_out || s.hi > reach_out->hi)) reach_out = &s;
-  }
+  Footprint f;
+  for (const auto& [list, name] : outs)
+    for (size_t i = 0; i < list->views.size(); ++i) f.write(list->views[i], name, static_cast<long>(i));
+  for (size_t i = 0; i < grads.views.size(); ++i) f.read(grads.views[i], "grads", static_cast<long>(i));
+  f.check(fn);
 }
 
 void check_hyper(bool ok, const char* fn, const char* what, double value) {

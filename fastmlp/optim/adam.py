@@ -64,13 +64,7 @@ class Adam(Optimizer):
         super()._flat_update_done(group, update)
 
     def _step_group(self, group: dict) -> None:
-        u = self._flat_update(group)
-        if u is not None:
-            for_array(u.param).adam_step([u.param], [u.grad], [u.exp_avg], [u.exp_avg_sq],
-                                         None if u.max_exp_avg_sq is None else [u.max_exp_avg_sq], u.lr, u.beta1,
-                                         u.beta2, u.eps, u.weight_decay, u.step, u.amsgrad, u.maximize,
-                                         u.decoupled_weight_decay)
-            self._flat_update_done(group, u)
+        if self._step_flat(group):
             return
         beta1, beta2 = group["betas"]
         amsgrad = bool(group["amsgrad"])

@@ -108,7 +108,7 @@ class _FlatGroup:
         for p in params:
             if p._data.base is not pf:
                 return False
-            g = p.grad
+            g = p._grad
             if g is None or g._data.base is not gf:
                 return False
         return True
@@ -182,6 +182,21 @@ class FlatUpdate(NamedTuple):
         return _tuple_new(cls, ("adam", param, grad, lr, weight_decay, maximize, 0.0, 0.0, False, False, None,
                                 beta1, beta2, eps, step, amsgrad, decoupled_weight_decay, exp_avg, exp_avg_sq,
                                 max_exp_avg_sq))
+
+    def apply(self) -> None:
+        """Run the update now: one native multi-tensor step over the flat buffers (what the
+        optimizer's own step does; the native program applies it layer by layer instead)."""
+        # One unpacking of every field, in declaration order (a test pins each name to its place):
+        # cheaper than reading a dozen of them one attribute at a time at every optimizer step.
+        (kind, param, grad, lr, weight_decay, maximize, momentum, dampening, nesterov, first_step, momentum_buffer,
+         beta1, beta2, eps, step, amsgrad, decoupled_weight_decay, exp_avg, exp_avg_sq, max_exp_avg_sq) = self
+        be = for_array(param)
+        if kind == "adam":
+            be.adam_step([param], [grad], [exp_avg], [exp_avg_sq], None if max_exp_avg_sq is None else [max_exp_avg_sq],
+                         lr, beta1, beta2, eps, weight_decay, step, amsgrad, maximize, decoupled_weight_decay)
+        else:
+            be.sgd_step([param], [grad], None if momentum_buffer is None else [momentum_buffer], lr, momentum,
+                        dampening, weight_decay, nesterov, maximize, first_step)
 
     def next(self) -> "FlatUpdate":
         """The update of the following step when nothing else ran between: Adam's step count
@@ -293,6 +308,16 @@ class Optimizer:
         """The group's next update as one native call over its flat buffers (see SGD and Adam), for
         code that runs it itself (fastmlp.nn.program), or None when this optimizer has none."""
         return None
+
+    def _step_flat(self, group: dict) -> bool:
+        """Step the group with one native call over its flat buffers, when _flat_update gives an
+        update for it; False: the subclass steps its parameters one by one."""
+        u = self._flat_update(group)
+        if u is None:
+            return False
+        u.apply()
+        self._flat_update_done(group, u)
+        return True
 
     def _flat_update_done(self, group: dict, update) -> None:
         """Bookkeeping after `update` (from _flat_update) was applied: the parameters were written

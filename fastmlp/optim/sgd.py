@@ -45,13 +45,7 @@ class SGD(Optimizer):
                               first, buf)
 
     def _step_group(self, group: dict) -> None:
-        u = self._flat_update(group)
-        if u is not None:
-            for_array(u.param).sgd_step([u.param], [u.grad],
-                                        None if u.momentum_buffer is None else [u.momentum_buffer], u.lr,
-                                        u.momentum, u.dampening, u.weight_decay, u.nesterov, u.maximize,
-                                        u.first_step)
-            self._flat_update_done(group, u)
+        if self._step_flat(group):
             return
         live = self._with_grads(group)
         if not live:

@@ -385,7 +385,7 @@ def test_program_refuses_buffers_shared_across_layers():
     # weights, would silently mix gradients and parameters
     W1, W2 = np.zeros((4, 3), np.float32), np.zeros((4, 4), np.float32)
     shared = np.zeros(16, np.float32)
-    with pytest.raises(ValueError, match=r"layers\[1\].weight_grad.*layers\[0\].weight_grad"):
+    with pytest.raises(ValueError, match=r"layers\[0\].weight_grad.*layers\[1\].weight_grad"):
         fastmlp._C.MlpProgram([_layer(W1, weight_grad=shared[:12].reshape(4, 3)),
                                _layer(W2, weight_grad=shared.reshape(4, 4))])
     flat = np.zeros(12 + 16, np.float32)

@@ -194,7 +194,7 @@ def test_native_update_checks_its_buffers():
 
     with pytest.raises(ValueError, match=r"'update.momentum_buffer' must have shape"):
         bad(momentum_buffer=np.zeros(5, np.float32))
-    with pytest.raises(ValueError, match="momentum_buffer.*overlaps"):
+    with pytest.raises(ValueError, match=r"'update.param' overlaps input 'update.momentum_buffer'"):
         bad(momentum_buffer=opt._flat_update(opt.param_groups[0]).param)
     with pytest.raises(ValueError, match="matching offsets"):
         bad(grad=opt._flat_update(opt.param_groups[0]).grad.copy())
@@ -221,6 +221,37 @@ def test_flat_update_constructors_fill_the_fields_by_name():
     assert adam == FlatUpdate("adam", p, g, 1e-3, 0.01, False, beta1=0.8, beta2=0.99, eps=1e-6, step=7, amsgrad=True,
                               decoupled_weight_decay=True, exp_avg=m, exp_avg_sq=v, max_exp_avg_sq=b)
     assert type(sgd) is type(adam) is FlatUpdate and adam.step == 7 and sgd.momentum_buffer is b
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_flat_update_apply_passes_every_field_by_name(kind):
+    # apply() unpacks the fields in declaration order: the result must be the kernel's with each
+    # option given by name (distinct values, so any two fields swapped would show)
+    from fastmlp.backend import for_array
+    from fastmlp.optim.optimizer import FlatUpdate
+
+    rng = np.random.default_rng(3)
+    p, g, m, v, vmax = (rng.standard_normal(37).astype(np.float32) for _ in range(5))
+    v, vmax = np.abs(v), np.abs(vmax) + 1.0
+    if kind == "sgd":
+        u = FlatUpdate.sgd(p.copy(), g, 0.1, 0.01, True, 0.9, 0.2, False, False, m.copy())
+    else:
+        u = FlatUpdate.adam(p.copy(), g, 1e-2, 0.03, True, 0.8, 0.95, 1e-3, 4, True, True, m.copy(), v.copy(),
+                            vmax.copy())
+    u.apply()
+    ref = [p.copy(), m.copy(), v.copy(), vmax.copy()]
+    be = for_array(p)
+    if kind == "sgd":
+        be.sgd_step([ref[0]], [g], [ref[1]], lr=0.1, momentum=0.9, dampening=0.2, weight_decay=0.01, nesterov=False,
+                    maximize=True, first_step=False)
+        got = [u.param, u.momentum_buffer]
+    else:
+        be.adam_step([ref[0]], [g], [ref[1]], [ref[2]], [ref[3]], lr=1e-2, beta1=0.8, beta2=0.95, eps=1e-3,
+                     weight_decay=0.03, step=4, amsgrad=True, maximize=True, decoupled=True)
+        got = [u.param, u.exp_avg, u.exp_avg_sq, u.max_exp_avg_sq]
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(u.param, p)
 
 
 def test_update_next_is_the_following_step():
