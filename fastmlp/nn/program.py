@@ -42,8 +42,13 @@ _F32 = np.dtype(np.float32)
 _ndarray = np.ndarray
 
 
-def _streams(n: int) -> tuple[list, list]:
+_NO_STREAMS = ((), ())
+
+
+def _streams(n: int) -> tuple:
     """(seeds, offsets) of the next n dropout masks, drawn as the Dropout modules draw them."""
+    if not n:
+        return _NO_STREAMS
     gen = _random.default_generator
     seeds, offsets = [], []
     for _ in range(n):
@@ -114,7 +119,7 @@ class Route:
         program = self.program
         if _autocast.lowers(xd):  # under fastmlp.autocast: every product on the bfloat16 GEMM
             program = self._bf16 or self._make_bf16()
-        seeds, offsets = _streams(self.draws)
+        seeds, offsets = _streams(self.draws) if self.draws else _NO_STREAMS
         tape = self.free.pop() if self.free else _C.MlpTape()
         y = program.forward(xd, seeds, offsets, tape)
         node = ProgramBackward((x,) + self.params) if _GradMode.enabled else None
