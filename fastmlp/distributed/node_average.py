@@ -17,6 +17,11 @@ and an allgather done by loads and stores, with no message copies:
 4. each process divides its chunk of slot 0 by the world size and copies it into the other
    slots; a last synchronisation, after which every slot holds the same average, bit for bit.
 
+When every process asks for it (``average(buf, scatter=True)``, fit's sharded optimizer update,
+see ``sharded_update``), step 4 stops after the division: each process's chunk of slot 0 holds
+the average, the other slots keep their values, and the caller synchronises once it has used
+its chunk. If any process did not ask, all of them take the four steps.
+
 Every value is computed once, by one process, so every process ends with identical bits. A
 process alone on its machine, in a job where other machines hold several, gets a slot in its
 own memory and only joins the leaders' allreduce. When no machine holds two processes, or some

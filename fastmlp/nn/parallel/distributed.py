@@ -14,10 +14,13 @@ How they are averaged. ``fit``'s native step (forward and backward in one native
 the update) first moves the optimizer's gradient buffer into this process's slot of an MPI
 shared-memory window of its machine (``fastmlp.distributed.node_average``), so the native
 backward writes the gradients where every process of the machine can read them; the average
-is then a reduce-scatter and an allgather by loads and stores (one ``MPI_Allreduce`` between
-one process per machine when there are several), with nothing copied per step, between the
-backward and the optimizer's native update. A buffer outside the slots (the eager loop before
-any ``fit``, the packed fallback) is averaged with one ``MPI_Allreduce`` and a division.
+is then a reduce-scatter by loads and stores (one ``MPI_Allreduce`` between one process per
+machine when there are several), with nothing copied per step, between the backward and the
+optimizer's native update. During an epoch's steps the processes of a machine also share one
+copy of the parameters and optimizer state, and each updates only its chunk of it
+(``fastmlp.distributed.sharded_update``; bitwise the same as every process averaging into its
+own slot and updating everything). A buffer outside the slots (the eager loop before any
+``fit``, the packed fallback) is averaged with one ``MPI_Allreduce`` and a division.
 """
 from __future__ import annotations
 
