@@ -102,12 +102,15 @@ if mode == "fit":  # after fit: the same state and averaged gradients on every r
 np.save(f"{out}/checksums{rank}.npy", np.array(checksums))
 np.save(f"{out}/epochs{rank}.npy", np.array(epochs_run))
 np.savez(f"{out}/params{rank}.npz", **{k: v.numpy() for k, v in model.module.state_dict().items()})
-if mode == "fit":  # rank 0 changes its parameters in place; rank 1's must not move
+if mode == "fit":  # rank 0 changes a parameter and its optimizer state in place; rank 1's must not move
     first = next(iter(model.parameters()))
-    kept = first.detach().numpy().copy()
+    state = next(v for k, v in opt.state[first].items() if k != "step")
+    kept = [first.detach().numpy().copy(), state.numpy().copy()]
     dist.barrier()
     if rank == 0:
         first.data.add_(1.0)
+        state.add_(1.0)
     dist.barrier()
-    np.save(f"{out}/private{rank}.npy", np.array(np.array_equal(first.detach().numpy(), kept) != (rank == 0)))
+    same = [np.array_equal(first.detach().numpy(), kept[0]), np.array_equal(state.numpy(), kept[1])]
+    np.save(f"{out}/private{rank}.npy", np.array(same == [rank != 0] * 2))
 dist.destroy_process_group()
