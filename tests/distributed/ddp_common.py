@@ -29,6 +29,8 @@ def model():
 def optimizer(name: str, params):
     if name == "sgd":
         return optim.SGD(params, lr=0.1, momentum=0.9)
+    if name == "nesterov":  # with weight decay
+        return optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
     if name == "adam":
         return optim.Adam(params, lr=0.01)
     if name == "adamw":  # decoupled weight decay, and a third state buffer (max_exp_avg_sq)

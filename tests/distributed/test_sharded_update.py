@@ -14,7 +14,7 @@ from mpirun import check, run_mpi
     (4, "parity", "adam", "native"),    # two machines of two processes
     (3, "parity", "sgd", "native"),     # a machine of two and a machine of one
     (2, "node", "adamw", "eager"),      # an eager step mid-epoch: the rest of it unsharded
-    (3, "parity", "sgd", "eager"),
+    (3, "parity", "nesterov", "eager"),
 ])
 def test_sharded_fit_is_bitwise_the_unsharded_fit(tmp_path, n, grouping, opt_name, route):
     runs = {}
