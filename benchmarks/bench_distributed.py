@@ -7,13 +7,17 @@ larger jobs.
 Table 1 trains each configuration for one epoch of the 60,000 training images with the same
 global batch (the configuration's batch; each of P processes takes batch / P of it, from a
 DistributedSampler), through ``fastmlp.train.fit`` with DistributedDataParallel: forward and
-backward natively, the gradients averaged, the native optimizer update. P x 1 runs twice: averaging
-in shared memory (what fit does) and with MPI_Allreduce over each process's own gradient buffer
-(fit's route before). --repeat rounds each run every layout once, in turn (so a change in the
+backward natively, the gradients averaged, the native optimizer update. P x 1 runs three times: the
+sharded update (what fit does: the gradients reduce-scattered in shared memory, and each process
+updating its chunk of one shared copy of the parameters and optimizer state), averaging in shared
+memory into every process's slot followed by the whole update in every process (fit's route
+before), and MPI_Allreduce over each process's own gradient buffer (the route before that). --repeat
+rounds each run every layout once, in turn (so a change in the
 machine's load hits them alike); each row is the median of its rounds. It reports samples/s, the
 shares of the epoch (rank 0) spent averaging, waiting for the slower rank before it (a barrier
 timed apart: an uneven machine, another user's job on one core, shows up there) and in the
-optimizer's update, and the scaling efficiency (P x 1 samples/s over 1 x P samples/s: 100% means
+optimizer's update (sharded: rank 0's chunk of it and the synchronisation after it, where the
+slower rank's update shows up), and the scaling efficiency (P x 1 samples/s over 1 x P samples/s: 100% means
 the processes do as well as the threads on the same cores).
 
 Table 2 measures MPI_Allreduce (sum, float32, in place) on this machine for a few message sizes,
@@ -93,6 +97,7 @@ def worker(args) -> None:
     from fastmlp import nn
     from fastmlp.nn.parallel import DistributedDataParallel
     from fastmlp.train import fit
+    from fastmlp.distributed import sharded_update
     from fastmlp.utils.data import DataLoader, DistributedSampler
 
     cfg = CONFIGS[args.worker]
@@ -117,23 +122,26 @@ def worker(args) -> None:
         comm = dist.process_group._group.comm
         inner = model._reduce
 
-        def timed(buf):
+        def timed(buf, *args, **kwargs):
             # the wait for the slowest rank (a barrier), then the averaging itself
             t0 = time.perf_counter()
             comm.Barrier()
             t1 = time.perf_counter()
-            inner(buf)
+            out = inner(buf, *args, **kwargs)
             timers["wait"] += t1 - t0
             timers["average"] += time.perf_counter() - t1
+            return out
 
         object.__setattr__(model, "_reduce", timed)
         if args.average == "mpi":  # keep the gradients in the process's own memory: MPI_Allreduce
             object.__setattr__(model, "_share_gradient_buffer", lambda optimizer: None)
+        if args.average == "shared":  # the whole update in every process, after averaging into every slot
+            sharded_update.enabled = False
         sampler = DistributedSampler(dataset, seed=0)
     else:
         sampler = None
     opt = fastmlp.optim.Adam(model.parameters(), lr=cfg["lr"])
-    if world > 1:  # the optimizer's own step (under DDP fit runs it after the averaging)
+    if world > 1:  # the update: the optimizer's own step, or (sharded) a step's time less its averaging
         own_step = opt.step
 
         def timed_step(closure=None):
@@ -143,6 +151,16 @@ def worker(args) -> None:
             return out
 
         opt.step = timed_step
+        sharded_step = sharded_update.ShardedUpdate.step
+
+        def timed_sharded(self, ddp):
+            t0 = time.perf_counter()
+            before = timers["average"] + timers["wait"] + timers["update"]
+            sharded_step(self, ddp)
+            timers["update"] += time.perf_counter() - t0 - (timers["average"] + timers["wait"] + timers["update"]
+                                                            - before)
+
+        sharded_update.ShardedUpdate.step = timed_sharded
     loader = DataLoader(dataset, batch_size=cfg["batch"] // world, sampler=sampler, shuffle=sampler is None)
     flat = sum(p.numel() for p in model.parameters()) * 4
     results = []
@@ -215,7 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--synthetic", action="store_true", help="random MNIST-shaped data instead of MNIST")
     p.add_argument("--limit", type=int, default=0, help="train on the first N samples only (a quick check)")
     p.add_argument("--worker", choices=list(CONFIGS), help=argparse.SUPPRESS)
-    p.add_argument("--average", choices=["shared", "mpi"], default="shared", help=argparse.SUPPRESS)
+    p.add_argument("--average", choices=["sharded", "shared", "mpi"], default="sharded", help=argparse.SUPPRESS)
     p.add_argument("--allreduce", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -230,7 +248,7 @@ def main(argv=None) -> int:
         (["--limit", str(args.limit)] if args.limit else [])
     procs = [int(v) for v in args.procs.split(",")]
     names = args.configs.split(",")
-    layouts = [(np_, avg) for np_ in procs for avg in (None, "shared", "mpi")]
+    layouts = [(np_, avg) for np_ in procs for avg in (None, "sharded", "shared", "mpi")]
     runs = {(name, lay): [] for name in names for lay in layouts}
     measured, source, n, flat = {}, None, 0, {}
     for _ in range(args.repeat):  # rounds: the layouts alternate, so a change in load hits them alike
@@ -240,7 +258,7 @@ def main(argv=None) -> int:
                 if avg is None:
                     got = _run(base, np_)
                 else:
-                    extra = ["--average", avg] + (["--allreduce"] if not measured and avg == "shared" else [])
+                    extra = ["--average", avg] + (["--allreduce"] if not measured and avg == "sharded" else [])
                     got = _run([mpiexec, "-n", str(np_)] + base + extra, 1)
                     measured = measured or got["allreduce"]
                 source, n, flat[name] = got["source"], got["samples"], got["flat_bytes"]
@@ -258,12 +276,13 @@ def main(argv=None) -> int:
                 t1 = statistics.median(r["time"] for r in runs[(name, (np_, None))])
                 share = [statistics.median(r[k] / r["time"] for r in rs) for k in ("average", "wait", "update")]
                 cells = [f"{100 * v:.1f}%" for v in share] + [f"{100 * t1 / t:.0f}%"]
-            how = {None: "", "shared": "shared memory", "mpi": "MPI_Allreduce"}[avg]
+            how = {None: "", "sharded": "sharded update", "shared": "shared memory", "mpi": "MPI_Allreduce"}[avg]
             layout = f"1 x {np_}" if avg is None else f"{np_} x 1"
             print(f"{name:8} {layout:>15} {how:>16} {n / t:10,.0f} {cells[0]:>8} {cells[1]:>6} {cells[2]:>7} "
                   f"{cells[3]:>11} {flat[name] / 1e6:8.2f}")
-    print("average: share of the epoch averaging gradients (after the wait); wait: waiting for the slower rank "
-          "before it; update: the optimizer's step (1 x P: inside the native step)")
+    print("average: share of the epoch averaging gradients (after the wait; sharded update: the reduce-scatter); "
+          "wait: waiting for the slower rank before it;\nupdate: the optimizer's step (sharded update: this "
+          "process's chunk and the synchronisation after it; 1 x P: inside the native step)")
     print("\nAveraging a float32 buffer in place on", procs[0], "processes here: MPI_Allreduce (sum) and the "
           "shared-memory average; modelled MPI_Allreduce as min(log2(p)(a + n/b), 2 log2(p) a + 2(p-1)/p n/b)")
     heads = [f"{p}r {net.split()[0]}Gb/s" for p in MODEL_RANKS for net, _, _ in NETWORKS]

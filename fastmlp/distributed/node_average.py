@@ -17,6 +17,11 @@ and an allgather done by loads and stores, with no message copies:
 4. each process divides its chunk of slot 0 by the world size and copies it into the other
    slots; a last synchronisation, after which every slot holds the same average, bit for bit.
 
+When every process asks for it (``average(buf, scatter=True)``, fit's sharded optimizer update,
+see ``sharded_update``), step 4 stops after the division: each process's chunk of slot 0 holds
+the average, the other slots keep their values, and the caller synchronises once it has used
+its chunk. If any process did not ask, all of them take the four steps.
+
 Every value is computed once, by one process, so every process ends with identical bits. A
 process alone on its machine, in a job where other machines hold several, gets a slot in its
 own memory and only joins the leaders' allreduce. When no machine holds two processes, or some
@@ -70,7 +75,7 @@ class NodeAverager:
         if self.dtype.kind != "f":
             raise TypeError(f"NodeAverager: dtype must be a floating-point type; got {self.dtype}")
         self.length = int(length)
-        self._check = np.zeros(4, dtype=np.int64)
+        self._check = np.zeros(6, dtype=np.int64)
         self.node = comm.Split_type(mpi.COMM_TYPE_SHARED, key=comm.Get_rank()) if node is None else node
         self.local = self.node.Get_size()
         self.local_rank = self.node.Get_rank()
@@ -151,27 +156,33 @@ class NodeAverager:
         """This process's slot: `length` elements of shared memory (only when ``shared``)."""
         return self.slots[self.local_rank]
 
-    def _sync_node(self) -> None:
-        """Every local process's earlier stores to the window are visible to every other's later loads."""
+    def _sync_node(self, other: Any = None) -> None:
+        """Every local process's earlier stores to the window (and to the window `other`, when given)
+        are visible to every other's later loads."""
         if self.win is None:  # alone on this machine
             return
         self.win.Sync()
+        if other is not None:
+            other.Sync()
         self.node.Barrier()
         self.win.Sync()
+        if other is not None:
+            other.Sync()
 
-    def _agree(self, length: int, in_slot: bool) -> None:
+    def _agree(self, length: int, in_slot: bool, scatter: bool = False) -> bool:
         """A synchronisation of every process that also checks they all average the same number of
         elements the same way: the same error everywhere when they do not (a mismatch would
-        otherwise read garbage or hang)."""
+        otherwise read garbage or hang). Returns whether every process asked for `scatter`."""
         if self.win is not None:
             self.win.Sync()  # this process's writes into its slot, before the others read them
         check = self._check
-        check[:] = (length, -length, int(in_slot), -int(in_slot))
+        check[:] = (length, -length, int(in_slot), -int(in_slot), int(scatter), -int(scatter))
         self.comm.Allreduce(self.mpi.IN_PLACE, check, op=self.mpi.MAX)
         if check[0] != -check[1] or check[2] != -check[3]:
             raise ValueError("NodeAverager: the processes average different buffers (every process must "
                              "average the same gradients, laid out the same way); lengths from "
                              f"{-check[1]} to {check[0]} elements")
+        return check[5] == -1  # the minimum of `scatter` over the processes is 1
 
     def average_slot(self, start: int = 0, stop: Optional[int] = None) -> None:
         """Replace ``slot[start:stop]`` of every process with the average over all processes of their
@@ -187,6 +198,24 @@ class NodeAverager:
     def _average_slot(self, start: int, stop: int) -> None:
         # after _agree (a synchronisation of every process): the others' writes into their slots are
         # visible here after this Win_sync
+        lo, hi = self._sum_chunk(start, stop, gather=True)
+        if self.leaders is not None:  # several machines: the leaders' allreduce came between sum and divide
+            self._divide(lo, hi, gather=True)
+        self._sync_node()  # no process writes its slot again (the next backward) before all have read
+
+    def _reduce_scatter(self, start: int, stop: int) -> tuple:
+        """After _agree: this process's chunk ``[lo, hi)`` of ``slots[0]`` becomes the average over all
+        processes (the other slots keep their values); returns ``(lo, hi)``. The caller ends the step
+        with ``_sync_node()`` once it has read the chunk (no process writes its slot before that)."""
+        lo, hi = self._sum_chunk(start, stop, gather=False)
+        if self.leaders is not None:
+            self._divide(lo, hi, gather=False)
+        return lo, hi
+
+    def _sum_chunk(self, start: int, stop: int, gather: bool) -> tuple:
+        """Steps 2-3 of the module docstring over this process's chunk of [start, stop): the sum over
+        the slots into slot 0 and, with one machine, the division (copied into the other slots when
+        `gather`); with several, the leaders' allreduce of slot 0's range (the caller divides)."""
         win = self.win
         if win is not None:
             win.Sync()
@@ -204,20 +233,31 @@ class NodeAverager:
                 np.add(acc, slots[q][b:e], out=acc)
             if not several:
                 np.divide(acc, scale, out=acc)
-                for q in range(1, self.local):
-                    slots[q][b:e] = acc
-        if several:  # several machines: the leaders add up the machines' sums, then the same per block
+                if gather:
+                    for q in range(1, self.local):
+                        slots[q][b:e] = acc
+        if several:  # several machines: the leaders add up the machines' sums
             self._sync_node()
             if self.local_rank == 0:
                 self.leaders.Allreduce(self.mpi.IN_PLACE, slots[0][start:stop], op=self.mpi.SUM)
             self._sync_node()
-            for b in range(lo, hi, block):
-                e = min(b + block, hi)
-                acc = slots[0][b:e]
-                np.divide(acc, scale, out=acc)
+        return lo, hi
+
+    def _divide(self, lo: int, hi: int, gather: bool) -> None:
+        slots = self.slots
+        scale = self.dtype.type(self.size)
+        for b in range(lo, hi, _BLOCK):
+            e = min(b + _BLOCK, hi)
+            acc = slots[0][b:e]
+            np.divide(acc, scale, out=acc)
+            if gather:
                 for q in range(1, self.local):
                     slots[q][b:e] = acc
-        self._sync_node()  # no process writes its slot again (the next backward) before all have read
+
+    def _gather(self, lo: int, hi: int) -> None:
+        """Copy ``slots[0][lo:hi]`` into the other slots (the deferred allgather of a reduce-scatter)."""
+        for q in range(1, self.local):
+            self.slots[q][lo:hi] = self.slots[0][lo:hi]
 
     def _chunk(self, start: int, stop: int) -> tuple:
         """This process's part of [start, stop): local rank i of L takes the i-th of L nearly equal
@@ -229,21 +269,29 @@ class NodeAverager:
         hi = start + (blocks * (i + 1) // n) * step
         return min(lo, stop), min(hi, stop)
 
-    def average(self, buf: np.ndarray) -> None:
+    def average(self, buf: np.ndarray, scatter: bool = False) -> Optional[tuple]:
         """Replace the 1-D contiguous `buf` with its average over all processes, in place: through the
         slots when `buf` is a range of this process's slot, else one ``MPI_Allreduce`` and a division
         (copying a buffer through the slots and back costs more than MPI's own transfer). Collective;
-        every process must pass a buffer of the same length that is, or is not, in its slot."""
+        every process must pass a buffer of the same length that is, or is not, in its slot.
+
+        With `scatter` on every process and `buf` in the slots, only this process's chunk of slot 0
+        is averaged (a reduce-scatter, no copy into the other slots): returns that chunk's ``(lo,
+        hi)``, and the caller must end with ``_sync_node()`` after reading it. Otherwise (some process
+        did not ask) the whole average as above, and None."""
         if buf.dtype != self.dtype or buf.ndim != 1 or not buf.flags.c_contiguous:
             raise ValueError(f"NodeAverager.average: buf must be a 1-D contiguous {self.dtype} array; got "
                              f"{buf.dtype} {list(buf.shape)}")
         start = self.offset_in_slot(buf)
-        self._agree(buf.size, start is not None)
+        everyone = self._agree(buf.size, start is not None, scatter)
         if start is not None:
+            if everyone:
+                return self._reduce_scatter(start, start + buf.size)
             self._average_slot(start, start + buf.size)
         else:
             self.comm.Allreduce(self.mpi.IN_PLACE, buf, op=self.mpi.SUM)
             buf /= buf.dtype.type(self.size)
+        return None
 
     def offset_in_slot(self, buf: np.ndarray) -> Optional[int]:
         """Where `buf` starts in this process's slot, when it is a range of it; else None."""

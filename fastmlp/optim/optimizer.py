@@ -99,6 +99,30 @@ class _FlatGroup:
                 p.grad = _wrap(gview)
             p._grad_buf = gview
 
+    def move_param(self, params: list, new) -> None:
+        """Make `new` the parameter buffer, as move_grad does for the gradients, without copying (the
+        caller has filled it): every parameter's data becomes a view of `new`. The processes of a
+        machine share one parameter buffer this way during a data-parallel fit."""
+        if new.shape != self.param.shape or new.dtype != self.param.dtype or new.ctypes.data % _ALIGN:
+            raise ValueError(f"move_param: the new buffer must be {self.param.dtype} [{self.param.size}] on a "
+                             f"{_ALIGN}-byte boundary; got {new.dtype} {list(new.shape)}")
+        self.param = new
+        self._param_owner = _owner(new)
+        self.param_version = version_counter(new)
+        for p, view in zip(params, self.views(new)):
+            p._data = view
+
+    def move_state(self, opt: "Optimizer", params: list, key: str, new) -> None:
+        """Make `new` (filled by the caller) the flat state `key`; when the parameters' state tensors
+        are views of the flat state (see ensure_state), they become views of `new`."""
+        if new.shape != self.param.shape or new.dtype != self.param.dtype or new.ctypes.data % _ALIGN:
+            raise ValueError(f"move_state: the new buffer must be {self.param.dtype} [{self.param.size}] on a "
+                             f"{_ALIGN}-byte boundary; got {new.dtype} {list(new.shape)}")
+        self.state[key] = new
+        if key in self.synced:
+            for p, view in zip(params, self.views(new)):
+                opt.state[p][key] = _wrap(view)
+
     def views(self, flat) -> list:
         return [flat[off:off + n].reshape(shape) for off, n, shape in zip(self.offsets, self.sizes, self.shapes)]
 

@@ -29,8 +29,12 @@ def model():
 def optimizer(name: str, params):
     if name == "sgd":
         return optim.SGD(params, lr=0.1, momentum=0.9)
+    if name == "nesterov":  # with weight decay
+        return optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3)
     if name == "adam":
         return optim.Adam(params, lr=0.01)
+    if name == "adamw":  # decoupled weight decay, and a third state buffer (max_exp_avg_sq)
+        return optim.AdamW(params, lr=0.01, weight_decay=0.1, amsgrad=True)
     raise ValueError(name)
 
 
@@ -48,6 +52,12 @@ def joint_batches(epoch: int) -> list:
         shares.append(list(s))
     steps = len(shares[0]) // BATCH
     return [sum((sh[k * BATCH:(k + 1) * BATCH] for sh in shares), []) for k in range(steps)]
+
+
+def state_of(opt) -> dict:
+    """The optimizer's tensor state by parameter index and name (copies)."""
+    return {f"{i}.{k}": v.numpy().copy() for i, st in opt.state_dict()["state"].items() for k, v in st.items()
+            if k != "step"}
 
 
 def params_of(m) -> dict:

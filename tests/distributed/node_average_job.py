@@ -33,6 +33,20 @@ for n in LENGTHS:
         av.average(slot[3:3 + n])
         results[f"slot{n}"] = slot[3:3 + n].copy()
         results[f"untouched{n}"] = np.concatenate([slot[:3], slot[3 + n:]])
+    if av.shared:  # every process asks for the reduce-scatter: only its chunk of slot 0 is averaged
+        slot = av.slot
+        slot[:] = -7.0
+        slot[3:3 + n] = values(n, rank)
+        chunk = av.average(slot[3:3 + n], scatter=True)
+        av._sync_node()  # (the caller's synchronisation after reading its chunk)
+        results[f"chunk{n}"] = np.array(chunk)
+        results[f"scattered{n}"] = av.slots[0][3:3 + n].copy()
+        results[f"kept{n}"] = slot[3:3 + n].copy()
+        av._sync_node()
+        # only rank 0 asks: every process averages everything, as without scatter
+        slot[3:3 + n] = values(n, rank)
+        results[f"mixed_none{n}"] = np.array(av.average(slot[3:3 + n], scatter=rank == 0) is None)
+        results[f"mixed{n}"] = slot[3:3 + n].copy()
     own = values(n, rank)  # a buffer of this process's own memory: MPI_Allreduce
     av.average(own)
     results[f"own{n}"] = own

@@ -64,6 +64,58 @@ def test_two_processes_equal_one_with_the_doubled_batch(tmp_path, mode, opt_name
         assert_params_close(C.params_of(plain), want)
 
 
+def load_run(folder, what: str) -> list:
+    return [dict(np.load(folder / f"{what}{r}.npz")) for r in range(2)]
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "adamw"])
+def test_fit_shards_the_update_bitwise_as_the_unsharded_path(tmp_path, opt_name):
+    runs = {}
+    for how in ("sharded", "unsharded"):
+        out = tmp_path / how
+        out.mkdir()
+        check(run_mpi("train_job.py", "fit", opt_name, str(out), how, n=2, timeout=120))
+        runs[how] = {what: load_run(out, what) for what in ("params", "state", "grads")}
+        steps = [int(np.load(out / f"sharded_steps{r}.npy")) for r in range(2)]
+        # the route: every step of every epoch sharded, or none
+        assert steps == [C.EPOCHS * len(C.joint_batches(0)) if how == "sharded" else 0] * 2
+        for r in range(2):
+            # the same parameters, optimizer state and averaged gradients on both ranks, each in its own memory
+            np.testing.assert_array_equal(np.load(out / f"checksums{r}.npy"), np.zeros(C.EPOCHS))
+            np.testing.assert_array_equal(np.load(out / f"spreads{r}.npy"), [0.0, 0.0])
+            assert bool(np.load(out / f"private{r}.npy"))
+    for what in ("params", "state", "grads"):
+        sharded, unsharded = runs["sharded"][what], runs["unsharded"][what]
+        assert sorted(sharded[0]) == sorted(unsharded[0]) and sharded[0]
+        for r in range(2):
+            for k in unsharded[0]:  # bit for bit, on both ranks
+                np.testing.assert_array_equal(sharded[r][k], unsharded[0][k], err_msg=f"{what} {k} rank {r}")
+    want, _ = reference(opt_name)
+    assert_params_close(runs["sharded"]["params"][0], want)
+    # the last step's averaged gradients, as one process computes them on both ranks' rows
+    x, y = C.data()
+    model = C.model()
+    model.load_state_dict(_before_last_step(opt_name))
+    last = C.joint_batches(C.EPOCHS - 1)[-1]
+    nn.CrossEntropyLoss()(model(fastmlp.from_numpy(x[last])), fastmlp.from_numpy(y[last])).backward()
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(runs["sharded"]["grads"][0][n], p.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _before_last_step(opt_name: str) -> dict:
+    """The one-process reference's parameters before its last step."""
+    x, y = C.data()
+    model = C.model()
+    opt = C.optimizer(opt_name, model.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+    steps = [idx for epoch in range(C.EPOCHS) for idx in C.joint_batches(epoch)]
+    for idx in steps[:-1]:
+        opt.zero_grad()
+        loss_fn(model(fastmlp.from_numpy(x[idx])), fastmlp.from_numpy(y[idx])).backward()
+        opt.step()
+    return model.state_dict()
+
+
 def test_no_sync_accumulates_locally_and_the_next_backward_averages_everything(tmp_path):
     check(run_mpi("train_job.py", "grads", "sgd", str(tmp_path), n=2, timeout=120))
     x, y = C.data()
@@ -100,6 +152,12 @@ def test_an_exception_on_one_rank_ends_the_job():
     result = run_mpi("crash_job.py", n=2, timeout=60)  # a hang would time out instead
     assert result.returncode != 0
     assert "rank one fails on purpose" in result.stderr + result.stdout
+
+
+def test_an_exception_inside_a_sharded_fit_on_one_rank_ends_the_job():
+    result = run_mpi("fit_crash_job.py", n=2, timeout=60)
+    assert result.returncode != 0
+    assert "rank one fails inside fit on purpose" in result.stderr + result.stdout
 
 
 def test_models_that_differ_between_ranks_raise_on_every_rank(tmp_path):

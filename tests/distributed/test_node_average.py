@@ -44,7 +44,8 @@ def test_average_equals_the_float64_average_and_is_bitwise_the_same_on_every_ran
     assert shared == [grouping != "alone"] * size
     if grouping == "parity":
         assert [int(r["local"]) for r in ranks] == [len(range(q % 2, size, 2)) for q in range(size)]
-    for key in set(ranks[0]) - {"local"}:  # everything else is the same on every rank, bit for bit
+    per_rank = {"local", "chunk", "kept"}
+    for key in {k for k in ranks[0] if k.rstrip("0123456789") not in per_rank}:  # the same on every rank, bit for bit
         for r in range(1, size):
             np.testing.assert_array_equal(ranks[r][key], ranks[0][key], err_msg=f"{key} on rank {r}")
     for n in LENGTHS:
@@ -53,6 +54,24 @@ def test_average_equals_the_float64_average_and_is_bitwise_the_same_on_every_ran
         if shared[0]:
             assert_float32_average(ranks[0][f"slot{n}"], xs, f"slot{n}")
             np.testing.assert_array_equal(ranks[0][f"untouched{n}"], -7.0)
+    if shared[0]:
+        local = [int(r["local"]) for r in ranks]
+        machines = [list(range(size))] if grouping == "node" else [list(range(q, size, 2)) for q in (0, 1)]
+        for n in LENGTHS:
+            xs = contributions(n, size)
+            # the reduce-scatter: slot 0 of each machine holds the whole average (as average() gives it),
+            # each process averaged its own chunk of it, the other slots kept their values
+            np.testing.assert_array_equal(ranks[0][f"scattered{n}"], ranks[0][f"slot{n}"])
+            np.testing.assert_array_equal(ranks[0][f"mixed{n}"], ranks[0][f"slot{n}"])
+            assert bool(ranks[0][f"mixed_none{n}"])
+            for m in machines:
+                chunks = sorted(tuple(int(v) for v in ranks[r][f"chunk{n}"]) for r in m)
+                assert chunks[0][0] == 3 and chunks[-1][1] == 3 + n
+                assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))  # in order, no gap or overlap
+                for i, r in enumerate(m):
+                    if i > 0:
+                        np.testing.assert_array_equal(ranks[r][f"kept{n}"], xs[r])
+            assert local == [len(m) for q in range(size) for m in machines if q in m]
     if grouping == "node":
         # one machine: summed in rank order, then divided, all in float32
         for n in LENGTHS:

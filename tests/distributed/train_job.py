@@ -7,6 +7,7 @@ import numpy as np
 import fastmlp
 import fastmlp.distributed as dist
 from fastmlp import nn
+from fastmlp.distributed import sharded_update
 from fastmlp.nn.parallel import DistributedDataParallel
 from fastmlp.train import EarlyStopping, ModelCheckpoint, fit
 from fastmlp.utils.data import DataLoader, TensorDataset
@@ -14,6 +15,8 @@ from fastmlp.utils.data import DataLoader, TensorDataset
 import ddp_common as C
 
 mode, opt_name, out = sys.argv[1], sys.argv[2], sys.argv[3]
+if sys.argv[4:] == ["unsharded"]:  # fit's update as before: every process updates all the parameters
+    sharded_update.enabled = False
 dist.init_process_group("mpi")
 rank = dist.get_rank()
 x, y = C.data()
@@ -29,13 +32,18 @@ sampler = C.sampler(dataset, rank)
 checksums = []
 
 
-def checksum():
-    """Every rank's sum of its parameters, float64; max - min over ranks must be 0."""
-    s = np.array([sum(float(p.detach().numpy().astype(np.float64).sum()) for p in model.parameters())])
+def spread(arrays) -> float:
+    """max - min over the ranks of every rank's float64 sum of `arrays` (0: the same everywhere)."""
+    s = np.array([sum(float(a.astype(np.float64).sum()) for a in arrays)])
     hi, lo = s.copy(), s.copy()
     dist.all_reduce(hi, dist.ReduceOp.MAX)
     dist.all_reduce(lo, dist.ReduceOp.MIN)
     return hi[0] - lo[0]
+
+
+def checksum():
+    """max - min over the ranks of the sum of the parameters."""
+    return spread([p.detach().numpy() for p in model.parameters()])
 
 
 if mode == "eager":
@@ -84,7 +92,25 @@ av = model._averager
 in_slot = av is not None and av.shared and all(av.offset_in_slot(p.grad._data.reshape(-1)) is not None
                                                for p in model.parameters())
 np.save(f"{out}/in_slot{rank}.npy", np.array(in_slot))
+sharded = model._sharded
+np.save(f"{out}/sharded_steps{rank}.npy", np.array(0 if sharded is None else sharded.steps))
+if mode == "fit":  # after fit: the same state and averaged gradients on every rank, in each rank's own memory
+    np.savez(f"{out}/state{rank}.npz", **C.state_of(opt))
+    np.savez(f"{out}/grads{rank}.npz", **{n: p.grad.numpy().copy() for n, p in model.module.named_parameters()})
+    np.save(f"{out}/spreads{rank}.npy", np.array([spread(list(C.state_of(opt).values())),
+                                                  spread([p.grad.numpy() for p in model.parameters()])]))
 np.save(f"{out}/checksums{rank}.npy", np.array(checksums))
 np.save(f"{out}/epochs{rank}.npy", np.array(epochs_run))
 np.savez(f"{out}/params{rank}.npz", **{k: v.numpy() for k, v in model.module.state_dict().items()})
+if mode == "fit":  # rank 0 changes a parameter and its optimizer state in place; rank 1's must not move
+    first = next(iter(model.parameters()))
+    state = next(v for k, v in opt.state[first].items() if k != "step")
+    kept = [first.detach().numpy().copy(), state.numpy().copy()]
+    dist.barrier()
+    if rank == 0:
+        first.data.add_(1.0)
+        state.add_(1.0)
+    dist.barrier()
+    same = [np.array_equal(first.detach().numpy(), kept[0]), np.array_equal(state.numpy(), kept[1])]
+    np.save(f"{out}/private{rank}.npy", np.array(same == [rank != 0] * 2))
 dist.destroy_process_group()

@@ -14,10 +14,13 @@ How they are averaged. ``fit``'s native step (forward and backward in one native
 the update) first moves the optimizer's gradient buffer into this process's slot of an MPI
 shared-memory window of its machine (``fastmlp.distributed.node_average``), so the native
 backward writes the gradients where every process of the machine can read them; the average
-is then a reduce-scatter and an allgather by loads and stores (one ``MPI_Allreduce`` between
-one process per machine when there are several), with nothing copied per step, between the
-backward and the optimizer's native update. A buffer outside the slots (the eager loop before
-any ``fit``, the packed fallback) is averaged with one ``MPI_Allreduce`` and a division.
+is then a reduce-scatter by loads and stores (one ``MPI_Allreduce`` between one process per
+machine when there are several), with nothing copied per step, between the backward and the
+optimizer's native update. During an epoch's steps the processes of a machine also share one
+copy of the parameters and optimizer state, and each updates only its chunk of it
+(``fastmlp.distributed.sharded_update``; bitwise the same as every process averaging into its
+own slot and updating everything). A buffer outside the slots (the eager loop before any
+``fit``, the packed fallback) is averaged with one ``MPI_Allreduce`` and a division.
 """
 from __future__ import annotations
 
@@ -30,9 +33,11 @@ import numpy as np
 from ... import autograd as _autograd
 from ... import distributed as dist
 from ...autograd import is_grad_enabled
+from ...distributed import sharded_update as _sharded
 from ...distributed.node_average import NodeAverager
 from ...tensor import Tensor, _wrap
 from ..module import Module
+from ..program import TrainStep
 
 __all__ = ["DistributedDataParallel", "consume_prefix_in_state_dict_if_present"]
 
@@ -93,6 +98,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_comm", group)
         object.__setattr__(self, "_pack", None)  # the contiguous array of the packed fallback
         object.__setattr__(self, "_averager", None)  # the NodeAverager (fit makes it)
+        object.__setattr__(self, "_sharded", None)  # the ShardedUpdate of fit's steps (fit makes it)
         object.__setattr__(self, "_span", None)  # ((param, grad, grad array) of each, span) of the last average
         self._check_same_model(group)
         self._broadcast_state(group, buffers=True)
@@ -190,16 +196,21 @@ class DistributedDataParallel(Module):
         else:
             self._reduce(span)
 
-    def _reduce(self, buf: np.ndarray) -> None:
+    def _reduce(self, buf: np.ndarray, scatter: bool = False) -> Optional[tuple]:
         """Average the 1-D buffer over the processes, in place: in shared memory when it is the slot
-        fit moved the gradients into (fastmlp.distributed.node_average), else one MPI_Allreduce."""
+        fit moved the gradients into (fastmlp.distributed.node_average), else one MPI_Allreduce.
+        `scatter` (fit's sharded update, when every process asks): only this process's chunk of slot
+        0, returned as (lo, hi). After a whole average no process stays on the shared update buffers."""
         av = self._averager
         if av is not None:
-            av.average(buf)
-            return
+            chunk = av.average(buf, scatter)
+            if chunk is None and self._sharded is not None:
+                self._sharded.leave()  # every process averaged everything: each steps its own copy
+            return chunk
         group = self._comm
         group.comm.Allreduce(group.mpi.IN_PLACE, buf, op=group.mpi.SUM)
         buf /= buf.dtype.type(group.size)
+        return None
 
     def _share_gradient_buffer(self, optimizer: Any) -> None:
         """Move the optimizer's flat gradient buffer into this process's slot of the machine's shared
@@ -296,17 +307,37 @@ class DistributedDataParallel(Module):
     def _fit_train_step(self, loss_fn: Any, optimizer: Any):
         """For ``fastmlp.train.fit``: the native whole-step path over the wrapped module with the
         update taken out of the native call — forward and backward natively into the optimizer's
-        flat gradient buffer, then the gradients averaged, then ``optimizer.step()`` (one native
-        multi-tensor update over the flat buffers). None: fit runs the eager step."""
-        from ..program import TrainStep
-
-        step = TrainStep.build(self.module, loss_fn, optimizer)
+        flat gradient buffer, then the gradients averaged, then the optimizer's native multi-tensor
+        update (sharded over the processes of a machine during a held run of steps, see
+        fastmlp.distributed.sharded_update). None: fit runs the eager step."""
+        step = _DataParallelStep.build(self.module, loss_fn, optimizer)
         if step is None or self._comm.size == 1:  # one process: nothing to average, keep the update native
             return step
         step._native_update = False
         step.optimizer = _AveragingOptimizer(optimizer, self)
+        step._ddp = self
         self._share_gradient_buffer(optimizer)
         return step
+
+    def _begin_sharded_update(self, optimizer: Any) -> Optional[_sharded.ShardedUpdate]:
+        """Move the parameters and optimizer state into the machine's shared window for a run of fit's
+        steps, when every process can shard the update (collective); the active ShardedUpdate or None."""
+        sh = self._sharded
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        can = _sharded.usable(self._averager, optimizer, params)
+        ready = can and sh is not None and sh.matches(optimizer)
+        agreed = self._comm.comm.allreduce(2 if ready else (1 if can else 0), op=self._comm.mpi.MIN)
+        if agreed == 0:
+            return None
+        if agreed == 1:  # some process needs a new one: every process makes it (collective)
+            if sh is not None:
+                sh.leave()
+            sh = _sharded.ShardedUpdate(self._averager, optimizer, previous=sh)
+            object.__setattr__(self, "_sharded", sh if sh.ok else None)
+            if not sh.ok:
+                return None
+        sh.share()
+        return sh
 
 
 class _AveragingOptimizer:
@@ -318,11 +349,36 @@ class _AveragingOptimizer:
         self._ddp = ddp
 
     def step(self, closure: Any = None) -> Any:
+        sharded = self._ddp._sharded
+        if sharded is not None and sharded.active and closure is None:
+            sharded.step(self._ddp)
+            return None
         self._ddp.average_gradients()
         return self._optimizer.step(closure)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._optimizer, name)
+
+
+class _DataParallelStep(TrainStep):
+    """fit's native step under DistributedDataParallel: a held run of steps (one epoch of fit) runs
+    with the parameters and optimizer state in the machine's shared memory and the update sharded
+    over its processes, when they all can (fastmlp.distributed.sharded_update); they return to each
+    process's own memory when the run ends."""
+
+    _ddp: Any = None
+
+    @contextlib.contextmanager
+    def hold(self):
+        sharded = self._ddp._begin_sharded_update(self.optimizer._optimizer) if self._ddp is not None else None
+        clean = False
+        try:
+            with TrainStep.hold(self):
+                yield self
+            clean = True
+        finally:
+            if sharded is not None:
+                sharded.end(clean)
 
 
 def _tensors_in(out: Any) -> list:
