@@ -12,7 +12,7 @@ update P times, each on one core. With it, during the training steps of a ``fit`
 - a step: every process's native backward writes its gradients into its own slot; local process
   ``i`` sums chunk ``i`` of the slots into slot 0 and divides it by the world size (with several
   machines the leaders' ``MPI_Allreduce`` comes between, as in ``NodeAverager``); then it runs the
-  optimizer's own native multi-tensor step (``adam_step`` / ``sgd_step``, the call
+  optimizer's own native multi-tensor step (``FlatUpdate.apply``, the call
   ``Optimizer._step_group`` makes over the flat buffers) on chunk ``i`` of the shared parameters
   and state, with chunk ``i`` of slot 0 as the gradient; a machine-wide synchronisation, after
   which every process's next forward pass reads the updated parameters. The bookkeeping (step
@@ -40,7 +40,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..backend import for_array
 from ..optim import SGD, Adam, AdamW
 from ..optim.optimizer import _aligned_zeros
 from .node_average import _ALIGN_BYTES, _KEEP_ALIVE, NodeAverager
@@ -215,7 +214,7 @@ class ShardedUpdate:
         if hi == self.stop:  # the last chunk takes the padding after the last parameter, as the whole step
             hi = self.total
         if hi > lo:
-            _apply(_slice(u, lo, hi, self.av.slots[0]))
+            _slice(u, lo, hi, self.av.slots[0]).apply()
         self.av._sync_node(self.win)  # every chunk updated before any process's next forward pass
         self.gather = True
         self.steps += 1
@@ -236,7 +235,7 @@ class ShardedUpdate:
         flat = self.flat
         moved = {key: flat.state[key] for key in self.keys if getattr(u, key) is not None}
         u = u._replace(param=flat.param, grad=flat.grad, **moved)
-        _apply(u)
+        u.apply()
         self.optimizer._flat_update_done(self.group, u)
 
 
@@ -254,14 +253,3 @@ def _slice(u, lo: int, hi: int, grads: np.ndarray):
     parts = {k: getattr(u, k)[lo:hi] for k in _STATE_FIELDS if getattr(u, k) is not None}
     return u._replace(param=u.param[lo:hi], grad=grads[lo:hi], **parts)
 
-
-def _apply(u) -> None:
-    """The optimizer's native multi-tensor step over `u`'s arrays (as SGD/Adam ``_step_group``)."""
-    be = for_array(u.param)
-    if u.kind == "adam":
-        be.adam_step([u.param], [u.grad], [u.exp_avg], [u.exp_avg_sq],
-                     None if u.max_exp_avg_sq is None else [u.max_exp_avg_sq], u.lr, u.beta1, u.beta2, u.eps,
-                     u.weight_decay, u.step, u.amsgrad, u.maximize, u.decoupled_weight_decay)
-    else:
-        be.sgd_step([u.param], [u.grad], None if u.momentum_buffer is None else [u.momentum_buffer], u.lr,
-                    u.momentum, u.dampening, u.weight_decay, u.nesterov, u.maximize, u.first_step)
