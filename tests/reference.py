@@ -59,3 +59,19 @@ def round_bf16(x: np.ndarray) -> np.ndarray:
     nan = (u & 0x7FFFFFFF) > 0x7F800000
     r = np.where(nan, u | 0x00400000, u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
     return r.astype(np.uint32).view(np.float32).reshape(np.shape(x))
+
+
+def gemm_expected(a, b, c, ta, tb, alpha=1.0, beta=0.0, bias=None):
+    """(exact z, tolerance) in float64 for z = alpha·op(a)·op(b) + beta·c + bias, as a float32
+    GEMM should compute it: the tolerance is (K + 4) float32 epsilons of the sum of magnitudes."""
+    A = (a.T if ta else a).astype(np.float64)
+    B = (b.T if tb else b).astype(np.float64)
+    z = alpha * (A @ B)
+    mag = abs(alpha) * (np.abs(A) @ np.abs(B))
+    if beta != 0.0:
+        z = z + beta * c.astype(np.float64)
+        mag = mag + np.abs(beta * c.astype(np.float64))
+    if bias is not None:
+        z = z + bias
+        mag = mag + np.abs(bias.astype(np.float64))
+    return z, (A.shape[1] + 4) * float(np.finfo(np.float32).eps) * mag + 1e-30

@@ -14,7 +14,7 @@ import pytest
 
 from fastmlp import _C
 
-from reference import ACTS, act_forward
+from reference import ACTS, act_forward, gemm_expected
 
 EPS = float(np.finfo(np.float32).eps)
 SLOPE = 0.1
@@ -63,19 +63,7 @@ def operands(rng, m: int, n: int, k: int, ta: bool, tb: bool, strided: bool = Fa
     return a, b
 
 
-def expected(a, b, c, ta, tb, alpha=1.0, beta=0.0, bias=None):
-    """(exact z, tolerance) in float64 for z = alpha·op(a)·op(b) + beta·c + bias."""
-    A = (a.T if ta else a).astype(np.float64)
-    B = (b.T if tb else b).astype(np.float64)
-    z = alpha * (A @ B)
-    mag = abs(alpha) * (np.abs(A) @ np.abs(B))
-    if beta != 0.0:
-        z = z + beta * c.astype(np.float64)
-        mag = mag + np.abs(beta * c.astype(np.float64))
-    if bias is not None:
-        z = z + bias
-        mag = mag + np.abs(bias.astype(np.float64))
-    return z, (A.shape[1] + 4) * EPS * mag + 1e-30
+expected = gemm_expected  # (exact z, tolerance) in float64 for z = alpha·op(a)·op(b) + beta·c + bias
 
 
 def assert_within(got, want, tol, what: str = ""):

@@ -22,7 +22,7 @@ import pytest
 
 from fastmlp import _C
 
-from reference import ACTS, act_forward, round_bf16
+from reference import ACTS, act_forward, gemm_expected, round_bf16
 
 EPS = float(np.finfo(np.float32).eps)
 SLOPE = 0.1
@@ -54,17 +54,7 @@ def expected(a, b, c, ta, tb, alpha=1.0, beta=0.0, bias=None, rounded=True):
     """(exact z, tolerance) in float64 for z = alpha·op(ra)·op(rb) + beta·c + bias, ra, rb the
     bfloat16-rounded operands (or the operands themselves when not `rounded`)."""
     ra, rb = (round_bf16(a), round_bf16(b)) if rounded else (a, b)
-    A = (ra.T if ta else ra).astype(np.float64)
-    B = (rb.T if tb else rb).astype(np.float64)
-    z = alpha * (A @ B)
-    mag = abs(alpha) * (np.abs(A) @ np.abs(B))
-    if beta != 0.0:
-        z = z + beta * c.astype(np.float64)
-        mag = mag + np.abs(beta * c.astype(np.float64))
-    if bias is not None:
-        z = z + bias
-        mag = mag + np.abs(bias.astype(np.float64))
-    return z, (A.shape[1] + 4) * EPS * mag + 1e-30
+    return gemm_expected(ra, rb, c, ta, tb, alpha, beta, bias)
 
 
 def assert_within(got, want, tol, what=""):

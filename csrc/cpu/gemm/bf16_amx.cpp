@@ -169,11 +169,7 @@ void packed_amx(const Problem& p) {
   alignas(64) float scratch[kBlock * kBlock];
   configure_tiles();
 
-  TileEpilogue e;
-  e.alpha = p.alpha;
-  e.mode = act_mode(p.ep.act());
-  e.act = p.ep.act();
-  e.act_param = p.ep.act_param();
+  TileEpilogue e = tile_epilogue(p);
   for (index_t jb = 0; jb < nblocks; ++jb) {
     const index_t n0 = jb * p.N / nblocks, nc = (jb + 1) * p.N / nblocks - n0;
     const index_t q_count = ceil_div(nc, kBlock);

@@ -138,11 +138,7 @@ void packed_dpbf16(const Problem& p) {
   std::uint32_t* const abuf = ws;
   std::uint32_t* const bbuf = ws + a_size;
 
-  TileEpilogue e;
-  e.alpha = p.alpha;
-  e.mode = act_mode(p.ep.act());
-  e.act = p.ep.act();
-  e.act_param = p.ep.act_param();
+  TileEpilogue e = tile_epilogue(p);
   for (index_t jb = 0; jb < nblocks; ++jb) {
     const index_t n0 = jb * p.N / nblocks, nc = (jb + 1) * p.N / nblocks - n0;
     const index_t q_count = ceil_div(nc, kNR);

@@ -155,14 +155,7 @@ inline void prefetch_rows(const float* b, index_t ldb, index_t r0, index_t r1, i
 }  // namespace
 
 void dot_nt(const Problem& p) {
-  TileEpilogue e;
-  e.alpha = p.alpha;
-  e.beta = p.beta;
-  e.read_c = p.beta != 0.0f;
-  e.final = true;
-  e.mode = act_mode(p.ep.act());
-  e.act = p.ep.act();
-  e.act_param = p.ep.act_param();
+  const TileEpilogue e = tile_epilogue(p);
   float* const preact = p.ep.preact();
   const float* const bias = p.ep.bias();
   float* const weights = p.ep.weights();

@@ -151,11 +151,7 @@ void packed(const Problem& p) {
   float* const abuf = ws;
   float* const bbuf = ws + a_size;
 
-  TileEpilogue e;
-  e.alpha = p.alpha;
-  e.mode = act_mode(p.ep.act());
-  e.act = p.ep.act();
-  e.act_param = p.ep.act_param();
+  TileEpilogue e = tile_epilogue(p);
   PackedBlock blk;
   blk.a = abuf;
   blk.ldc = p.ldc;

@@ -16,6 +16,20 @@ inline ActMode act_mode(Act act) {
   }
 }
 
+// The epilogue of problem p's tiles, for its last K block (a driver sets beta, read_c and
+// final per K block when there are several).
+inline TileEpilogue tile_epilogue(const Problem& p) {
+  TileEpilogue e;
+  e.alpha = p.alpha;
+  e.beta = p.beta;
+  e.read_c = p.beta != 0.0f;
+  e.final = true;
+  e.mode = act_mode(p.ep.act());
+  e.act = p.ep.act();
+  e.act_param = p.ep.act_param();
+  return e;
+}
+
 template <Act A>
 void act_rows_t(float* c, index_t ldc, index_t rows, index_t cols, float param) {
   for (index_t i = 0; i < rows; ++i) {
