@@ -164,8 +164,8 @@ std::string Footprint::name_of(const Span& s) const {
   return s.index < 0 ? std::string(s.name) : str_cat(s.name, "[", s.index, "]", s.suffix);
 }
 
-void Footprint::check(const char* fn) const {
-  std::vector<Span> spans = spans_;
+void Footprint::check(const char* fn) {
+  std::vector<Span>& spans = spans_;
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
   // A buffer overlaps an earlier-starting one exactly when the furthest end reached so far (by
   // any buffer if it is written, by a written one if it is read) lies beyond its start.

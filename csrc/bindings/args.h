@@ -79,7 +79,7 @@ class Footprint {
   void read(const View& v, const char* name, long index = -1, const char* suffix = "") {
     add(v, name, index, suffix, false);
   }
-  void check(const char* fn) const;
+  void check(const char* fn);  // (sorts the buffers in place)
 
  private:
   struct Span {
