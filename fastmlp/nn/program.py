@@ -119,7 +119,7 @@ class Route:
         program = self.program
         if _autocast.lowers(xd):  # under fastmlp.autocast: every product on the bfloat16 GEMM
             program = self._bf16 or self._make_bf16()
-        seeds, offsets = _streams(self.draws) if self.draws else _NO_STREAMS
+        seeds, offsets = _streams(self.draws)
         tape = self.free.pop() if self.free else _C.MlpTape()
         y = program.forward(xd, seeds, offsets, tape)
         node = ProgramBackward((x,) + self.params) if _GradMode.enabled else None
