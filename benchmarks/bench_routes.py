@@ -7,8 +7,8 @@
 - evaluation (``no_grad``, eval mode) of seed 004's 784-512-512-10 Sequential on 1000 images;
 - a training step of a Sequential the plan refuses (BatchNorm1d between the Linear blocks);
 - a training step of a float64 Sequential (784-256-256-10, batch 64), which the program does not
-  take: the plan's blocks one GEMM each (activation in the epilogue), and, for comparison, the
-  modules one by one (``fastmlp.nn.program.run_blocks`` replaced for the sample).
+  take (under revisions that ran the plan's blocks one GEMM each for it, also with the modules
+  one by one).
 
 Prints microseconds per call; run it under two revisions to compare them.
 """
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         opt64.step()
 
     program = getattr(fastmlp.nn, "program", None)
-    blocks = getattr(program, "run_blocks", None)
+    blocks = getattr(program, "run_blocks", None)  # retired: the modules run one by one
 
     def f64_step_layer_by_layer():
         program.run_blocks = lambda plan, x: _modules(f64, x)

@@ -225,31 +225,22 @@ def plan_program(mods: tuple) -> Union[Plan, Refusal]:
     return p
 
 
-# Optimizers whose update the program applies inside its step (their own classes: a subclass
-# may change step()).
-def _native_update_kind(optimizer) -> Optional[str]:
+def native_update(optimizer) -> Optional[str]:
+    """The name of the optimizer whose update the program applies inside its training step: SGD,
+    Adam or AdamW themselves (a subclass may change step()) with one parameter group; None: the
+    step calls ``optimizer.step()`` after the native call."""
     from ..optim.adam import Adam, AdamW
     from ..optim.sgd import SGD
 
-    if type(optimizer) not in (SGD, Adam, AdamW):
-        return None
-    if len(optimizer.param_groups) != 1:
+    if type(optimizer) not in (SGD, Adam, AdamW) or len(optimizer.param_groups) != 1:
         return None
     return type(optimizer).__name__
 
 
-@dataclass(frozen=True)
-class TrainingPlan:
-    """A training step the program runs whole: the model's plan, and the optimizer whose update
-    runs inside the step (`update` names it, or is None: ``optimizer.step()`` after the call)."""
-
-    plan: Plan
-    update: Optional[str]
-
-
-def plan_training(model, loss_fn, optimizer) -> Union[TrainingPlan, Refusal]:
+def plan_training(model, loss_fn, optimizer) -> Union[Plan, Refusal]:
     """The plan for a whole training step of `model` with `loss_fn` and `optimizer` (what
-    ``fit`` runs natively), or why ``fit`` runs the layer-by-layer loop instead."""
+    ``fit`` runs natively; :func:`native_update` says whether the optimizer's update runs inside
+    it), or why ``fit`` runs the layer-by-layer loop instead."""
     from .container import Sequential
     from .loss import CrossEntropyLoss
 
@@ -291,7 +282,7 @@ def plan_training(model, loss_fn, optimizer) -> Union[TrainingPlan, Refusal]:
             return Refusal("a frozen parameter (requires_grad=False)")
         if t._hooks:
             return Refusal("a gradient hook on a parameter")
-    return TrainingPlan(p, _native_update_kind(optimizer))
+    return p
 
 
 def explain(model, loss_fn=None, optimizer=None) -> str:
@@ -319,7 +310,8 @@ def explain(model, loss_fn=None, optimizer=None) -> str:
             raise ValueError("explain(): pass both loss_fn and optimizer to explain a training step")
         t = plan_training(model, loss_fn, optimizer)
         if t:
-            upd = (f"the {t.update} update inside the same call" if t.update else
+            kind = native_update(optimizer)
+            upd = (f"the {kind} update inside the same call" if kind else
                    f"then {type(optimizer).__name__}.step() (its update is not native)")
             lines.append(f"fit: each step is one native call (forward, loss, backward, {upd}); runs of steps over "
                          "consecutive batches of array-backed loaders are one call")

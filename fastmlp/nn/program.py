@@ -8,7 +8,7 @@ A model that ``fastmlp.nn.plan`` accepts runs as one ``fastmlp._C.MlpProgram`` (
   is one native call and records one autograd node, :class:`ProgramBackward`, whose backward
   computes every layer's gradients in one more call and writes them straight into the
   parameters' ``.grad`` as the per-layer nodes would. Under ``no_grad`` the output has no
-  graph. On other dtypes or devices the plan's blocks run one GEMM each (:func:`run_blocks`).
+  graph. On other dtypes or devices the modules run one by one.
 - **As training steps** (``fit``, :class:`TrainStep`): forward, softmax cross-entropy, backward
   into the optimizer's flat gradient buffer and, for SGD, Adam and AdamW, the optimizer's
   update, layer by layer while the layer is still in cache; a run of steps over consecutive
@@ -30,9 +30,8 @@ from .. import random as _random
 from ..autograd import HANDLED, Node, _Engine, _GradMode, grad_sink
 from ..backend.acts import IDENTITY, backward_needs_input
 from ..tensor import Tensor, _result, _wrap
-from . import functional as F
 from .layers import Linear
-from .plan import Plan, Refusal, TrainingPlan, check_parameters, plan_modules, plan_training, program_layer
+from .plan import native_update, plan_program, plan_training, program_layer
 
 # Sequential takes the native program only while this is true (the tests compare it with the
 # module-by-module path).
@@ -74,20 +73,16 @@ def _takes(xd, width: int) -> bool:
 
 
 class Route:
-    """How one Sequential's forward runs: the native `program` (None when the plan refuses the
-    modules; then `plan` is set when only the parameters keep them off it, and
-    :func:`run_blocks` runs it). Valid while :meth:`current`."""
+    """How one Sequential's forward runs: the native `program` of its `plan`, or None when the plan
+    is a Refusal (then its modules run one by one). Valid while :meth:`current`."""
 
     def __init__(self, mods: tuple):
         self.generation = _generation.value[0]
         self.linear_params = tuple(t for m in mods if type(m) is Linear for t in (m.weight, m.bias) if t is not None)
         self.arrays = tuple(t._data for t in self.linear_params)
-        p = plan_modules(mods)
-        why = check_parameters(p) if p else None
-        self.plan = p if p else None  # run_blocks runs it when only the parameters keep it off the program
-        self.refusal = Refusal(why) if why else (None if p else p)
+        p = self.plan = plan_program(mods)
         self.program = self._bf16 = None  # float32 and (made on demand) bfloat16 programs
-        if self.refusal is None:
+        if p:
             self.program = _C.MlpProgram([program_layer(b) for b in p.blocks])
             self.in_features = p.in_features
             self.draws = self.program.dropout_layers
@@ -131,23 +126,9 @@ class Route:
         node.out = y if self.output_saved else None
         return _result(y, node)
 
-
     def _make_bf16(self):
         self._bf16 = _C.MlpProgram([program_layer(b) for b in self.plan.blocks], bf16=True)
         return self._bf16
-
-
-def run_blocks(plan: Plan, x: Tensor) -> Tensor:
-    """The plan's blocks one op each: a Linear with its activation in the GEMM epilogue, then
-    its Dropout module; the same values and gradients as running the modules one by one. For
-    inputs or parameters the native program does not take (another device or dtype)."""
-    if plan.flatten:
-        x = x.flatten(1)
-    for b in plan.blocks:
-        x = F.linear_act(x, b.linear.weight, b.linear.bias, b.act, b.act_param)
-        if b.dropout is not None:
-            x = b.dropout(x)
-    return x
 
 
 class ProgramBackward(Node):
@@ -206,23 +187,22 @@ class TrainStep:
     under ``fastmlp.autocast`` (``fit(precision="bf16")``), every product runs on the bfloat16
     GEMM, as the eager step under autocast runs them."""
 
-    def __init__(self, model, loss_fn, optimizer, training: TrainingPlan, bf16: bool = False):
+    def __init__(self, model, loss_fn, optimizer, plan, bf16: bool = False):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.bf16 = bf16
-        self.plan = training.plan
+        self.plan = plan
         self.params = [t for b in self.plan.blocks for t in (b.linear.weight, b.linear.bias) if t is not None]
         self.in_features, self.classes = self.plan.in_features, self.plan.out_features
         self.program = None
         self._generation = -1  # the model generation the program was built in
         self._bound: tuple = ()  # the parameters' arrays and gradient buffers it was built over
         # SGD, Adam and AdamW themselves, with one parameter group, update inside the native
-        # call (see plan_training); else optimizer.step() runs after each step.
-        self._native_update = training.update is not None
-        # A held run (see hold()): the update the next call reuses, and the last applied one
-        # whose bookkeeping (step counts) is still to be written.
+        # call; else optimizer.step() runs after each step.
+        self._native_update = native_update(optimizer) is not None
+        # A held run (see hold()): the update the next call reuses, as (FlatUpdate, its
+        # MlpUpdate), and the last applied one whose bookkeeping (step counts) is still to be written.
         self._holding = False
         self._next = self._pending = None
-        self._native = None  # (FlatUpdate, its MlpUpdate), see _native_of
 
     @classmethod
     def build(cls, model, loss_fn, optimizer) -> Optional["TrainStep"]:
@@ -272,7 +252,7 @@ class TrainStep:
         unread), and ``.grad`` afterwards holds the last step's, as it would. Bitwise the same
         as the eager steps. ``accepts(x, y)`` must hold."""
         xd, yd = _rows(x._data, _F32), _rows(y._data, np.int64)
-        update = self._next if self._next is not None else self._prepare()
+        update, native = self._next or self._prepare()
         if update is None:  # the optimizer steps outside the native call: one batch at a time
             losses, correct, at = [], 0, 0
             for n in sizes:
@@ -284,12 +264,10 @@ class TrainStep:
                 correct += right
                 at += n
             return losses, correct
-        native = self._native_of(update)
         losses, correct = self._run(xd, yd, sizes, native)
         last = update.after(len(sizes) - 1)  # the update the last of the steps applied
-        if self._holding:
-            self._pending, self._next = last, last.next()
-            self._native = (self._next, native.next(len(sizes)))
+        if self._holding:  # the next call's update, natively too (MlpUpdate.next)
+            self._pending, self._next = last, (last.next(), native.next(len(sizes)))
         else:
             self.optimizer._flat_update_done(self.optimizer.param_groups[0], last)
         return losses, correct
@@ -303,18 +281,10 @@ class TrainStep:
         # the values a float32 loss tensor's item() gives
         return losses.astype(np.float32).tolist(), int(correct.sum())
 
-    def _native_of(self, update):
-        """`update` as the program takes it (``FlatUpdate.native()``), made once per update: a held
-        run's next call gets it from the last one natively (``MlpUpdate.next()``)."""
-        cached = self._native
-        if cached is None or cached[0] is not update:
-            cached = self._native = (update, update.native())
-        return cached[1]
-
     def _prepare(self):
         """Rebuild the program if the model generation moved on since it was built or a
-        parameter holds another array or gradient buffer, make the gradient buffers the parameters' .grad, and return the
-        optimizer's update (None: not native)."""
+        parameter holds another array or gradient buffer, make the gradient buffers the parameters'
+        .grad, and return the optimizer's update and its MlpUpdate ((None, None): not native)."""
         self.flush()
         if self._generation != _generation.value[0] or any(
                 p._data is not d or p._grad_buf is not g for p, d, g in self._bound):
@@ -328,5 +298,6 @@ class TrainStep:
             pg = p.grad
             if pg is None or pg._data is not g:
                 p.grad = _wrap(g)
-        return self.optimizer._flat_update(self.optimizer.param_groups[0]) if self._native_update else None
+        update = self.optimizer._flat_update(self.optimizer.param_groups[0]) if self._native_update else None
+        return (None, None) if update is None else (update, update.native())
 
