@@ -81,26 +81,17 @@ def _train_epoch(model, loss_fn: Callable, optimizer, loader: Iterable, device, 
     # Between two native steps only the loader and the bar run, so the native steps are held:
     # each reuses the checks of the one before (flushed before any eager step, and at the end).
     with native.hold() if native is not None else contextlib.nullcontext():
+        # A plain DataLoader gathers many batches at once (with their row counts, `sizes`) and the
+        # native step runs them in one call; any other loader gives one batch at a time.
         chunks = _row_chunks(loader, native)
-        if chunks is None:
-            for batch in loader:
-                inputs, targets = _pair(batch, "fit")
-                value = one(inputs, targets)
-                n = len(inputs)
-                loss_sum += value * n
-                samples += n
-                steps += 1
-                update(steps, loss_sum, samples)
-            return loss_sum, samples, steps
-        # The loader gathers many batches at once and the native step runs them in one call.
-        for batch, sizes in chunks:
+        for batch, sizes in ((b, None) for b in loader) if chunks is None else chunks:
             inputs, targets = _pair(batch, "fit")
-            if sizes is not None and len(sizes) > 1 and native.accepts(inputs, targets) \
-                    and _labels_in_range(targets, native):
+            if sizes is None or len(sizes) == 1:
+                values, sizes = [one(inputs, targets)], [len(inputs)]
+            elif native.accepts(inputs, targets) and _labels_in_range(targets, native):
                 values = native.steps(inputs, targets, sizes)[0]
-            else:  # one batch at a time, as the loop above (so errors come at the batch that has them)
-                values, sizes = [], sizes or [len(inputs)]
-                at = 0
+            else:  # one batch at a time, so that errors come at the batch that has them
+                values, at = [], 0
                 for n in sizes:
                     values.append(one(inputs[at:at + n], targets[at:at + n]))
                     at += n
