@@ -312,12 +312,11 @@ py::array_t<float> forward(PyMlpProgram& self, py::handle x_obj, const std::vect
   return out;
 }
 
-// The backward pass over `tape` from g = ∂loss/∂y: layer i's weight gradient goes to
-// weight_grads[i] (None: not wanted), added to it when accumulate_weight[i], and likewise its
-// bias gradient; returns ∂loss/∂x when need_dx, else None.
-py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::sequence weight_grads,
-                    py::sequence bias_grads, const std::vector<bool>& accumulate_weight,
-                    const std::vector<bool>& accumulate_bias, bool need_dx) {
+// The backward pass over `tape` from g = ∂loss/∂y: layer i's weight gradient goes to grads[2i]
+// and its bias gradient to grads[2i + 1] (None: not wanted), each added to it when
+// accumulate[j], else overwriting it; returns ∂loss/∂x when need_dx, else None.
+py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::sequence grads,
+                    const std::vector<bool>& accumulate, bool need_dx) {
   const char* fn = "MlpProgram.backward";
   const auto& layers = self.program->layers();
   if (tape.tape.program != self.program->id())
@@ -325,34 +324,25 @@ py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::s
   const index_t batch = tape.tape.batch, in0 = layers.front().in;
   View g = contiguous(g_obj, fn, "grad", Dtype::F32, false);
   require_shape(g, {batch, layers.back().out}, fn, "grad");
-  const size_t n = layers.size();
-  if (static_cast<size_t>(py::len(weight_grads)) != n || static_cast<size_t>(py::len(bias_grads)) != n ||
-      accumulate_weight.size() != n || accumulate_bias.size() != n)
-    value_error(str_cat(fn, ": weight_grads, bias_grads, accumulate_weight and accumulate_bias need one entry per "
-                        "layer (", n, ")"));
-  std::vector<cpu::MlpGradDest> dest(n);
-  std::vector<View> dWs(n), dbs(n);
+  const size_t n = 2 * layers.size();
+  if (static_cast<size_t>(py::len(grads)) != n || accumulate.size() != n)
+    value_error(str_cat(fn, ": grads and accumulate need two entries per layer (", n, ")"));
+  std::vector<cpu::MlpGradDest> dest(layers.size());
+  std::vector<View> views(n);
   Footprint f;  // every destination, apart from the others and from what the pass reads
-  for (size_t i = 0; i < n; ++i) {
-    const cpu::MlpLayer& L = layers[i];
-    char wn[40], bn[40];  // (formatted on the stack: this runs at every backward pass)
-    std::snprintf(wn, sizeof wn, "weight_grads[%zu]", i);
-    std::snprintf(bn, sizeof bn, "bias_grads[%zu]", i);
-    View& dW = dWs[i] = optional_contiguous(weight_grads[i], fn, wn, Dtype::F32, true);
-    if (!dW.is_none()) {
-      require_shape(dW, {L.out, L.in}, fn, wn);
-      dest[i].dW = dW.f32();
-      dest[i].acc_w = accumulate_weight[i];
-    }
-    View& db = dbs[i] = optional_contiguous(bias_grads[i], fn, bn, Dtype::F32, true);
-    if (!db.is_none()) {
-      if (!L.b) value_error(str_cat(fn, ": ", bn, " must be None: layer ", i, " has no bias"));
-      require_shape(db, {L.out}, fn, bn);
-      dest[i].db = db.f32();
-      dest[i].acc_b = accumulate_bias[i];
-    }
-    f.write(dW, "weight_grads", static_cast<long>(i));
-    f.write(db, "bias_grads", static_cast<long>(i));
+  for (size_t j = 0; j < n; ++j) {
+    const cpu::MlpLayer& L = layers[j / 2];
+    const bool bias = j % 2 == 1;
+    char name[32];  // (formatted on the stack: this runs at every backward pass)
+    std::snprintf(name, sizeof name, "grads[%zu]", j);
+    View& v = views[j] = optional_contiguous(grads[j], fn, name, Dtype::F32, true);
+    f.write(v, "grads", static_cast<long>(j));
+    if (v.is_none()) continue;
+    if (bias && !L.b) value_error(str_cat(fn, ": ", name, " must be None: layer ", j / 2, " has no bias"));
+    require_shape(v, bias ? std::vector<index_t>{L.out} : std::vector<index_t>{L.out, L.in}, fn, name);
+    cpu::MlpGradDest& D = dest[j / 2];
+    (bias ? D.db : D.dW) = v.f32();
+    (bias ? D.acc_b : D.acc_w) = accumulate[j];
   }
   const View x = contiguous(tape.x, fn, "the forward's x", Dtype::F32, false);
   const View out = contiguous(tape.out, fn, "the forward's output", Dtype::F32, false);
@@ -427,10 +417,11 @@ void bind_mlp(py::module_& m) {
       .def("forward", &forward, py::arg("x"), py::arg("seeds"), py::arg("offsets"), py::arg("tape"),
            "y for x [batch, in]; dropout layer j uses stream (seeds[j], offsets[j]); `tape` receives what "
            "backward needs.")
-      .def("backward", &backward, py::arg("tape"), py::arg("grad"), py::arg("weight_grads"), py::arg("bias_grads"),
-           py::arg("accumulate_weight"), py::arg("accumulate_bias"), py::arg("need_dx"),
-           "Gradients from grad = dloss/dy over a tape of this program, into weight_grads[i] / bias_grads[i] "
-           "(None: not wanted; added to when accumulate_*[i]); returns dloss/dx when need_dx, else None.")
+      .def("backward", &backward, py::arg("tape"), py::arg("grad"), py::arg("grads"), py::arg("accumulate"),
+           py::arg("need_dx"),
+           "Gradients from grad = dloss/dy over a tape of this program: layer i's weight gradient into "
+           "grads[2*i], its bias gradient into grads[2*i+1] (None: not wanted; added to when accumulate[j]); "
+           "returns dloss/dx when need_dx, else None.")
       .def("train_steps", &train_steps, py::arg("x"), py::arg("target"), py::arg("sizes"), py::arg("seeds"),
            py::arg("offsets"), py::arg("weight") = py::none(), py::arg("ignore_index") = -100,
            py::arg("label_smoothing") = 0.0f, py::arg("update") = py::none(),
