@@ -18,11 +18,13 @@ namespace {
 // One Linear layer of a program, as Python describes it: y = act(x·Wᵀ + b), then dropout.
 // weight_grad/bias_grad are where train_step writes the layer's gradients (None: the program
 // only runs eagerly, where each backward says where gradients go).
+// (Fields in the constructor's order: it initializes them in turn.)
 struct PyMlpLayer {
-  py::object weight = py::none(), bias = py::none(), weight_grad = py::none(), bias_grad = py::none();
+  py::object weight = py::none(), bias = py::none();
   int act = 0;
   float act_param = 0.0f;
   float dropout = 0.0f;
+  py::object weight_grad = py::none(), bias_grad = py::none();
 };
 
 // An optimizer update applied inside train_step: SGD or Adam(W) over the optimizer's flat
@@ -73,69 +75,58 @@ struct PyMlpProgram {
   }
 };
 
-// One forward pass's saved state, and the arrays it points into (its input and output).
+// One forward pass's saved state, and views of the arrays it points into (its input and output).
 struct PyMlpTape {
   cpu::MlpTape tape;
-  py::object x, out;
+  View x, out;
 };
 
-PyMlpProgram* make_program(const std::vector<PyMlpLayer>& layers, bool bf16) {
+std::unique_ptr<PyMlpProgram> make_program(const std::vector<PyMlpLayer>& layers, bool bf16) {
   const char* fn = "MlpProgram";
-  const size_t n = layers.size();
-  if (n < 1) value_error(str_cat(fn, ": needs at least one layer"));
-  auto* p = new PyMlpProgram;
-  std::unique_ptr<PyMlpProgram> guard(p);
+  if (layers.empty()) value_error(str_cat(fn, ": needs at least one layer"));
+  auto p = std::make_unique<PyMlpProgram>();
   std::vector<cpu::MlpLayer> out;
-  index_t prev_out = -1;
-  bool all_grads = true;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < layers.size(); ++i) {
     const PyMlpLayer& in = layers[i];
-    const std::string wn = str_cat("layers[", i, "].weight"), bn = str_cat("layers[", i, "].bias"),
-                      dwn = str_cat("layers[", i, "].weight_grad"), dbn = str_cat("layers[", i, "].bias_grad");
+    const std::string wn = str_cat("layers[", i, "].weight");
     View W = contiguous(in.weight, fn, wn.c_str(), Dtype::F32, false);
     if (W.shape.size() != 2) value_error(str_cat(fn, ": ", wn, " must be 2-D [out, in]; got ", describe(in.weight)));
     const index_t o = W.shape[0], k = W.shape[1];
     if (o < 1 || k < 1) value_error(str_cat(fn, ": ", wn, " must not be empty; got ", describe(in.weight)));
-    if (prev_out >= 0 && k != prev_out)
-      value_error(str_cat(fn, ": ", wn, " expects ", k, " inputs but the previous layer has ", prev_out, " outputs"));
-    View b = optional_contiguous(in.bias, fn, bn.c_str(), Dtype::F32, false);
-    if (!b.is_none()) require_shape(b, {o}, fn, bn.c_str());
-    View dW = optional_contiguous(in.weight_grad, fn, dwn.c_str(), Dtype::F32, true);
-    if (!dW.is_none()) require_shape(dW, {o, k}, fn, dwn.c_str());
-    View db = optional_contiguous(in.bias_grad, fn, dbn.c_str(), Dtype::F32, true);
-    if (!db.is_none()) {
-      if (b.is_none()) value_error(str_cat(fn, ": ", dbn, " must be None: layer ", i, " has no bias"));
-      require_shape(db, {o}, fn, dbn.c_str());
-    }
-    cpu::MlpLayer L;
-    L.W = W.f32();
-    L.b = b.is_none() ? nullptr : b.f32();
-    L.dW = dW.is_none() ? nullptr : dW.f32();
-    L.db = db.is_none() ? nullptr : db.f32();
-    L.in = k;
-    L.out = o;
-    L.act = act_from_int(in.act, fn);
-    L.act_param = in.act_param;
-    L.dropout = in.dropout;
-    if (!(L.dropout >= 0.0f && L.dropout < 1.0f))
-      value_error(str_cat(fn, ": layers[", i, "].dropout must be in [0, 1); got ", L.dropout));
-    all_grads = all_grads && L.dW && (!L.b || L.db);
+    if (i > 0 && k != out.back().out)
+      value_error(str_cat(fn, ": ", wn, " expects ", k, " inputs but the previous layer has ", out.back().out,
+                          " outputs"));
+    if (!(in.dropout >= 0.0f && in.dropout < 1.0f))
+      value_error(str_cat(fn, ": layers[", i, "].dropout must be in [0, 1); got ", in.dropout));
+    cpu::MlpLayer L{W.f32(), nullptr, nullptr, nullptr, k, o, act_from_int(in.act, fn), in.act_param, in.dropout};
     const long li = static_cast<long>(i);
     p->params.push_back({std::move(W), li, ".weight"});
-    if (!b.is_none()) p->params.push_back({std::move(b), li, ".bias"});
-    if (!dW.is_none()) p->grads.push_back({std::move(dW), li, ".weight_grad"});
-    if (!db.is_none()) p->grads.push_back({std::move(db), li, ".bias_grad"});
+    // layers[i]<what>: None, or a float32 array of `shape` that the program keeps
+    auto take = [&](const py::object& obj, const char* what, std::vector<index_t> shape, bool grad) -> float* {
+      const std::string name = str_cat("layers[", i, "]", what);
+      View v = optional_contiguous(obj, fn, name.c_str(), Dtype::F32, grad);
+      if (v.is_none()) return nullptr;
+      require_shape(v, shape, fn, name.c_str());
+      float* data = v.f32();
+      (grad ? p->grads : p->params).push_back({std::move(v), li, what});
+      return data;
+    };
+    L.b = take(in.bias, ".bias", {o}, false);
+    L.dW = take(in.weight_grad, ".weight_grad", {o, k}, true);
+    if (!in.bias_grad.is_none() && !L.b)
+      value_error(str_cat(fn, ": layers[", i, "].bias_grad must be None: layer ", i, " has no bias"));
+    L.db = take(in.bias_grad, ".bias_grad", {o}, true);
     out.push_back(L);
-    prev_out = o;
   }
   // Every gradient buffer a step writes must be apart from every other one and from every
   // parameter (of any layer).
   Footprint f;
   p->add(f, true);
   f.check(fn);
-  p->trainable = all_grads;
+  // A dW needs its W and a db its b: as many gradient buffers as parameters means all of them.
+  p->trainable = p->grads.size() == p->params.size();
   p->program = std::make_unique<cpu::MlpProgram>(std::move(out), bf16);
-  return guard.release();
+  return p;
 }
 
 // Whether the whole of [p, p + n) lies in the flat buffer v.
@@ -154,45 +145,24 @@ cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char
   const PyMlpUpdate& in = obj.cast<const PyMlpUpdate&>();
   const bool adam = in.kind == "adam";
   if (!adam && in.kind != "sgd") value_error(str_cat(fn, ": update.kind must be 'sgd' or 'adam'; got '", in.kind, "'"));
-  struct Field {
-    const char* name;
-    const py::object* obj;
-    bool optional;
+  keep.reserve(5);  // (never reallocated: `writes` points at its views)
+  // A 1-D float32 buffer of update.param's shape (or None where `optional`), written by the step.
+  auto take = [&](const py::object& o, const char* name, bool optional) -> float* {
+    View& v = keep.emplace_back(optional ? optional_contiguous(o, fn, name, Dtype::F32, true)
+                                         : contiguous(o, fn, name, Dtype::F32, true));
+    writes.write(v, name);
+    if (v.is_none()) return nullptr;
+    if (v.shape.size() != 1) value_error(str_cat(fn, ": ", name, " must be 1-D; got ", shape_str(v.shape)));
+    if (keep.size() > 1) require_shape(v, keep[0].shape, fn, name);
+    return v.f32();
   };
-  const Field sgd_fields[] = {{"update.param", &in.param, false}, {"update.grad", &in.grad, false},
-                              {"update.momentum_buffer", &in.momentum_buffer, true}};
-  const Field adam_fields[] = {{"update.param", &in.param, false},       {"update.grad", &in.grad, false},
-                               {"update.exp_avg", &in.exp_avg, false},   {"update.exp_avg_sq", &in.exp_avg_sq, false},
-                               {"update.max_exp_avg_sq", &in.max_exp_avg_sq, true}};
-  const Field* fields = adam ? adam_fields : sgd_fields;
-  const int nfields = adam ? 5 : 3;
-  std::vector<View>& v = keep;
-  v.resize(nfields);
-  for (int i = 0; i < nfields; ++i) {
-    const Field& f = fields[i];
-    v[i] = f.optional ? optional_contiguous(*f.obj, fn, f.name, Dtype::F32, true)
-                      : contiguous(*f.obj, fn, f.name, Dtype::F32, true);
-    if (v[i].is_none()) continue;
-    if (v[i].shape.size() != 1) value_error(str_cat(fn, ": ", f.name, " must be 1-D; got ", shape_str(v[i].shape)));
-    if (i > 0) require_shape(v[i], v[0].shape, fn, f.name);
-  }
-  for (int i = 0; i < nfields; ++i) writes.write(v[i], fields[i].name);
-  const View& param = v[0];
-  const View& grad = v[1];
-  const auto& layers = prog.program->layers();
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const cpu::MlpLayer& L = layers[i];
-    const bool ok = inside(L.W, L.out * L.in, param) && L.dW - grad.f32() == L.W - param.f32() &&
-                    (!L.b || (inside(L.b, L.out, param) && L.db - grad.f32() == L.b - param.f32()));
-    if (!ok)
-      value_error(str_cat(fn, ": layer ", i, "'s parameters and gradients do not lie at matching offsets in "
-                          "update.param and update.grad"));
-  }
-  u.param = param.f32();
-  u.grad = grad.f32();
-  for (int i = 2; i < nfields; ++i) u.state[i - 2] = v[i].is_none() ? nullptr : v[i].f32();
+  u.param = take(in.param, "update.param", false);
+  u.grad = take(in.grad, "update.grad", false);
   if (adam) {
     u.kind = cpu::MlpUpdate::Kind::Adam;
+    u.state[0] = take(in.exp_avg, "update.exp_avg", false);
+    u.state[1] = take(in.exp_avg_sq, "update.exp_avg_sq", false);
+    u.state[2] = take(in.max_exp_avg_sq, "update.max_exp_avg_sq", true);
     u.adam = cpu::AdamOptions{static_cast<float>(in.lr),    static_cast<float>(in.beta1),
                               static_cast<float>(in.beta2), static_cast<float>(in.eps),
                               static_cast<float>(in.weight_decay), in.decoupled_weight_decay,
@@ -202,12 +172,22 @@ cpu::MlpUpdate parse_update(py::handle obj, const PyMlpProgram& prog, const char
     if (in.step < 1) value_error(str_cat(fn, ": update.step must be >= 1; got ", in.step));
   } else {
     u.kind = cpu::MlpUpdate::Kind::Sgd;
+    u.state[0] = take(in.momentum_buffer, "update.momentum_buffer", true);
     u.sgd = cpu::SgdOptions{static_cast<float>(in.lr), static_cast<float>(in.momentum),
                             static_cast<float>(in.dampening), static_cast<float>(in.weight_decay),
                             in.nesterov, in.maximize, in.first_step};
     if (u.sgd.momentum != 0.0f && !u.state[0])
       value_error(str_cat(fn, ": SGD with momentum needs update.momentum_buffer"));
     if (u.sgd.momentum == 0.0f) u.state[0] = nullptr;
+  }
+  const auto& layers = prog.program->layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const cpu::MlpLayer& L = layers[i];
+    const bool ok = inside(L.W, L.out * L.in, keep[0]) && L.dW - u.grad == L.W - u.param &&
+                    (!L.b || (inside(L.b, L.out, keep[0]) && L.db - u.grad == L.b - u.param));
+    if (!ok)
+      value_error(str_cat(fn, ": layer ", i, "'s parameters and gradients do not lie at matching offsets in "
+                          "update.param and update.grad"));
   }
   return u;
 }
@@ -233,11 +213,10 @@ py::tuple train_steps(
   if (x.shape.size() != 2 || x.shape[1] != in0)
     value_error(str_cat(fn, ": x must be [batch, ", in0, "]; got ", describe(x_obj)));
   index_t rows = 0;
-  for (size_t i = 0; i < sizes.size(); ++i) {
+  for (size_t i = 0; i < sizes.size() && rows <= x.shape[0]; ++i) {
     if (sizes[i] < 1 || sizes[i] > x.shape[0])
       value_error(str_cat(fn, ": batch ", i, " has ", sizes[i], " rows; x has ", x.shape[0]));
     rows += sizes[i];
-    if (rows > x.shape[0]) break;
   }
   if (sizes.empty() || rows != x.shape[0])
     value_error(str_cat(fn, ": the batch sizes must add up to the rows of x (", x.shape[0], ")"));
@@ -253,11 +232,10 @@ py::tuple train_steps(
     value_error(str_cat(fn, ": label_smoothing must be in [0, 1]; got ", label_smoothing));
   // What the steps write (the gradients; the update's buffers, which hold them) must lie apart
   // from their inputs.
-  Footprint grads, updated;
-  for (Footprint* f : {&grads, &updated}) {
-    f->read(x, "x");
-    f->read(w, "weight");
-  }
+  Footprint grads;
+  grads.read(x, "x");
+  grads.read(w, "weight");
+  Footprint updated = grads;  // (the same reads)
   self.add(grads, true);
   grads.check(fn);
   cpu::MlpLoss loss{w.is_none() ? nullptr : w.f32(), ignore_index, label_smoothing};
@@ -307,17 +285,16 @@ py::array_t<float> forward(PyMlpProgram& self, py::handle x_obj, const std::vect
     py::gil_scoped_release nogil;
     self.program->forward(tape.tape, x.f32(), batch, seeds.data(), offsets.data(), op);
   }
-  tape.x = py::reinterpret_borrow<py::object>(x_obj);
-  tape.out = out;
+  tape.x = std::move(x);
+  tape.out = View{out, op, {batch, out_n}, batch * out_n};
   return out;
 }
 
-// The backward pass over `tape` from g = ∂loss/∂y: layer i's weight gradient goes to
-// weight_grads[i] (None: not wanted), added to it when accumulate_weight[i], and likewise its
-// bias gradient; returns ∂loss/∂x when need_dx, else None.
-py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::sequence weight_grads,
-                    py::sequence bias_grads, const std::vector<bool>& accumulate_weight,
-                    const std::vector<bool>& accumulate_bias, bool need_dx) {
+// The backward pass over `tape` from g = ∂loss/∂y: layer i's weight gradient goes to grads[2i]
+// and its bias gradient to grads[2i + 1] (None: not wanted), each added to it when
+// accumulate[j], else overwriting it; returns ∂loss/∂x when need_dx, else None.
+py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::sequence grads,
+                    const std::vector<bool>& accumulate, bool need_dx) {
   const char* fn = "MlpProgram.backward";
   const auto& layers = self.program->layers();
   if (tape.tape.program != self.program->id())
@@ -325,39 +302,28 @@ py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::s
   const index_t batch = tape.tape.batch, in0 = layers.front().in;
   View g = contiguous(g_obj, fn, "grad", Dtype::F32, false);
   require_shape(g, {batch, layers.back().out}, fn, "grad");
-  const size_t n = layers.size();
-  if (static_cast<size_t>(py::len(weight_grads)) != n || static_cast<size_t>(py::len(bias_grads)) != n ||
-      accumulate_weight.size() != n || accumulate_bias.size() != n)
-    value_error(str_cat(fn, ": weight_grads, bias_grads, accumulate_weight and accumulate_bias need one entry per "
-                        "layer (", n, ")"));
-  std::vector<cpu::MlpGradDest> dest(n);
-  std::vector<View> dWs(n), dbs(n);
+  const size_t n = 2 * layers.size();
+  if (static_cast<size_t>(py::len(grads)) != n || accumulate.size() != n)
+    value_error(str_cat(fn, ": grads and accumulate need two entries per layer (", n, ")"));
+  std::vector<cpu::MlpGradDest> dest(layers.size());
+  std::vector<View> views(n);
   Footprint f;  // every destination, apart from the others and from what the pass reads
-  for (size_t i = 0; i < n; ++i) {
-    const cpu::MlpLayer& L = layers[i];
-    char wn[40], bn[40];  // (formatted on the stack: this runs at every backward pass)
-    std::snprintf(wn, sizeof wn, "weight_grads[%zu]", i);
-    std::snprintf(bn, sizeof bn, "bias_grads[%zu]", i);
-    View& dW = dWs[i] = optional_contiguous(weight_grads[i], fn, wn, Dtype::F32, true);
-    if (!dW.is_none()) {
-      require_shape(dW, {L.out, L.in}, fn, wn);
-      dest[i].dW = dW.f32();
-      dest[i].acc_w = accumulate_weight[i];
-    }
-    View& db = dbs[i] = optional_contiguous(bias_grads[i], fn, bn, Dtype::F32, true);
-    if (!db.is_none()) {
-      if (!L.b) value_error(str_cat(fn, ": ", bn, " must be None: layer ", i, " has no bias"));
-      require_shape(db, {L.out}, fn, bn);
-      dest[i].db = db.f32();
-      dest[i].acc_b = accumulate_bias[i];
-    }
-    f.write(dW, "weight_grads", static_cast<long>(i));
-    f.write(db, "bias_grads", static_cast<long>(i));
+  for (size_t j = 0; j < n; ++j) {
+    const cpu::MlpLayer& L = layers[j / 2];
+    const bool bias = j % 2 == 1;
+    char name[32];  // (formatted on the stack: this runs at every backward pass)
+    std::snprintf(name, sizeof name, "grads[%zu]", j);
+    View& v = views[j] = optional_contiguous(grads[j], fn, name, Dtype::F32, true);
+    f.write(v, "grads", static_cast<long>(j));
+    if (v.is_none()) continue;
+    if (bias && !L.b) value_error(str_cat(fn, ": ", name, " must be None: layer ", j / 2, " has no bias"));
+    require_shape(v, bias ? std::vector<index_t>{L.out} : std::vector<index_t>{L.out, L.in}, fn, name);
+    cpu::MlpGradDest& D = dest[j / 2];
+    (bias ? D.db : D.dW) = v.f32();
+    (bias ? D.acc_b : D.acc_w) = accumulate[j];
   }
-  const View x = contiguous(tape.x, fn, "the forward's x", Dtype::F32, false);
-  const View out = contiguous(tape.out, fn, "the forward's output", Dtype::F32, false);
-  f.read(x, "the forward's x");
-  f.read(out, "the forward's output");
+  f.read(tape.x, "the forward's x");
+  f.read(tape.out, "the forward's output");
   f.read(g, "grad");
   self.add(f, false);
   f.check(fn);
@@ -367,18 +333,14 @@ py::object backward(PyMlpProgram& self, PyMlpTape& tape, py::handle g_obj, py::s
     py::gil_scoped_release nogil;
     self.program->backward(tape.tape, g.f32(), dest.data(), dxp);
   }
-  if (need_dx) return std::move(dx);
-  return py::none();
+  return need_dx ? py::object(std::move(dx)) : py::none();
 }
 
 }  // namespace
 
 void bind_mlp(py::module_& m) {
   py::class_<PyMlpLayer>(m, "MlpLayer", "One Linear layer of an MlpProgram: y = act(x·Wᵀ + b), then dropout.")
-      .def(py::init([](py::object weight, py::object bias, int act, float act_param, float dropout,
-                       py::object weight_grad, py::object bias_grad) {
-             return PyMlpLayer{weight, bias, weight_grad, bias_grad, act, act_param, dropout};
-           }),
+      .def(py::init<py::object, py::object, int, float, float, py::object, py::object>(),
            py::arg("weight"), py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("act_param") = 0.0f,
            py::arg("dropout") = 0.0f, py::arg("weight_grad") = py::none(), py::arg("bias_grad") = py::none())
       .def_readwrite("weight", &PyMlpLayer::weight)
@@ -427,10 +389,11 @@ void bind_mlp(py::module_& m) {
       .def("forward", &forward, py::arg("x"), py::arg("seeds"), py::arg("offsets"), py::arg("tape"),
            "y for x [batch, in]; dropout layer j uses stream (seeds[j], offsets[j]); `tape` receives what "
            "backward needs.")
-      .def("backward", &backward, py::arg("tape"), py::arg("grad"), py::arg("weight_grads"), py::arg("bias_grads"),
-           py::arg("accumulate_weight"), py::arg("accumulate_bias"), py::arg("need_dx"),
-           "Gradients from grad = dloss/dy over a tape of this program, into weight_grads[i] / bias_grads[i] "
-           "(None: not wanted; added to when accumulate_*[i]); returns dloss/dx when need_dx, else None.")
+      .def("backward", &backward, py::arg("tape"), py::arg("grad"), py::arg("grads"), py::arg("accumulate"),
+           py::arg("need_dx"),
+           "Gradients from grad = dloss/dy over a tape of this program: layer i's weight gradient into "
+           "grads[2*i], its bias gradient into grads[2*i+1] (None: not wanted; added to when accumulate[j]); "
+           "returns dloss/dx when need_dx, else None.")
       .def("train_steps", &train_steps, py::arg("x"), py::arg("target"), py::arg("sizes"), py::arg("seeds"),
            py::arg("offsets"), py::arg("weight") = py::none(), py::arg("ignore_index") = -100,
            py::arg("label_smoothing") = 0.0f, py::arg("update") = py::none(),

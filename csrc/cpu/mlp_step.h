@@ -100,6 +100,8 @@ class MlpProgram {
   // bfloat16 in its packing, float32 accumulation), as under fastmlp.autocast.
   explicit MlpProgram(std::vector<MlpLayer> layers, bool bf16 = false);
 
+  // The forward pass on x [batch, in0] into `tape`; dropout layer j (in order) uses Philox
+  // stream (seeds[j], offsets[j]). With `out` non-null the last layer writes its output there.
   void forward(MlpTape& tape, const float* x, index_t batch, const std::uint64_t* seeds,
                const std::uint64_t* offsets, float* out) const;
   // Over a tape this program's forward filled; may run on several threads at once.
@@ -120,7 +122,7 @@ class MlpProgram {
 
  private:
   std::vector<MlpLayer> layers_;
-  int dropouts_;
+  int dropouts_ = 0;
   bool bf16_;
   std::uint64_t id_;
   std::mutex mutex_;  // guards everything below

@@ -164,8 +164,7 @@ class ProgramBackward(Node):
                 out[i] = HANDLED
             else:  # a parameter computed by other ops, hooks, or autograd.grad collecting
                 grads[i - 1] = out[i] = np.empty(shapes[i - 1], dtype=np.float32)
-        dx = self.program.backward(self.tape, g, grads[::2], grads[1::2], acc[::2], acc[1::2],
-                                         edges[0] is not None)
+        dx = self.program.backward(self.tape, g, grads, acc, edges[0] is not None)
         for leaf, buf, accumulated in sinks:
             if not accumulated:
                 leaf._grad = _wrap(buf)

@@ -83,8 +83,8 @@ def _program_forward_backward(kw: dict) -> Any:
     tape = _C.MlpTape()
     draws = [1] * prog.dropout_layers
     prog.forward(kw["x"], draws, draws, tape)
-    return prog.backward(tape, kw["grad"], [kw["weight_grad"]], [kw["bias_grad"]], [kw["accumulate"]],
-                         [kw["accumulate"]], kw["need_dx"])
+    return prog.backward(tape, kw["grad"], [kw["weight_grad"], kw["bias_grad"]], [kw["accumulate"]] * 2,
+                         kw["need_dx"])
 
 
 def _program_train_step(kw: dict) -> Any:

@@ -344,7 +344,7 @@ def _layer(W, b=None, dropout=0.0, **grads):
 
 
 def _backward(c, tape, g, dW=None, db=None, need_dx=False):
-    return c.backward(tape, g, [dW], [db], [False], [False], need_dx)
+    return c.backward(tape, g, [dW, db], [False, False], need_dx)
 
 
 def test_program_native_checks():
@@ -361,15 +361,15 @@ def test_program_native_checks():
     c.forward(np.ones((2, 3), np.float32), [], [], tape)
     with pytest.raises(ValueError, match=r"grad"):
         _backward(c, tape, np.zeros((3, 4), np.float32))
-    with pytest.raises(ValueError, match=r"weight_grads\[0\]"):
+    with pytest.raises(ValueError, match=r"grads\[0\]"):
         _backward(c, tape, np.zeros((2, 4), np.float32), dW=np.zeros((3, 4), np.float32))
     with pytest.raises(ValueError, match="overlap"):
         _backward(c, tape, np.zeros((2, 4), np.float32), dW=W)
     y = c.forward(np.ones((2, 3), np.float32), [], [], tape)
     with pytest.raises(ValueError, match="overlap"):  # the output is what a ReLU's backward reads
         _backward(c, tape, np.zeros((2, 4), np.float32), db=y[0])
-    with pytest.raises(ValueError, match="one entry per layer"):
-        c.backward(tape, np.zeros((2, 4), np.float32), [], [], [], [], False)
+    with pytest.raises(ValueError, match="two entries per layer"):
+        c.backward(tape, np.zeros((2, 4), np.float32), [], [], False)
     with pytest.raises(ValueError, match="dropout must be in"):
         fastmlp._C.MlpProgram([_layer(W, b, dropout=1.0)])
     with pytest.raises(ValueError, match="expects 5 inputs"):
