@@ -377,8 +377,7 @@ void bind_mlp(py::module_& m) {
       .def("next", &PyMlpUpdate::next, py::arg("steps") = 1,
            "The update `steps` optimizer steps later (Adam's step + steps; SGD's first_step off).");
   py::class_<PyMlpTape>(m, "MlpTape", "What one MlpProgram.forward saves for its backward pass (reusable).")
-      .def(py::init<>())
-      .def_property_readonly("batch", [](const PyMlpTape& t) { return t.tape.batch; });
+      .def(py::init<>());
   py::class_<PyMlpProgram>(m, "MlpProgram",
                            "The Linear/activation/Dropout layers of a Sequential as one native program: "
                            "forward into a tape and backward in one call each, or whole training steps "
@@ -403,8 +402,7 @@ void bind_mlp(py::module_& m) {
            "optimizer steps (as update.next(i) gives them). Returns (losses, rows predicted right) as "
            "arrays, one entry per step.")
       .def_property_readonly("dropout_layers", [](const PyMlpProgram& s) { return s.program->dropout_layers(); })
-      .def_property_readonly("bf16", [](const PyMlpProgram& s) { return s.program->bf16(); })
-      .def_property_readonly("trainable", [](const PyMlpProgram& s) { return s.trainable; });
+      .def_property_readonly("bf16", [](const PyMlpProgram& s) { return s.program->bf16(); });
 }
 
 }  // namespace fastmlp::bind

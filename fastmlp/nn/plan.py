@@ -218,11 +218,8 @@ def plan_program(mods: tuple) -> Union[Plan, Refusal]:
     """plan_modules, then check_parameters: the plan the native program runs as the parameters are
     now, or why it does not."""
     p = plan_modules(mods)
-    if p:
-        why = check_parameters(p)
-        if why:
-            return Refusal(why)
-    return p
+    why = check_parameters(p) if p else None
+    return Refusal(why) if why else p
 
 
 def native_update(optimizer) -> Optional[str]:
@@ -294,17 +291,14 @@ def explain(model, loss_fn=None, optimizer=None) -> str:
     """
     from .container import Sequential
 
-    name = type(model).__name__
-    lines = []
-    if type(model) is Sequential:
-        p = plan_program(tuple(model))
-        if p:
-            lines.append(f"forward: one native MLP program call ({p.describe()}), and one for its backward")
-        else:
-            lines.append(f"forward: layer by layer, because {p.reason}")
+    p = plan_program(tuple(model)) if type(model) is Sequential else None
+    if p:
+        lines = [f"forward: one native MLP program call ({p.describe()}), and one for its backward"]
+    elif p is not None:
+        lines = [f"forward: layer by layer, because {p.reason}"]
     else:
-        lines.append(f"forward: layer by layer ({name}.forward runs as written, one op at a time; a Sequential "
-                     "of Linear blocks runs as the native program)")
+        lines = [f"forward: layer by layer ({type(model).__name__}.forward runs as written, one op at a time; a "
+                 "Sequential of Linear blocks runs as the native program)"]
     if loss_fn is not None or optimizer is not None:
         if loss_fn is None or optimizer is None:
             raise ValueError("explain(): pass both loss_fn and optimizer to explain a training step")

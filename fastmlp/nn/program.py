@@ -48,13 +48,8 @@ def _streams(n: int) -> tuple:
     """(seeds, offsets) of the next n dropout masks, drawn as the Dropout modules draw them."""
     if not n:
         return _NO_STREAMS
-    gen = _random.default_generator
-    seeds, offsets = [], []
-    for _ in range(n):
-        s, o = gen.philox()
-        seeds.append(s)
-        offsets.append(o)
-    return seeds, offsets
+    pairs = [_random.default_generator.philox() for _ in range(n)]
+    return [s for s, _ in pairs], [o for _, o in pairs]
 
 
 def _rows(a: np.ndarray, dtype=None) -> np.ndarray:
