@@ -121,5 +121,8 @@ class ModuleList(_ModuleSequence):
     def __iadd__(self, modules: Iterable[Module]) -> "ModuleList":
         return self.extend(modules)
 
+    def insert(self, index: int, module: Module) -> None:  # (PyTorch's returns None, Sequential's itself)
+        super().insert(index, module)
+
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleList is a container and has no forward(); iterate over its modules")

@@ -183,6 +183,25 @@ def test_sequential_and_modulelist_containers():
         seq[10]
 
 
+def test_containers_renumber_after_insert_and_delete():
+    a, b, c = nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)
+    seq = nn.Sequential(a, b, c)
+    del seq[0]
+    # the modules move up to "0", "1", and no attribute of the old last name is left behind
+    assert list(seq._modules) == ["0", "1"] and seq[0] is b and not hasattr(seq, "2")
+    assert seq.insert(-1, a) is seq and [m for m in seq] == [b, a, c]
+    del seq[0:2]
+    assert [m for m in seq] == [c] and seq[0] is c and not hasattr(seq, "1")
+    seq[0] = b
+    assert seq[0] is b and seq._modules["0"] is b
+    ml = nn.ModuleList([a, b])
+    assert ml.insert(0, c) is None and list(ml) == [c, a, b]  # as torch.nn.ModuleList.insert
+    del ml[-1]
+    assert list(ml) == [c, a] and not hasattr(ml, "2")
+    with pytest.raises(IndexError):
+        del ml[5]
+
+
 def test_module_registration_and_traversal():
     net = Net()
     names = [n for n, _ in net.named_parameters()]
