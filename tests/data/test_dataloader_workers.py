@@ -308,7 +308,7 @@ def _child_pids() -> list:
 
 def test_ctrl_c_stops_every_worker(tmp_path):
     script = textwrap.dedent(f"""
-        import os, sys, time
+        import os, signal, sys, time
         import fastmlp
         from fastmlp.utils.data import DataLoader, Dataset
 
@@ -323,6 +323,9 @@ def test_ctrl_c_stops_every_worker(tmp_path):
             with open(os.path.join({str(tmp_path)!r}, f"worker{{worker_id}}"), "w") as f:
                 f.write(str(os.getpid()))
 
+        # Ctrl-C raises KeyboardInterrupt, as in a terminal, even where this test runs with SIGINT
+        # ignored (a background job inherits that, and so would this child)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             for i, _ in enumerate(DataLoader(Slow(), batch_size=2, num_workers=2, worker_init_fn=note_pid)):
                 if i == 1:
